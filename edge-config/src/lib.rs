@@ -1,0 +1,1 @@
+//! `tern-config` (placeholder while being written).
