@@ -90,7 +90,7 @@ impl std::str::FromStr for ChannelName {
 /// history: a position is trusted only if the log still has that exact
 /// `(epoch, serial)`. See `tern-log`'s crate docs for when the epoch changes.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub struct Epoch(pub u64);
 

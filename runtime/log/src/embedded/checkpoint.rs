@@ -1,0 +1,189 @@
+//! Index checkpoints: the whole in-memory state at a quiescent point, so opening a
+//! store replays only the records written after it instead of every segment.
+//!
+//! ```text
+//! "TRNC" | version u32 = 1 | body_len u64 | crc32c(body) u32 | body
+//! body := next_lsn u64 | segment u64 | pos u64 | epoch u64
+//!       | n u32 | channel{n} | m u32 | (base u64 | durable_len u64 | last_ts u64){m}
+//!       | k u64 | (hash u128 | channel_id u32 | time_s u32 | epoch u64 | serial u64){k}
+//! channel := name_len u8 | name | last_serial u64 | last_epoch u64 | since_entry u32
+//!          | entry_segment u64 | e u32 | (epoch u64 | serial u64){e}
+//!          | i u32 | (serial u64 | segment u64 | pos u64){i}
+//! ```
+//! A checkpoint is valid only if its segment still exists and is at least `pos`
+//! bytes long; otherwise the store scans every segment (slow, but always right).
+
+use std::io;
+use std::path::Path;
+
+use tern_link::{ChannelName, Epoch, Position, Serial};
+
+use super::dedupe::{DedupeEntry, DedupeIndex};
+use super::files::replace_atomically;
+use super::format::Cursor;
+use super::index::{ChannelIndex, IndexEntry, SegmentInfo, SharedIndex, WriterChannel};
+
+const MAGIC: [u8; 4] = *b"TRNC";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 20;
+
+/// A decoded checkpoint.
+pub(crate) struct Checkpoint {
+    pub(crate) next_lsn: u64,
+    pub(crate) segment: u64,
+    pub(crate) pos: u64,
+    pub(crate) epoch: u64,
+    pub(crate) channels: Vec<(WriterChannel, ChannelIndex)>,
+    pub(crate) segments: Vec<(u64, SegmentInfo)>,
+    pub(crate) dedupe: Vec<(u128, DedupeEntry)>,
+}
+
+/// Where the log stood when the checkpoint was taken.
+pub(crate) struct Tip {
+    pub(crate) next_lsn: u64,
+    pub(crate) segment: u64,
+    pub(crate) pos: u64,
+    pub(crate) epoch: u64,
+}
+
+pub(crate) fn write(
+    path: &Path,
+    tip: &Tip,
+    writer: &[WriterChannel],
+    shared: &SharedIndex,
+    dedupe: &DedupeIndex,
+) -> io::Result<usize> {
+    let mut b = Vec::with_capacity(64 + shared.channels.len() * 128 + dedupe.len() * 36);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&[0; 12]);
+    for n in [tip.next_lsn, tip.segment, tip.pos, tip.epoch] {
+        b.extend_from_slice(&n.to_le_bytes());
+    }
+    b.extend_from_slice(&(shared.channels.len() as u32).to_le_bytes());
+    for (ci, wc) in shared.channels.iter().zip(writer) {
+        b.push(ci.name.as_str().len() as u8);
+        b.extend_from_slice(ci.name.as_str().as_bytes());
+        for n in [wc.last_serial, wc.last_epoch] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        b.extend_from_slice(&wc.since_entry.to_le_bytes());
+        b.extend_from_slice(&wc.entry_segment.to_le_bytes());
+        b.extend_from_slice(&(ci.epochs.len() as u32).to_le_bytes());
+        for (e, s) in &ci.epochs {
+            b.extend_from_slice(&e.0.to_le_bytes());
+            b.extend_from_slice(&s.get().to_le_bytes());
+        }
+        b.extend_from_slice(&(ci.entries.len() as u32).to_le_bytes());
+        for e in &ci.entries {
+            for n in [e.serial, e.segment, e.pos] {
+                b.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+    }
+    b.extend_from_slice(&(shared.segments.len() as u32).to_le_bytes());
+    for (base, s) in &shared.segments {
+        for n in [*base, s.durable_len, s.last_timestamp_ms] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    b.extend_from_slice(&(dedupe.len() as u64).to_le_bytes());
+    for (hash, e) in dedupe.iter_oldest_first() {
+        b.extend_from_slice(&hash.to_le_bytes());
+        b.extend_from_slice(&e.channel_id.to_le_bytes());
+        b.extend_from_slice(&e.time_s.to_le_bytes());
+        b.extend_from_slice(&e.epoch.to_le_bytes());
+        b.extend_from_slice(&e.serial.to_le_bytes());
+    }
+    let body_len = (b.len() - HEADER_BYTES) as u64;
+    let crc = crc32c::crc32c(&b[HEADER_BYTES..]);
+    b[8..16].copy_from_slice(&body_len.to_le_bytes());
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
+    replace_atomically(path, &b)?;
+    Ok(b.len())
+}
+
+pub(crate) fn read(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let mut c = Cursor::new(bytes);
+    if c.take(4) != Some(&MAGIC[..]) {
+        return Err("not a tern checkpoint".into());
+    }
+    if c.u32() != Some(VERSION) {
+        return Err("unsupported checkpoint version".into());
+    }
+    let (Some(body_len), Some(crc)) = (c.u64(), c.u32()) else {
+        return Err("checkpoint header is truncated".into());
+    };
+    let body = c.rest();
+    if body.len() as u64 != body_len || crc32c::crc32c(body) != crc {
+        return Err("checkpoint checksum or length mismatch".into());
+    }
+    parse_body(&mut Cursor::new(body)).ok_or_else(|| "checkpoint body does not parse".into())
+}
+
+fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
+    let (next_lsn, segment, pos, epoch) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+    let n = c.u32()?;
+    let mut channels = Vec::with_capacity((n as usize).min(1 << 20));
+    for _ in 0..n {
+        let name = ChannelName::parse(std::str::from_utf8(c.bytes_u8()?).ok()?).ok()?;
+        let wc = WriterChannel {
+            last_serial: c.u64()?,
+            last_epoch: c.u64()?,
+            since_entry: c.u32()?,
+            entry_segment: c.u64()?,
+            ..WriterChannel::default()
+        };
+        let mut ci = ChannelIndex::new(name);
+        ci.last = Serial::new(wc.last_serial).map(|serial| Position {
+            epoch: Epoch(wc.last_epoch),
+            serial,
+        });
+        for _ in 0..c.u32()? {
+            let (e, s) = (c.u64()?, Serial::new(c.u64()?)?);
+            ci.epochs.push((Epoch(e), s));
+        }
+        for _ in 0..c.u32()? {
+            ci.entries.push(IndexEntry {
+                serial: c.u64()?,
+                segment: c.u64()?,
+                pos: c.u64()?,
+            });
+        }
+        channels.push((wc, ci));
+    }
+    let mut segments = Vec::new();
+    for _ in 0..c.u32()? {
+        let base = c.u64()?;
+        segments.push((
+            base,
+            SegmentInfo {
+                durable_len: c.u64()?,
+                last_timestamp_ms: c.u64()?,
+            },
+        ));
+    }
+    let k = c.u64()?;
+    let mut dedupe = Vec::with_capacity((k as usize).min(1 << 24));
+    for _ in 0..k {
+        let hash = c.u128()?;
+        dedupe.push((
+            hash,
+            DedupeEntry {
+                channel_id: c.u32()?,
+                time_s: c.u32()?,
+                epoch: c.u64()?,
+                serial: c.u64()?,
+            },
+        ));
+    }
+    c.rest().is_empty().then_some(Checkpoint {
+        next_lsn,
+        segment,
+        pos,
+        epoch,
+        channels,
+        segments,
+        dedupe,
+    })
+}

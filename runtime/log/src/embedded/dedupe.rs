@@ -1,0 +1,197 @@
+//! The dedupe index: idempotency key → original position, for a time window.
+//!
+//! Keys are not stored: each `(channel, key)` is hashed with XXH3-128 under a
+//! per-store random seed (kept in the store's meta file), so an entry has a fixed
+//! size whatever the key length, and a publisher cannot aim a collision at another
+//! key without knowing the seed.
+//!
+//! Memory: an entry is a 16-byte hash plus 24 bytes of value (channel id u32,
+//! seconds u32, epoch u64, serial u64) in a SwissTable (1 control byte, ≤ 87.5 %
+//! load) plus 16 bytes in the expiry queue: about **64 bytes per key** in steady
+//! state, up to twice that for a moment while the table grows. `max_keys` bounds
+//! it: at the default 4 000 000 keys, about 256 MiB. When more keys arrive within
+//! the window than `max_keys`, the oldest are forgotten early and counted in
+//! [`DedupeIndex::evicted_early`]; the effective window is then shorter than
+//! configured.
+//!
+//! Durability: the index is rebuilt on open from the last checkpoint plus the
+//! records after it (every record carries its key), so it survives restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// A remembered key's original position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DedupeEntry {
+    pub(crate) channel_id: u32,
+    /// Seconds since the Unix epoch when the original was stored.
+    pub(crate) time_s: u32,
+    pub(crate) epoch: u64,
+    pub(crate) serial: u64,
+}
+
+/// A `u128` is already a uniform hash; hashing it again would waste time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64 ^ (n >> 64) as u64;
+    }
+}
+
+type BuildIdentity = std::hash::BuildHasherDefault<IdentityHasher>;
+
+pub(crate) struct DedupeIndex {
+    seed: u64,
+    window_s: u32,
+    max_keys: usize,
+    map: HashMap<u128, DedupeEntry, BuildIdentity>,
+    /// Keys in insertion (hence time) order, for expiry.
+    order: VecDeque<u128>,
+    evicted_early: u64,
+}
+
+impl DedupeIndex {
+    pub(crate) fn new(seed: u64, window: Duration, max_keys: usize) -> Self {
+        Self {
+            seed,
+            window_s: u32::try_from(window.as_secs()).unwrap_or(u32::MAX),
+            max_keys: max_keys.max(1),
+            map: HashMap::default(),
+            order: VecDeque::new(),
+            evicted_early: 0,
+        }
+    }
+
+    /// The hash identifying `key` on `channel`.
+    pub(crate) fn hash(&self, channel: &[u8], key: &[u8]) -> u128 {
+        let mut h = Xxh3::with_seed(self.seed);
+        h.update(&[channel.len() as u8]);
+        h.update(channel);
+        h.update(key);
+        h.digest128()
+    }
+
+    /// The original entry for `hash`, if it is still inside the window at `now_s`.
+    pub(crate) fn lookup(&self, hash: u128, now_s: u32) -> Option<DedupeEntry> {
+        self.map
+            .get(&hash)
+            .filter(|e| now_s.saturating_sub(e.time_s) < self.window_s)
+            .copied()
+    }
+
+    /// Remembers `hash` (the caller checked it is not present).
+    pub(crate) fn insert(&mut self, hash: u128, entry: DedupeEntry) {
+        if self.map.insert(hash, entry).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.map.len() > self.max_keys {
+            if !self.pop_front() {
+                break;
+            }
+            self.evicted_early += 1;
+        }
+    }
+
+    /// Forgets `hash`, which must be the most recently inserted key (undo of a
+    /// write that failed).
+    pub(crate) fn remove_newest(&mut self, hash: u128) {
+        if self.order.back() == Some(&hash) {
+            self.order.pop_back();
+            self.map.remove(&hash);
+        }
+    }
+
+    /// Drops keys older than the window.
+    pub(crate) fn expire(&mut self, now_s: u32) {
+        while let Some(front) = self.order.front() {
+            match self.map.get(front) {
+                Some(e) if now_s.saturating_sub(e.time_s) < self.window_s => break,
+                _ => {
+                    self.pop_front();
+                }
+            }
+        }
+    }
+
+    fn pop_front(&mut self) -> bool {
+        match self.order.pop_front() {
+            Some(h) => {
+                self.map.remove(&h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn evicted_early(&self) -> u64 {
+        self.evicted_early
+    }
+
+    /// Entries oldest first, for checkpoints.
+    pub(crate) fn iter_oldest_first(&self) -> impl Iterator<Item = (u128, DedupeEntry)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|h| self.map.get(h).map(|e| (*h, *e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64, time_s: u32) -> DedupeEntry {
+        DedupeEntry {
+            channel_id: 0,
+            time_s,
+            epoch: 1,
+            serial,
+        }
+    }
+
+    #[test]
+    fn keys_are_per_channel_and_expire() {
+        let mut d = DedupeIndex::new(7, Duration::from_secs(10), 100);
+        let a = d.hash(b"ch1", b"k");
+        let b = d.hash(b"ch2", b"k");
+        assert_ne!(a, b);
+        assert_ne!(d.hash(b"ab", b"c"), d.hash(b"a", b"bc"));
+        d.insert(a, entry(1, 100));
+        assert_eq!(d.lookup(a, 105), Some(entry(1, 100)));
+        assert_eq!(d.lookup(b, 105), None);
+        assert_eq!(d.lookup(a, 110), None, "outside the window");
+        d.expire(110);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_max_keys() {
+        let mut d = DedupeIndex::new(7, Duration::from_secs(10), 3);
+        for i in 0..5u64 {
+            let h = d.hash(b"c", &i.to_le_bytes());
+            d.insert(h, entry(i + 1, 1));
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.evicted_early(), 2);
+        let oldest = d.hash(b"c", &0u64.to_le_bytes());
+        assert_eq!(d.lookup(oldest, 1), None);
+        let newest = d.hash(b"c", &4u64.to_le_bytes());
+        d.remove_newest(newest);
+        assert_eq!(d.len(), 2);
+    }
+}

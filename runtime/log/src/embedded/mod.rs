@@ -1,0 +1,628 @@
+//! The embedded store: segment files on local disk, the default [`LogStore`].
+//!
+//! ```text
+//! <data_dir>/
+//!   meta                      epoch, dedupe hash seed, clean-shutdown flag
+//!   index.ckpt                last index checkpoint (channels, sparse index, dedupe keys)
+//!   lock                      held (flock) while a process has the store open
+//!   segments/00000000000000000000.seg   batches (see `format`), named by first lsn
+//! ```
+//!
+//! Opening verifies only the tail: the checkpoint says how far the index is known,
+//! and only the batches after it are read and checked. The first bad batch in the
+//! last segment (torn write, flipped bit, cut file) is truncated away and reported;
+//! a bad batch in an older segment refuses the open instead, because data after it
+//! was acknowledged and cutting it would lose it silently.
+
+mod checkpoint;
+mod dedupe;
+mod files;
+mod format;
+mod index;
+mod meta;
+mod read;
+mod segment;
+mod writer;
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use tern_config::{FsyncPolicy, StoreConfig};
+use tern_link::{ChannelName, Epoch, Position, Serial};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{info, warn};
+
+use self::dedupe::{DedupeEntry, DedupeIndex};
+use self::files::{list_segments, now_ms, segment_path, sync_dir};
+use self::index::{SegmentInfo, SharedIndex, WriterChannel};
+use self::meta::Meta;
+use self::segment::{ScanError, SegmentScanner};
+use self::writer::{CLOSE_TIMEOUT, Command, FailedFlag, Writer};
+use crate::store::{
+    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadResult,
+    RetentionReport,
+};
+
+/// Why a store could not be opened. The operator's to fix; nothing was changed on
+/// disk except where [`RecoveryReport`] says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process holds the store's lock.
+    #[error("{0} is in use by another process")]
+    Locked(PathBuf),
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data is damaged somewhere other than the tail, or the meta file is.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpenError {
+    let context = context.into();
+    move |source| OpenError::Io { context, source }
+}
+
+/// What opening the store found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Whether an index checkpoint was used (else every segment was scanned).
+    pub used_checkpoint: bool,
+    /// Bytes of segment data read and verified.
+    pub replayed_bytes: u64,
+    /// Records found in them.
+    pub replayed_records: u64,
+    /// What was cut from the tail, if anything.
+    pub truncated: Option<Truncation>,
+    /// The epoch now in force.
+    pub epoch: Epoch,
+    /// Whether opening started a new epoch (see the crate docs for when).
+    pub epoch_changed: bool,
+    /// Channels known.
+    pub channels: usize,
+    /// Milliseconds the open took.
+    pub took_ms: u64,
+}
+
+/// Damage cut from the end of the last segment.
+#[derive(Clone, Debug)]
+pub struct Truncation {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the first bad batch started (the new file length).
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+    /// What was wrong there.
+    pub reason: String,
+}
+
+/// The embedded segment store. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<RwLock<SharedIndex>>,
+    tail: broadcast::Sender<Arc<CommittedBatch>>,
+    failed: FailedFlag,
+    segments_dir: PathBuf,
+    config: StoreConfig,
+    recovery: RecoveryReport,
+    _lock: File,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("segments_dir", &self.inner.segments_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `data_dir`, recovering from any crash, and
+    /// starts its writer. Blocking: call it before serving, or in `spawn_blocking`.
+    pub fn open(data_dir: &Path, config: StoreConfig) -> Result<Self, OpenError> {
+        let started = Instant::now();
+        let segments_dir = data_dir.join("segments");
+        fs::create_dir_all(&segments_dir).map_err(io_err(format!(
+            "creating {}",
+            segments_dir.display()
+        )))?;
+        let lock_path = data_dir.join("lock");
+        let lock = File::create(&lock_path).map_err(io_err("creating the lock file"))?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked(data_dir.to_path_buf()));
+        }
+        let meta_path = data_dir.join("meta");
+        let segments = list_segments(&segments_dir).map_err(io_err("listing segments"))?;
+        let meta = match fs::read(&meta_path) {
+            Ok(bytes) => Meta::decode(&bytes).map_err(|e| {
+                OpenError::Corrupt(format!("{}: {e}", meta_path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !segments.is_empty() {
+                    return Err(OpenError::Corrupt(format!(
+                        "{} has segments but no meta file",
+                        data_dir.display()
+                    )));
+                }
+                Meta {
+                    epoch: (now_ms() / 1000).max(1),
+                    seed: rand::random(),
+                    clean: true,
+                }
+            }
+            Err(e) => return Err(io_err("reading the meta file")(e)),
+        };
+        let mut rec = Recovery::new(&config, meta.seed);
+        let mut report = RecoveryReport::default();
+        let (mut segments, start) = rec.load_checkpoint(data_dir, segments, &mut report);
+        if segments.is_empty() {
+            let path = segment_path(&segments_dir, rec.next_lsn);
+            File::create(&path).map_err(io_err("creating the first segment"))?;
+            sync_dir(&segments_dir).map_err(io_err("syncing the segments directory"))?;
+            segments.push((rec.next_lsn, path));
+        }
+        rec.replay(&segments, start, &mut report)?;
+        let (active_base, active_path) = segments
+            .last()
+            .cloned()
+            .expect("at least one segment exists: created above when empty");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&active_path)
+            .map_err(io_err(format!("opening {}", active_path.display())))?;
+        file.sync_data()
+            .map_err(io_err("syncing the last segment"))?;
+        let pos = file
+            .metadata()
+            .map_err(io_err("reading the last segment's length"))?
+            .len();
+
+        // Epoch rule (crate docs): a new epoch when recovery cut anything, or after
+        // an unclean stop under fsync=interval, where acknowledged records may be
+        // missing without any damage to see.
+        let interval = matches!(config.fsync, FsyncPolicy::Interval(_));
+        let changed = report.truncated.is_some() || (interval && !meta.clean);
+        let mut meta = meta;
+        if changed {
+            let new = (meta.epoch + 1).max(now_ms() / 1000);
+            warn!(old = meta.epoch, new, "starting a new epoch");
+            meta.epoch = new;
+        }
+        meta.clean = false;
+        meta.store(&meta_path).map_err(io_err("writing the meta file"))?;
+        report.epoch = Epoch(meta.epoch);
+        report.epoch_changed = changed;
+        report.channels = rec.shared.channels.len();
+        report.took_ms = started.elapsed().as_millis() as u64;
+        info!(
+            dir = %data_dir.display(),
+            epoch = meta.epoch,
+            channels = report.channels,
+            used_checkpoint = report.used_checkpoint,
+            replayed_bytes = report.replayed_bytes,
+            took_ms = report.took_ms,
+            "store opened"
+        );
+
+        let shared = Arc::new(RwLock::new(rec.shared));
+        let (tail, _) = broadcast::channel(config.tail_capacity.max(1));
+        let failed: FailedFlag = Arc::new(OnceLock::new());
+        let (commands, receiver) = mpsc::channel(1024);
+        let writer = Writer::new(
+            data_dir.to_path_buf(),
+            config.clone(),
+            file,
+            active_base,
+            pos,
+            rec.next_lsn,
+            meta,
+            rec.channels,
+            rec.dedupe,
+            shared.clone(),
+            tail.clone(),
+            failed.clone(),
+        );
+        writer
+            .spawn(receiver)
+            .map_err(io_err("starting the writer threads"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands,
+                shared,
+                tail,
+                failed,
+                segments_dir,
+                config,
+                recovery: report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// What opening found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Why the store refuses appends, if it does.
+    pub fn failure(&self) -> Option<&str> {
+        self.inner.failed.get().map(String::as_str)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Command,
+    ) -> Result<T, LogError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+impl LogStore for EmbeddedStore {
+    async fn append(&self, batch: Vec<AppendRequest>) -> Result<Vec<AppendOutcome>, LogError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes: usize = batch
+            .iter()
+            .map(|r| {
+                format::record_size(r.channel.as_str(), &r.idempotency_key, &r.headers, &r.payload)
+            })
+            .sum();
+        if bytes > self.inner.config.max_batch_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: bytes,
+                limit: self.inner.config.max_batch_bytes,
+            });
+        }
+        if let Some(reason) = self.inner.failed.get() {
+            return Err(LogError::Failed(reason.clone()));
+        }
+        self.ask(|reply| Command::Append {
+            batch,
+            bytes,
+            reply,
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        from: Serial,
+        limit: usize,
+    ) -> Result<ReadResult, LogError> {
+        let shared = self.inner.shared.clone();
+        let dir = self.inner.segments_dir.clone();
+        let channel = channel.clone();
+        tokio::task::spawn_blocking(move || read::read(&dir, &shared, &channel, from, limit))
+            .await
+            .map_err(|e| LogError::Io {
+                context: "reading".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, LogError> {
+        let shared = self.inner.shared.read();
+        Ok(shared
+            .channel(channel)
+            .map(|c| ChannelInfo {
+                first_serial: c.first_serial(),
+                last: c.last,
+                epochs: c.epochs.clone(),
+            })
+            .unwrap_or_default())
+    }
+
+    fn tail(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
+        self.inner.tail.subscribe()
+    }
+
+    async fn enforce_retention(&self) -> Result<RetentionReport, LogError> {
+        self.ask(|reply| Command::Retention { reply }).await
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        match tokio::time::timeout(CLOSE_TIMEOUT, self.ask(|reply| Command::Close { reply })).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(LogError::Failed("close timed out".into())),
+        }
+    }
+}
+
+/// State rebuilt while opening.
+struct Recovery {
+    shared: SharedIndex,
+    channels: Vec<WriterChannel>,
+    dedupe: DedupeIndex,
+    next_lsn: u64,
+    window_ms: u64,
+    now_ms: u64,
+}
+
+impl Recovery {
+    fn new(config: &StoreConfig, seed: u64) -> Self {
+        Self {
+            shared: SharedIndex::default(),
+            channels: Vec::new(),
+            dedupe: DedupeIndex::new(seed, config.dedupe.window, config.dedupe.max_keys),
+            next_lsn: 0,
+            window_ms: config.dedupe.window.as_millis() as u64,
+            now_ms: now_ms(),
+        }
+    }
+
+    /// Loads the checkpoint when it is usable; returns the segments to keep and where
+    /// replay starts `(segment, byte offset)`.
+    fn load_checkpoint(
+        &mut self,
+        data_dir: &Path,
+        segments: Vec<(u64, PathBuf)>,
+        report: &mut RecoveryReport,
+    ) -> (Vec<(u64, PathBuf)>, (u64, u64)) {
+        let from_scratch = segments.first().map_or((0, 0), |(b, _)| (*b, 0));
+        let path = data_dir.join("index.ckpt");
+        let ckpt = match fs::read(&path) {
+            Ok(bytes) => match checkpoint::read(&bytes) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "checkpoint unusable; scanning every segment");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let usable = ckpt.filter(|c| {
+            segments.iter().any(|(b, p)| {
+                *b == c.segment && fs::metadata(p).is_ok_and(|m| m.len() >= c.pos)
+            })
+        });
+        let Some(c) = usable else {
+            if let Some((first, _)) = segments.first() {
+                self.next_lsn = *first;
+            }
+            return (segments, from_scratch);
+        };
+        report.used_checkpoint = true;
+        let known: std::collections::HashSet<u64> = c.segments.iter().map(|(b, _)| *b).collect();
+        let mut kept = Vec::new();
+        for (base, path) in segments {
+            if base < c.segment && !known.contains(&base) {
+                // Retention removed it from the index but the process died before the
+                // file went.
+                info!(segment = %path.display(), "removing a segment retention had already dropped");
+                let _ = fs::remove_file(&path);
+            } else {
+                kept.push((base, path));
+            }
+        }
+        let present: std::collections::HashSet<u64> = kept.iter().map(|(b, _)| *b).collect();
+        for (wc, mut ci) in c.channels {
+            ci.entries.retain(|e| present.contains(&e.segment));
+            let id = self.shared.add_channel(ci.name.clone());
+            self.shared.channels[id as usize] = ci;
+            self.channels.push(wc);
+        }
+        for (base, info) in c.segments {
+            if present.contains(&base) {
+                self.shared.segments.insert(base, info);
+            }
+        }
+        for (hash, entry) in c.dedupe {
+            if self.in_window(u64::from(entry.time_s) * 1000) {
+                self.dedupe.insert(hash, entry);
+            }
+        }
+        self.next_lsn = c.next_lsn;
+        (kept, (c.segment, c.pos))
+    }
+
+    fn in_window(&self, time_ms: u64) -> bool {
+        time_ms.saturating_add(self.window_ms) > self.now_ms
+    }
+
+    /// Reads and verifies every batch from `start` on, rebuilding state; cuts a
+    /// damaged tail off the last segment.
+    fn replay(
+        &mut self,
+        segments: &[(u64, PathBuf)],
+        start: (u64, u64),
+        report: &mut RecoveryReport,
+    ) -> Result<(), OpenError> {
+        let last_base = segments.last().map(|(b, _)| *b);
+        for (base, path) in segments.iter().filter(|(b, _)| *b >= start.0) {
+            let from = if *base == start.0 { start.1 } else { 0 };
+            let len = fs::metadata(path)
+                .map_err(io_err(format!("reading {}", path.display())))?
+                .len();
+            let mut scanner = SegmentScanner::open(path, from, len)
+                .map_err(io_err(format!("opening {}", path.display())))?;
+            let mut last_ts = self.shared.segments.get(base).map_or(0, |s| s.last_timestamp_ms);
+            let bad = loop {
+                match scanner.next_batch() {
+                    Ok(None) => break None,
+                    Ok(Some((pos, batch))) => {
+                        if batch.base_lsn != self.next_lsn {
+                            break Some((
+                                pos,
+                                format!(
+                                    "batch lsn {} where {} was expected",
+                                    batch.base_lsn, self.next_lsn
+                                ),
+                            ));
+                        }
+                        let mut pending = Vec::with_capacity(batch.count as usize);
+                        let mut broken = None;
+                        for rec in batch.records() {
+                            match rec {
+                                Ok(r) => pending.push((
+                                    r.channel.to_vec(),
+                                    r.epoch,
+                                    r.serial,
+                                    self.dedupe.hash(r.channel, r.key),
+                                )),
+                                Err(e) => {
+                                    broken = Some(e.to_string());
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some(e) = broken.or_else(|| self.check_dense(&pending)) {
+                            break Some((pos, e));
+                        }
+                        for (channel, epoch, serial, hash) in pending {
+                            self.apply(&channel, epoch, serial, hash, *base, pos, batch.timestamp_ms);
+                        }
+                        self.next_lsn += u64::from(batch.count);
+                        report.replayed_records += u64::from(batch.count);
+                        last_ts = batch.timestamp_ms;
+                    }
+                    Err(ScanError::Bad { pos, error }) => break Some((pos, error.to_string())),
+                    Err(ScanError::Io(e)) => {
+                        return Err(io_err(format!("reading {}", path.display()))(e));
+                    }
+                }
+            };
+            let end = match bad {
+                None => len,
+                Some((pos, reason)) if Some(*base) == last_base => {
+                    let cut = len - pos;
+                    warn!(
+                        file = %path.display(),
+                        offset = pos,
+                        bytes = cut,
+                        %reason,
+                        "damaged tail: truncating the last segment"
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io_err(format!("opening {} to truncate", path.display())))?;
+                    f.set_len(pos)
+                        .and_then(|()| f.sync_all())
+                        .map_err(io_err(format!("truncating {}", path.display())))?;
+                    report.truncated = Some(Truncation {
+                        file: path.clone(),
+                        offset: pos,
+                        bytes: cut,
+                        reason,
+                    });
+                    pos
+                }
+                Some((pos, reason)) => {
+                    return Err(OpenError::Corrupt(format!(
+                        "{} at byte {pos}: {reason}; later segments hold acknowledged data, so nothing was cut",
+                        path.display()
+                    )));
+                }
+            };
+            report.replayed_bytes += end.saturating_sub(from);
+            self.shared.segments.insert(
+                *base,
+                SegmentInfo {
+                    durable_len: end,
+                    last_timestamp_ms: last_ts,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Every record must take the next serial of its channel.
+    fn check_dense(&self, pending: &[(Vec<u8>, u64, u64, u128)]) -> Option<String> {
+        let mut seen: std::collections::HashMap<&[u8], u64> = std::collections::HashMap::new();
+        for (channel, _, serial, _) in pending {
+            let last = match seen.get(channel.as_slice()) {
+                Some(s) => *s,
+                None => std::str::from_utf8(channel)
+                    .ok()
+                    .and_then(|c| ChannelName::parse(c).ok())
+                    .and_then(|c| self.shared.ids.get(&c).copied())
+                    .map_or(0, |id| self.channels[id as usize].last_serial),
+            };
+            if *serial != last + 1 {
+                return Some(format!(
+                    "serial {serial} follows {last} in channel {}",
+                    String::from_utf8_lossy(channel)
+                ));
+            }
+            seen.insert(channel, *serial);
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        channel: &[u8],
+        epoch: u64,
+        serial: u64,
+        hash: u128,
+        segment: u64,
+        pos: u64,
+        timestamp_ms: u64,
+    ) {
+        let Some(name) = std::str::from_utf8(channel)
+            .ok()
+            .and_then(|c| ChannelName::parse(c).ok())
+        else {
+            return;
+        };
+        let id = match self.shared.ids.get(&name) {
+            Some(&id) => id,
+            None => {
+                self.channels.push(WriterChannel::default());
+                self.shared.add_channel(name)
+            }
+        };
+        let (entry, epoch_start) = self.channels[id as usize].note(epoch, serial, segment, pos);
+        let ci = &mut self.shared.channels[id as usize];
+        if let Some(e) = entry {
+            ci.entries.push(e);
+        }
+        if let Some(s) = epoch_start {
+            ci.epochs.push(s);
+        }
+        if let Some(serial) = Serial::new(serial) {
+            ci.last = Some(Position {
+                epoch: Epoch(epoch),
+                serial,
+            });
+        }
+        if self.in_window(timestamp_ms) {
+            self.dedupe.insert(
+                hash,
+                DedupeEntry {
+                    channel_id: id,
+                    time_s: (timestamp_ms / 1000) as u32,
+                    epoch,
+                    serial,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! The single writer and its syncer: group commit with pipelined fsync.
+//!
+//! ```text
+//!  append() ──Command──▶ WRITER thread                      SYNCER thread
+//!                        drain queue → one batch             drain jobs
+//!                        dedupe, assign serials              fdatasync (policy always)
+//!                        pwrite into the segment ──SyncJob──▶ publish index (readers see it)
+//!                        roll segment, checkpoint            answer every waiter, feed tails
+//! ```
+//! The writer never waits for the disk to sync: while the syncer runs one
+//! fdatasync, the writer already builds and writes the next batch, and the next
+//! fdatasync covers every batch written meanwhile. A waiter is answered only after an
+//! fdatasync that started after its batch was written (policy `always`), so every
+//! outcome it receives, including `Duplicate`, points at durable data.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use tern_config::{FsyncPolicy, StoreConfig};
+use tern_link::{ChannelName, Epoch, MAX_IDEMPOTENCY_KEY_BYTES, Position, Serial, StoredMessage};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::checkpoint::{self, Tip};
+use super::dedupe::{DedupeEntry, DedupeIndex};
+use super::files::{is_storage_full, now_ms, segment_path, sync_dir};
+use super::format::{BatchWriter, record_size};
+use super::index::{IndexUpdate, SegmentInfo, SharedIndex, WriterChannel};
+use super::meta::Meta;
+use crate::store::{
+    AppendOutcome, AppendRequest, CommittedBatch, LogError, RecordError, RetentionReport,
+};
+
+pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>;
+
+/// What the store handle asks of the writer.
+pub(crate) enum Command {
+    Append {
+        batch: Vec<AppendRequest>,
+        bytes: usize,
+        reply: AppendReply,
+    },
+    Retention {
+        reply: oneshot::Sender<Result<RetentionReport, LogError>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+/// The reason the store stopped accepting appends, set once.
+pub(crate) type FailedFlag = Arc<OnceLock<String>>;
+
+/// Everything the writer owns. Built by recovery.
+pub(crate) struct Writer {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) segments_dir: PathBuf,
+    pub(crate) config: StoreConfig,
+    pub(crate) file: Arc<File>,
+    pub(crate) segment: u64,
+    pub(crate) pos: u64,
+    pub(crate) next_lsn: u64,
+    pub(crate) meta: Meta,
+    pub(crate) channels: Vec<WriterChannel>,
+    pub(crate) ids: HashMap<ChannelName, u32, foldhash::fast::RandomState>,
+    pub(crate) dedupe: DedupeIndex,
+    pub(crate) shared: Arc<RwLock<SharedIndex>>,
+    pub(crate) tail: broadcast::Sender<Arc<CommittedBatch>>,
+    pub(crate) failed: FailedFlag,
+    /// Channels created since the last job, in id order, for the syncer to publish.
+    pending_new: Vec<ChannelName>,
+    bytes_since_checkpoint: u64,
+    generation: u64,
+    batch: BatchWriter,
+}
+
+struct SyncJob {
+    file: Arc<File>,
+    segment: u64,
+    end_pos: u64,
+    timestamp_ms: u64,
+    new_channels: Vec<ChannelName>,
+    updates: Vec<IndexUpdate>,
+    replies: Vec<(AppendReply, Vec<AppendOutcome>)>,
+    committed: Option<CommittedBatch>,
+}
+
+enum SyncMsg {
+    Job(SyncJob),
+    Barrier(std_mpsc::SyncSender<()>),
+}
+
+/// Channel state to restore if a write fails.
+struct Undo {
+    channels: Vec<(u32, WriterChannel)>,
+    keys: Vec<u128>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        data_dir: PathBuf,
+        config: StoreConfig,
+        file: File,
+        segment: u64,
+        pos: u64,
+        next_lsn: u64,
+        meta: Meta,
+        channels: Vec<WriterChannel>,
+        dedupe: DedupeIndex,
+        shared: Arc<RwLock<SharedIndex>>,
+        tail: broadcast::Sender<Arc<CommittedBatch>>,
+        failed: FailedFlag,
+    ) -> Self {
+        let ids = {
+            let s = shared.read();
+            s.ids
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<HashMap<_, _, foldhash::fast::RandomState>>()
+        };
+        Self {
+            segments_dir: data_dir.join("segments"),
+            data_dir,
+            config,
+            file: Arc::new(file),
+            segment,
+            pos,
+            next_lsn,
+            meta,
+            channels,
+            ids,
+            dedupe,
+            shared,
+            tail,
+            failed,
+            pending_new: Vec::new(),
+            bytes_since_checkpoint: 0,
+            generation: 0,
+            batch: BatchWriter::new(),
+        }
+    }
+
+    /// Starts the writer and syncer threads.
+    pub(crate) fn spawn(self, commands: mpsc::Receiver<Command>) -> std::io::Result<()> {
+        let (to_syncer, from_writer) = std_mpsc::channel();
+        let syncer = Syncer {
+            policy: self.config.fsync,
+            shared: self.shared.clone(),
+            tail: self.tail.clone(),
+            failed: self.failed.clone(),
+        };
+        std::thread::Builder::new()
+            .name("tern-log-sync".into())
+            .spawn(move || syncer.run(from_writer))?;
+        std::thread::Builder::new()
+            .name("tern-log-write".into())
+            .spawn(move || self.run(commands, to_syncer))?;
+        Ok(())
+    }
+
+    fn run(mut self, mut commands: mpsc::Receiver<Command>, syncer: std_mpsc::Sender<SyncMsg>) {
+        let mut carried: Option<Command> = None;
+        loop {
+            let Some(first) = carried.take().or_else(|| commands.blocking_recv()) else {
+                // Every handle is gone: shut down as cleanly as a close.
+                let _ = self.close(&syncer);
+                return;
+            };
+            match first {
+                Command::Append {
+                    batch,
+                    bytes,
+                    reply,
+                } => {
+                    let mut group = vec![(batch, reply)];
+                    let mut total = bytes;
+                    while total < self.config.max_batch_bytes {
+                        match commands.try_recv() {
+                            Ok(Command::Append {
+                                batch,
+                                bytes,
+                                reply,
+                            }) => {
+                                total += bytes;
+                                group.push((batch, reply));
+                            }
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.append_group(group, &syncer);
+                    self.after_write(&syncer);
+                }
+                Command::Retention { reply } => {
+                    let _ = reply.send(self.retention(&syncer));
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(self.close(&syncer));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn append_group(
+        &mut self,
+        group: Vec<(Vec<AppendRequest>, AppendReply)>,
+        syncer: &std_mpsc::Sender<SyncMsg>,
+    ) {
+        if let Some(reason) = self.failed.get() {
+            for (_, reply) in group {
+                let _ = reply.send(Err(LogError::Failed(reason.clone())));
+            }
+            return;
+        }
+        let timestamp_ms = now_ms();
+        let now_s = (timestamp_ms / 1000) as u32;
+        self.dedupe.expire(now_s);
+        self.generation += 1;
+        let generation = self.generation;
+        let epoch = self.meta.epoch;
+        let batch_pos = self.pos;
+        self.batch.begin(self.next_lsn, timestamp_ms);
+        let want_tail = self.tail.receiver_count() > 0;
+        let mut committed: Vec<(ChannelName, Vec<StoredMessage>)> = Vec::new();
+        let mut updates: Vec<IndexUpdate> = Vec::new();
+        let mut undo = Undo {
+            channels: Vec::new(),
+            keys: Vec::new(),
+        };
+        let mut replies = Vec::with_capacity(group.len());
+        for (requests, reply) in group {
+            let mut outcomes = Vec::with_capacity(requests.len());
+            for req in requests {
+                if let Err(e) = self.check(&req) {
+                    outcomes.push(AppendOutcome::Rejected(e));
+                    continue;
+                }
+                let id = self.channel_id(&req.channel);
+                let hash = self
+                    .dedupe
+                    .hash(req.channel.as_str().as_bytes(), &req.idempotency_key);
+                if let Some(orig) = self.dedupe.lookup(hash, now_s) {
+                    outcomes.push(AppendOutcome::Duplicate(Position {
+                        epoch: Epoch(orig.epoch),
+                        serial: Serial::new(orig.serial).unwrap_or(Serial::FIRST),
+                    }));
+                    continue;
+                }
+                let wc = &mut self.channels[id as usize];
+                if wc.touched_gen != generation {
+                    undo.channels.push((id, *wc));
+                    wc.touched_gen = generation;
+                    wc.touched_slot = updates.len() as u32;
+                    updates.push(IndexUpdate {
+                        channel_id: id,
+                        last: Position {
+                            epoch: Epoch(epoch),
+                            serial: Serial::FIRST,
+                        },
+                        entry: None,
+                        epoch_start: None,
+                    });
+                    if want_tail {
+                        committed.push((req.channel.clone(), Vec::new()));
+                    }
+                }
+                let serial_n = wc.last_serial + 1;
+                let (entry, epoch_start) = wc.note(epoch, serial_n, self.segment, batch_pos);
+                let slot = wc.touched_slot as usize;
+                let serial = Serial::new(serial_n).expect("last_serial + 1 is never zero");
+                let position = Position {
+                    epoch: Epoch(epoch),
+                    serial,
+                };
+                let update = &mut updates[slot];
+                update.last = position;
+                if update.entry.is_none() {
+                    update.entry = entry;
+                }
+                if epoch_start.is_some() {
+                    update.epoch_start = epoch_start;
+                }
+                self.batch.push(
+                    req.channel.as_str(),
+                    epoch,
+                    serial_n,
+                    &req.idempotency_key,
+                    &req.headers,
+                    &req.payload,
+                );
+                self.dedupe.insert(
+                    hash,
+                    DedupeEntry {
+                        channel_id: id,
+                        time_s: now_s,
+                        epoch,
+                        serial: serial_n,
+                    },
+                );
+                undo.keys.push(hash);
+                outcomes.push(AppendOutcome::Appended(position));
+                if want_tail {
+                    committed[slot].1.push(StoredMessage {
+                        position,
+                        timestamp_ms,
+                        idempotency_key: req.idempotency_key,
+                        headers: req.headers,
+                        payload: req.payload,
+                    });
+                }
+            }
+            replies.push((reply, outcomes));
+        }
+        if self.batch.count() > 0 {
+            let count = u64::from(self.batch.count());
+            let bytes = self.batch.finish();
+            if let Err(e) = self.file.write_all_at(bytes, self.pos) {
+                self.undo_failed_write(undo, replies, e);
+                return;
+            }
+            let len = bytes.len() as u64;
+            self.pos += len;
+            self.next_lsn += count;
+            self.bytes_since_checkpoint += len;
+        }
+        // Duplicates and rejections go through the syncer too, so that they are
+        // answered only once what they point at is durable.
+        let job = SyncJob {
+            file: self.file.clone(),
+            segment: self.segment,
+            end_pos: self.pos,
+            timestamp_ms,
+            new_channels: std::mem::take(&mut self.pending_new),
+            updates,
+            replies,
+            committed: want_tail.then_some(CommittedBatch { channels: committed }),
+        };
+        if syncer.send(SyncMsg::Job(job)).is_err() {
+            let _ = self.failed.set("the syncer thread is gone".into());
+        }
+    }
+
+    fn check(&self, req: &AppendRequest) -> Result<(), RecordError> {
+        let key_len = req.idempotency_key.len();
+        if key_len == 0 || key_len > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(RecordError::InvalidKey(key_len));
+        }
+        if req.headers.len() > usize::from(u16::MAX) {
+            return Err(RecordError::TooManyHeaders(req.headers.len()));
+        }
+        let size = record_size(
+            req.channel.as_str(),
+            &req.idempotency_key,
+            &req.headers,
+            &req.payload,
+        );
+        let oversized_header = req
+            .headers
+            .iter()
+            .any(|(n, _)| n.len() > usize::from(u16::MAX));
+        if size > self.config.max_message_bytes || oversized_header {
+            return Err(RecordError::TooLarge {
+                size,
+                limit: self.config.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn channel_id(&mut self, name: &ChannelName) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.channels.len() as u32;
+        self.ids.insert(name.clone(), id);
+        self.channels.push(WriterChannel::default());
+        self.pending_new.push(name.clone());
+        id
+    }
+
+    fn undo_failed_write(
+        &mut self,
+        undo: Undo,
+        replies: Vec<(AppendReply, Vec<AppendOutcome>)>,
+        e: std::io::Error,
+    ) {
+        for (id, state) in undo.channels {
+            self.channels[id as usize] = state;
+        }
+        for hash in undo.keys.into_iter().rev() {
+            self.dedupe.remove_newest(hash);
+        }
+        // Cut whatever part of the batch reached the file, so the next batch starts
+        // at a clean boundary.
+        let cut = self.file.set_len(self.pos);
+        let err = || {
+            if is_storage_full(&e) {
+                LogError::StorageFull(e.to_string())
+            } else {
+                LogError::Io {
+                    context: "writing a batch".into(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }
+            }
+        };
+        if is_storage_full(&e) {
+            warn!(error = %e, segment = self.segment, "storage full; batch refused, nothing stored");
+        } else {
+            error!(error = %e, "write failed; store stops accepting appends");
+            let _ = self.failed.set(format!("write failed: {e}"));
+        }
+        if let Err(cut_err) = cut {
+            error!(error = %cut_err, "could not cut a partly written batch; store stops accepting appends");
+            let _ = self
+                .failed
+                .set(format!("could not cut a partly written batch: {cut_err}"));
+        }
+        for (reply, _) in replies {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    fn after_write(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) {
+        if self.pos >= self.config.segment_bytes {
+            if let Err(e) = self.roll() {
+                warn!(error = %e, "could not start a new segment; writing on in the current one");
+            }
+        }
+        if self.bytes_since_checkpoint >= self.config.checkpoint_bytes {
+            if let Err(e) = self.checkpoint(syncer) {
+                warn!(error = %e, "checkpoint failed; the next open will replay more");
+            }
+        }
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        let path = segment_path(&self.segments_dir, self.next_lsn);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        sync_dir(&self.segments_dir)?;
+        self.file = Arc::new(file);
+        self.segment = self.next_lsn;
+        self.pos = 0;
+        info!(segment = %path.display(), "new segment");
+        Ok(())
+    }
+
+    /// Waits until the syncer has published every job sent so far.
+    fn barrier(&self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<(), LogError> {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        syncer
+            .send(SyncMsg::Barrier(tx))
+            .map_err(|_| LogError::Failed("the syncer thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| LogError::Failed("the syncer thread is gone".into()))
+    }
+
+    fn checkpoint(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<(), LogError> {
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| LogError::Io { context, source }
+        };
+        let started = Instant::now();
+        self.file.sync_data().map_err(io("syncing before a checkpoint"))?;
+        self.barrier(syncer)?;
+        let tip = Tip {
+            next_lsn: self.next_lsn,
+            segment: self.segment,
+            pos: self.pos,
+            epoch: self.meta.epoch,
+        };
+        let bytes = {
+            let shared = self.shared.read();
+            checkpoint::write(
+                &self.data_dir.join("index.ckpt"),
+                &tip,
+                &self.channels,
+                &shared,
+                &self.dedupe,
+            )
+            .map_err(io("writing the index checkpoint"))?
+        };
+        self.bytes_since_checkpoint = 0;
+        info!(
+            bytes,
+            channels = self.channels.len(),
+            dedupe_keys = self.dedupe.len(),
+            dedupe_evicted_early = self.dedupe.evicted_early(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+        Ok(())
+    }
+
+    fn retention(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<RetentionReport, LogError> {
+        self.barrier(syncer)?;
+        let now = now_ms();
+        let victims: Vec<(u64, u64)> = {
+            let shared = self.shared.read();
+            let mut total: u64 = shared.segments.values().map(|s| s.durable_len).sum();
+            let mut victims = Vec::new();
+            for (&base, info) in &shared.segments {
+                if base == self.segment {
+                    break;
+                }
+                let too_big = self.config.retention.max_bytes.is_some_and(|max| total > max);
+                let too_old = self.config.retention.max_age.is_some_and(|age| {
+                    info.last_timestamp_ms.saturating_add(age.as_millis() as u64) < now
+                });
+                if !(too_big || too_old) {
+                    break;
+                }
+                total -= info.durable_len;
+                victims.push((base, info.durable_len));
+            }
+            victims
+        };
+        if victims.is_empty() {
+            return Ok(RetentionReport::default());
+        }
+        {
+            let mut shared = self.shared.write();
+            for (base, _) in &victims {
+                shared.drop_segment(*base);
+            }
+        }
+        // Checkpoint before deleting, so channel state (last serials) never depends
+        // on a file that is about to go.
+        self.checkpoint(syncer)?;
+        let mut report = RetentionReport::default();
+        for (base, len) in victims {
+            let path = segment_path(&self.segments_dir, base);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.segments_removed += 1;
+                    report.bytes_removed += len;
+                }
+                Err(e) => warn!(segment = %path.display(), error = %e, "could not remove segment"),
+            }
+        }
+        let _ = sync_dir(&self.segments_dir);
+        info!(
+            segments = report.segments_removed,
+            bytes = report.bytes_removed,
+            "retention removed old segments"
+        );
+        Ok(report)
+    }
+
+    fn close(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<(), LogError> {
+        self.checkpoint(syncer)?;
+        if self.failed.get().is_none() {
+            self.meta.clean = true;
+            self.meta
+                .store(&self.data_dir.join("meta"))
+                .map_err(|source| LogError::Io {
+                    context: "marking the store clean".into(),
+                    source,
+                })?;
+        }
+        info!(dir = %self.data_dir.display(), "store closed");
+        Ok(())
+    }
+}
+
+struct Syncer {
+    policy: FsyncPolicy,
+    shared: Arc<RwLock<SharedIndex>>,
+    tail: broadcast::Sender<Arc<CommittedBatch>>,
+    failed: FailedFlag,
+}
+
+impl Syncer {
+    fn run(self, from_writer: std_mpsc::Receiver<SyncMsg>) {
+        let interval = match self.policy {
+            FsyncPolicy::Always => None,
+            FsyncPolicy::Interval(d) => Some(d),
+        };
+        let mut unsynced: Option<Arc<File>> = None;
+        let mut deadline = Instant::now();
+        loop {
+            let first = match interval {
+                None => from_writer.recv().ok(),
+                Some(d) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match from_writer.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                            if let Some(file) = unsynced.take() {
+                                self.sync(&[file]);
+                            }
+                            deadline = Instant::now() + d;
+                            continue;
+                        }
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            };
+            let Some(first) = first else {
+                if let Some(file) = unsynced.take() {
+                    self.sync(&[file]);
+                }
+                return;
+            };
+            let mut jobs = Vec::new();
+            let mut barriers = Vec::new();
+            for msg in std::iter::once(first).chain(from_writer.try_iter()) {
+                match msg {
+                    SyncMsg::Job(job) => jobs.push(job),
+                    SyncMsg::Barrier(done) => barriers.push(done),
+                }
+            }
+            if !jobs.is_empty() {
+                if interval.is_none() {
+                    let mut files: Vec<Arc<File>> = Vec::new();
+                    for job in &jobs {
+                        if !files.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                            files.push(job.file.clone());
+                        }
+                    }
+                    if let Err(reason) = self.sync(&files) {
+                        for job in jobs {
+                            for (reply, _) in job.replies {
+                                let _ = reply.send(Err(LogError::Failed(reason.clone())));
+                            }
+                        }
+                        jobs = Vec::new();
+                    }
+                } else if let Some(last) = jobs.last() {
+                    unsynced = Some(last.file.clone());
+                }
+                self.publish(jobs);
+            }
+            for done in barriers {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// fdatasyncs `files`; on failure marks the store failed (the kernel may have
+    /// dropped the dirty pages, so nothing written since the last good sync may be
+    /// acknowledged) and returns the reason.
+    fn sync(&self, files: &[Arc<File>]) -> Result<(), String> {
+        for file in files {
+            if let Err(e) = file.sync_data() {
+                let reason = format!("fdatasync failed: {e}");
+                error!(error = %e, "fdatasync failed; store stops accepting appends");
+                let _ = self.failed.set(reason.clone());
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, jobs: Vec<SyncJob>) {
+        {
+            let mut shared = self.shared.write();
+            for job in &jobs {
+                for name in &job.new_channels {
+                    shared.add_channel(name.clone());
+                }
+                let info = shared.segments.entry(job.segment).or_insert(SegmentInfo {
+                    durable_len: 0,
+                    last_timestamp_ms: 0,
+                });
+                info.durable_len = job.end_pos;
+                info.last_timestamp_ms = job.timestamp_ms;
+                for update in &job.updates {
+                    shared.apply(*update);
+                }
+            }
+        }
+        for job in jobs {
+            for (reply, outcomes) in job.replies {
+                let _ = reply.send(Ok(outcomes));
+            }
+            if let Some(batch) = job.committed.filter(|c| !c.channels.is_empty()) {
+                let _ = self.tail.send(Arc::new(batch));
+            }
+        }
+    }
+}
+
+/// How long `close` waits for the writer before giving up.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);

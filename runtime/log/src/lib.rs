@@ -1,0 +1,59 @@
+//! `tern-log`: the regional ordered log — every guarantee of Tern rests on it.
+//!
+//! It orders each channel's messages, stores them durably, deduplicates retries,
+//! and replays and tails them for edges. It does not authenticate clients, run
+//! functions or fan out to end users: that is the edge's work.
+//!
+//! ```text
+//! edge ──QUIC──▶ net::server ──append──▶ LogStore (EmbeddedStore)
+//!                    ▲                     │ dedupe → serial → pwrite → fdatasync
+//!                    └──── Messages ◀──────┘ tail (only durable messages)
+//! ```
+//!
+//! Key types: [`LogStore`] (the backend trait, with the [`conformance`] suite every
+//! backend passes), [`EmbeddedStore`] (segment files on local disk, the default),
+//! [`resolve`] (where a resuming subscriber continues), and in [`net`] the QUIC
+//! `LogServer` and `LogClient`.
+//!
+//! # Positions and epochs
+//!
+//! A message's position is `(epoch, serial)`. Serials are dense per channel: 1, 2,
+//! 3, … with no gaps, and they keep counting across epochs. The epoch names the
+//! history a serial belongs to. The embedded store has one epoch for all its
+//! channels, kept in its meta file, and changes it exactly when:
+//!
+//! 1. **the store is created**: the first epoch is the creation time in Unix
+//!    seconds, so a wiped and recreated data directory never reuses an epoch an
+//!    earlier incarnation handed out (barring a clock set back);
+//! 2. **opening cut anything from the tail** (a torn or damaged last batch): the cut
+//!    records may have been seen by someone (under `fsync = "interval"` they were
+//!    acknowledged; under `always` only media damage can cut synced data), so their
+//!    serials are given out again under a new epoch;
+//! 3. **opening after an unclean stop under `fsync = "interval"`**: acknowledged
+//!    records may be missing without any visible damage.
+//!
+//! A new epoch is `max(old + 1, now in Unix seconds)`. Each channel remembers where
+//! every epoch of its history starts; [`resolve`] trusts a position only if the log
+//! still holds that exact `(epoch, serial)`, and otherwise answers "continuity
+//! lost" with the first serial it will deliver. Under the default `fsync =
+//! "always"` a crash never changes the epoch unless the disk damaged synced data.
+//!
+//! # Dedupe
+//!
+//! Each `(channel, idempotency key)` is remembered for the dedupe window (default
+//! 24 h) at about 64 bytes per key, bounded by `max_keys`; see `embedded::dedupe`.
+
+#![deny(unsafe_code)]
+
+pub mod conformance;
+mod embedded;
+pub mod net;
+mod resume;
+mod store;
+
+pub use embedded::{EmbeddedStore, OpenError, RecoveryReport, Truncation};
+pub use resume::{Resume, resolve};
+pub use store::{
+    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadResult,
+    RecordError, RetentionReport,
+};
