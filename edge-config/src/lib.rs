@@ -1,1 +1,40 @@
-//! `tern-config` (placeholder while being written).
+//! `tern-config`: Tern's typed configuration, read from TOML and validated in one pass
+//! that reports every problem at once.
+//!
+//! Config goes through two stages, as in vector:
+//!
+//! ```text
+//! TOML text ──toml + serde──▶ Raw*Config ──compile()──▶ LogNodeConfig
+//!             syntax, unknown     every field       validated, defaults filled in
+//!             keys, wrong types   optional, units   and every problem reported as
+//!             (first one, with    kept as written   `store.segment_bytes: 512 is
+//!             line and column)                      below the minimum of 65536`
+//! ```
+//!
+//! - Raw structs ([`log::RawLogNodeConfig`] and its sections) mirror the file, reject
+//!   unknown keys, and document each key's unit, default and bounds.
+//! - Compiled structs ([`LogNodeConfig`], [`StoreConfig`], [`FsyncPolicy`],
+//!   [`RetentionConfig`], [`DedupeConfig`], [`LinkServerConfig`]) hold checked values in
+//!   real types (`Duration`, `SocketAddr`, byte counts); their `Default` is the config of
+//!   an empty file, so tests can build them directly.
+//! - [`ConfigError`] lists every [`Problem`] with its path; its fault is always the
+//!   operator's config, and retrying the same input cannot help.
+//!
+//! In TOML, durations are humantime strings (`"10ms"`, `"24h"`, `"7days"`) and byte sizes
+//! are integers or strings with a unit (`"64KiB"`, `"128MiB"`, `"500kB"` = 500 000).
+//! `examples/log.toml` lists every key with its default.
+//!
+//! This crate does not open files beyond reading the one it is given, create `data_dir`,
+//! bind `listen`, watch for changes, or merge several sources (environment, flags):
+//! binaries do that before or after calling [`load_log_config`] / [`parse_log_config`].
+
+mod error;
+pub mod log;
+mod units;
+
+pub use error::{ConfigError, Problem};
+pub use log::{
+    DedupeConfig, FsyncPolicy, LinkServerConfig, LogNodeConfig, RetentionConfig, StoreConfig,
+    load_log_config, parse_log_config,
+};
+pub use units::RawByteSize;

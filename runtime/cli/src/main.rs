@@ -1,1 +1,79 @@
-fn main() {}
+//! `tern`: the command-line entry point of every Tern role.
+//!
+//! Thin by design: it parses arguments, builds the config, sets up logging and
+//! signals, and calls a library. Subcommands live one per file:
+//!
+//! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
+//!
+//! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only the
+//! few lines other programs wait for, such as `tern log listening on <addr>`.
+
+mod log_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Tern: WebAssembly edge functions for realtime messaging.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a log node: the durable, ordered log edges publish to and subscribe from.
+    Log(log_cmd::LogArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    ignore_sigxfsz();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Log(args) => log_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Past a file size limit (`ulimit -f`) the kernel sends SIGXFSZ, whose default action
+/// kills the process; ignored, the write fails with EFBIG instead and the store reports
+/// "storage full" to publishers without losing anything already acknowledged.
+fn ignore_sigxfsz() {
+    // SAFETY: called once at startup, before any thread of ours exists; setting a
+    // signal to SIG_IGN installs no handler code, so there is nothing to be
+    // async-signal-safe about, and the return value (the old disposition) is unused.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}

@@ -116,7 +116,8 @@ pub fn encode_to_vec(frame: &Frame, max_frame_bytes: usize) -> Result<Vec<u8>, E
 pub struct FrameDecoder {
     buf: BytesMut,
     max_frame_bytes: usize,
-    failed: bool,
+    /// Set by a fatal error, returned again by every later call.
+    failed: Option<DecodeError>,
 }
 
 impl FrameDecoder {
@@ -125,13 +126,13 @@ impl FrameDecoder {
         Self {
             buf: BytesMut::new(),
             max_frame_bytes: max_frame_bytes.max(LEN_BYTES + 1),
-            failed: false,
+            failed: None,
         }
     }
 
     /// Adds bytes read from the peer.
     pub fn extend(&mut self, bytes: &[u8]) {
-        if !self.failed {
+        if self.failed.is_none() {
             self.buf.extend_from_slice(bytes);
         }
     }
@@ -144,6 +145,9 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` when more bytes are needed. After a fatal
     /// error every further call returns that kind of error again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         if self.buf.len() < LEN_BYTES {
             return Ok(None);
         }
@@ -151,13 +155,11 @@ impl FrameDecoder {
         len_bytes.copy_from_slice(&self.buf[..LEN_BYTES]);
         let len = u32::from_be_bytes(len_bytes) as usize;
         let total = len.saturating_add(LEN_BYTES);
-        if total > self.max_frame_bytes || self.failed {
-            self.failed = true;
-            self.buf.clear();
-            return Err(DecodeError::TooLarge {
+        if total > self.max_frame_bytes {
+            return Err(self.fail(DecodeError::TooLarge {
                 announced: total,
                 limit: self.max_frame_bytes,
-            });
+            }));
         }
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
@@ -169,9 +171,7 @@ impl FrameDecoder {
             return Err(DecodeError::Malformed("empty frame".into()));
         };
         if version != PROTOCOL_VERSION {
-            self.failed = true;
-            self.buf.clear();
-            return Err(DecodeError::UnsupportedVersion(version));
+            return Err(self.fail(DecodeError::UnsupportedVersion(version)));
         }
         match postcard::take_from_bytes::<Frame>(body) {
             Ok((frame, [])) => Ok(Some(frame)),
@@ -181,6 +181,14 @@ impl FrameDecoder {
             ))),
             Err(e) => Err(DecodeError::Malformed(e.to_string())),
         }
+    }
+}
+
+impl FrameDecoder {
+    fn fail(&mut self, error: DecodeError) -> DecodeError {
+        self.buf.clear();
+        self.failed = Some(error.clone());
+        error
     }
 }
 
@@ -251,6 +259,8 @@ mod tests {
         assert!(err.is_fatal());
         assert!(matches!(err, DecodeError::TooLarge { .. }));
         assert_eq!(decoder.buffered(), 0);
+        decoder.extend(&[0, 0, 0, 1, PROTOCOL_VERSION]);
+        assert_eq!(decoder.next_frame(), Err(err), "a fatal error sticks");
         let big = Frame::Publish {
             request_id: 1,
             messages: vec![PublishMessage {

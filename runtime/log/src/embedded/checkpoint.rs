@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! "TRNC" | version u32 = 1 | body_len u64 | crc32c(body) u32 | body
-//! body := next_lsn u64 | segment u64 | pos u64 | epoch u64
+//! body := next_lsn u64 | segment u64 | pos u64
 //!       | n u32 | channel{n} | m u32 | (base u64 | durable_len u64 | last_ts u64){m}
 //!       | k u64 | (hash u128 | channel_id u32 | time_s u32 | epoch u64 | serial u64){k}
 //! channel := name_len u8 | name | last_serial u64 | last_epoch u64 | since_entry u32
@@ -32,7 +32,6 @@ pub(crate) struct Checkpoint {
     pub(crate) next_lsn: u64,
     pub(crate) segment: u64,
     pub(crate) pos: u64,
-    pub(crate) epoch: u64,
     pub(crate) channels: Vec<(WriterChannel, ChannelIndex)>,
     pub(crate) segments: Vec<(u64, SegmentInfo)>,
     pub(crate) dedupe: Vec<(u128, DedupeEntry)>,
@@ -43,7 +42,6 @@ pub(crate) struct Tip {
     pub(crate) next_lsn: u64,
     pub(crate) segment: u64,
     pub(crate) pos: u64,
-    pub(crate) epoch: u64,
 }
 
 pub(crate) fn write(
@@ -57,7 +55,7 @@ pub(crate) fn write(
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&[0; 12]);
-    for n in [tip.next_lsn, tip.segment, tip.pos, tip.epoch] {
+    for n in [tip.next_lsn, tip.segment, tip.pos] {
         b.extend_from_slice(&n.to_le_bytes());
     }
     b.extend_from_slice(&(shared.channels.len() as u32).to_le_bytes());
@@ -122,7 +120,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Checkpoint, String> {
 }
 
 fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
-    let (next_lsn, segment, pos, epoch) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+    let (next_lsn, segment, pos) = (c.u64()?, c.u64()?, c.u64()?);
     let n = c.u32()?;
     let mut channels = Vec::with_capacity((n as usize).min(1 << 20));
     for _ in 0..n {
@@ -181,7 +179,6 @@ fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
         next_lsn,
         segment,
         pos,
-        epoch,
         channels,
         segments,
         dedupe,

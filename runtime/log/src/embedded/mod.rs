@@ -121,7 +121,6 @@ struct Inner {
     segments_dir: PathBuf,
     config: StoreConfig,
     recovery: RecoveryReport,
-    _lock: File,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -238,6 +237,7 @@ impl EmbeddedStore {
             shared.clone(),
             tail.clone(),
             failed.clone(),
+            lock,
         );
         writer
             .spawn(receiver)
@@ -251,7 +251,6 @@ impl EmbeddedStore {
                 segments_dir,
                 config,
                 recovery: report,
-                _lock: lock,
             }),
         })
     }

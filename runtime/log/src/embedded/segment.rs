@@ -37,11 +37,6 @@ impl SegmentScanner {
         })
     }
 
-    /// Byte offset of the next batch.
-    pub(crate) fn pos(&self) -> u64 {
-        self.pos
-    }
-
     /// The next verified batch and its offset; `Ok(None)` at `end`.
     pub(crate) fn next_batch(&mut self) -> Result<Option<(u64, Batch<'_>)>, ScanError> {
         if self.pos >= self.end {

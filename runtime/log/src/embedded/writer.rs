@@ -73,6 +73,9 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<RwLock<SharedIndex>>,
     pub(crate) tail: broadcast::Sender<Arc<CommittedBatch>>,
     pub(crate) failed: FailedFlag,
+    /// The data dir's lock, held until the writer has finished (so a new open
+    /// waits for the last checkpoint of the old one).
+    _lock: File,
     /// Channels created since the last job, in id order, for the syncer to publish.
     pending_new: Vec<ChannelName>,
     bytes_since_checkpoint: u64,
@@ -117,6 +120,7 @@ impl Writer {
         shared: Arc<RwLock<SharedIndex>>,
         tail: broadcast::Sender<Arc<CommittedBatch>>,
         failed: FailedFlag,
+        lock: File,
     ) -> Self {
         let ids = {
             let s = shared.read();
@@ -140,6 +144,7 @@ impl Writer {
             shared,
             tail,
             failed,
+            _lock: lock,
             pending_new: Vec::new(),
             bytes_since_checkpoint: 0,
             generation: 0,
@@ -205,7 +210,11 @@ impl Writer {
                     let _ = reply.send(self.retention(&syncer));
                 }
                 Command::Close { reply } => {
-                    let _ = reply.send(self.close(&syncer));
+                    let result = self.close(&syncer);
+                    // Release the lock before answering, so a reopen right after
+                    // `close` returns finds the store free.
+                    drop(self);
+                    let _ = reply.send(result);
                     return;
                 }
             }
@@ -482,7 +491,6 @@ impl Writer {
             next_lsn: self.next_lsn,
             segment: self.segment,
             pos: self.pos,
-            epoch: self.meta.epoch,
         };
         let bytes = {
             let shared = self.shared.read();
@@ -602,7 +610,7 @@ impl Syncer {
                         Ok(m) => Some(m),
                         Err(std_mpsc::RecvTimeoutError::Timeout) => {
                             if let Some(file) = unsynced.take() {
-                                self.sync(&[file]);
+                                let _ = self.sync(&[file]);
                             }
                             deadline = Instant::now() + d;
                             continue;
@@ -613,7 +621,7 @@ impl Syncer {
             };
             let Some(first) = first else {
                 if let Some(file) = unsynced.take() {
-                    self.sync(&[file]);
+                    let _ = self.sync(&[file]);
                 }
                 return;
             };
