@@ -113,7 +113,7 @@ impl LogProcess {
             if let Some(a) = line.strip_prefix("tern log listening on ") {
                 addr = Some(a.trim().parse().context("listen address")?);
             }
-            if let Some(c) = line.split("certificate: ").nth(1) {
+            if let Some(c) = line.strip_prefix("tern log certificate ") {
                 cert = Some(PathBuf::from(c.trim()));
             }
         }

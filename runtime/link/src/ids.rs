@@ -101,9 +101,7 @@ impl fmt::Display for Epoch {
 }
 
 /// A message's place in its channel: dense, starting at 1, never zero.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
 pub struct Serial(std::num::NonZeroU64);
 

@@ -23,8 +23,8 @@ pub mod frame;
 pub mod ids;
 
 pub use codec::{
-    DEFAULT_MAX_FRAME_BYTES, DecodeError, EncodeError, FrameDecoder, PROTOCOL_VERSION,
-    decode_all, encode_frame, encode_to_vec,
+    DEFAULT_MAX_FRAME_BYTES, DecodeError, EncodeError, FrameDecoder, PROTOCOL_VERSION, decode_all,
+    encode_frame, encode_to_vec,
 };
 pub use frame::{Continuity, ErrorCode, Frame, Outcome, PublishMessage, StoredMessage, WireError};
 pub use ids::{

@@ -65,7 +65,11 @@ pub async fn run_all<F: StoreFactory>(f: &mut F) {
 pub async fn dense_serials_per_channel<F: StoreFactory>(f: &mut F) {
     let store = f.fresh().await;
     let out = store
-        .append(vec![msg("a", "1", "x"), msg("b", "2", "x"), msg("a", "3", "x")])
+        .append(vec![
+            msg("a", "1", "x"),
+            msg("b", "2", "x"),
+            msg("a", "3", "x"),
+        ])
         .await
         .expect("append");
     assert_eq!(serials(&out), vec![1, 1, 2]);
@@ -82,7 +86,10 @@ pub async fn dense_serials_per_channel<F: StoreFactory>(f: &mut F) {
             serial: Serial::new(3).expect("non-zero")
         })
     );
-    assert_eq!(store.last_position(&channel("none")).await.expect("info"), None);
+    assert_eq!(
+        store.last_position(&channel("none")).await.expect("info"),
+        None
+    );
     let info = store.channel_info(&channel("b")).await.expect("info");
     assert_eq!(info.first_serial, Serial::new(1));
     assert_eq!(info.epochs, vec![(epoch, Serial::FIRST)]);
@@ -94,15 +101,25 @@ pub async fn dense_serials_per_channel<F: StoreFactory>(f: &mut F) {
 pub async fn duplicates_return_the_original_position<F: StoreFactory>(f: &mut F) {
     let store = f.fresh().await;
     let out = store
-        .append(vec![msg("a", "k", "1"), msg("a", "k", "2"), msg("b", "k", "3")])
+        .append(vec![
+            msg("a", "k", "1"),
+            msg("a", "k", "2"),
+            msg("b", "k", "3"),
+        ])
         .await
         .expect("append");
     let first = appended(&out[0]);
     assert_eq!(out[1], AppendOutcome::Duplicate(first));
     assert_eq!(appended(&out[2]).serial, Serial::FIRST);
-    let again = store.append(vec![msg("a", "k", "4")]).await.expect("append");
+    let again = store
+        .append(vec![msg("a", "k", "4")])
+        .await
+        .expect("append");
     assert_eq!(again, vec![AppendOutcome::Duplicate(first)]);
-    let next = store.append(vec![msg("a", "k2", "5")]).await.expect("append");
+    let next = store
+        .append(vec![msg("a", "k2", "5")])
+        .await
+        .expect("append");
     assert_eq!(serials(&next), vec![2], "a duplicate takes no serial");
     let read = store
         .read(&channel("a"), Serial::FIRST, 10)
@@ -119,12 +136,20 @@ pub async fn bad_messages_are_rejected_alone<F: StoreFactory>(f: &mut F) {
     let mut long_key = msg("a", "x", "p");
     long_key.idempotency_key = Bytes::from(vec![b'k'; 256]);
     let out = store
-        .append(vec![msg("a", "1", "ok"), msg("a", "", "no key"), long_key, msg("a", "2", "ok")])
+        .append(vec![
+            msg("a", "1", "ok"),
+            msg("a", "", "no key"),
+            long_key,
+            msg("a", "2", "ok"),
+        ])
         .await
         .expect("append");
     assert_eq!(appended(&out[0]).serial.get(), 1);
     assert_eq!(out[1], AppendOutcome::Rejected(RecordError::InvalidKey(0)));
-    assert_eq!(out[2], AppendOutcome::Rejected(RecordError::InvalidKey(256)));
+    assert_eq!(
+        out[2],
+        AppendOutcome::Rejected(RecordError::InvalidKey(256))
+    );
     assert_eq!(appended(&out[3]).serial.get(), 2);
     store.close().await.expect("close");
 }
@@ -145,7 +170,13 @@ pub async fn reads_return_exact_ranges<F: StoreFactory>(f: &mut F) {
         store.append(batch).await.expect("append");
     }
     let ch = channel("r");
-    for (from, limit, want) in [(1, 10, 10), (7, 100, 100), (450, 100, 51), (500, 5, 1), (501, 5, 0)] {
+    for (from, limit, want) in [
+        (1, 10, 10),
+        (7, 100, 100),
+        (450, 100, 51),
+        (500, 5, 1),
+        (501, 5, 0),
+    ] {
         let r = store
             .read(&ch, Serial::new(from).expect("non-zero"), limit)
             .await
@@ -173,7 +204,11 @@ pub async fn tail_joins_reads_without_gaps<F: StoreFactory>(f: &mut F) {
     let store = f.fresh().await;
     let ch = channel("t");
     store
-        .append((0..100).map(|i| msg("t", &format!("a{i}"), "early")).collect())
+        .append(
+            (0..100)
+                .map(|i| msg("t", &format!("a{i}"), "early"))
+                .collect(),
+        )
         .await
         .expect("append");
     let mut tail = store.tail();
@@ -181,7 +216,9 @@ pub async fn tail_joins_reads_without_gaps<F: StoreFactory>(f: &mut F) {
         let store = store.clone();
         tokio::spawn(async move {
             for b in 0..20 {
-                let batch = (0..10).map(|i| msg("t", &format!("b{b}-{i}"), "late")).collect();
+                let batch = (0..10)
+                    .map(|i| msg("t", &format!("b{b}-{i}"), "late"))
+                    .collect();
                 store.append(batch).await.expect("append");
             }
         })
@@ -233,7 +270,13 @@ pub async fn concurrent_appends_stay_dense<F: StoreFactory>(f: &mut F) {
                     let batch = (0..10)
                         .map(|i| msg(&format!("c{}", i % 3), &format!("{t}-{b}-{i}"), "x"))
                         .collect();
-                    for (i, o) in store.append(batch).await.expect("append").iter().enumerate() {
+                    for (i, o) in store
+                        .append(batch)
+                        .await
+                        .expect("append")
+                        .iter()
+                        .enumerate()
+                    {
                         got.push((i % 3, appended(o).serial.get()));
                     }
                 }
@@ -260,15 +303,28 @@ pub async fn concurrent_appends_stay_dense<F: StoreFactory>(f: &mut F) {
 pub async fn restart_keeps_everything<F: StoreFactory>(f: &mut F) {
     let store = f.fresh().await;
     let first = store
-        .append((0..20).map(|i| msg("p", &format!("k{i}"), &format!("v{i}"))).collect())
+        .append(
+            (0..20)
+                .map(|i| msg("p", &format!("k{i}"), &format!("v{i}")))
+                .collect(),
+        )
         .await
         .expect("append");
     let store = f.reopen(store).await;
-    let again = store.append(vec![msg("p", "k3", "retry")]).await.expect("append");
+    let again = store
+        .append(vec![msg("p", "k3", "retry")])
+        .await
+        .expect("append");
     assert_eq!(again, vec![AppendOutcome::Duplicate(appended(&first[3]))]);
-    let next = store.append(vec![msg("p", "k20", "v20")]).await.expect("append");
+    let next = store
+        .append(vec![msg("p", "k20", "v20")])
+        .await
+        .expect("append");
     assert_eq!(appended(&next[0]).serial.get(), 21);
-    let r = store.read(&channel("p"), Serial::FIRST, 100).await.expect("read");
+    let r = store
+        .read(&channel("p"), Serial::FIRST, 100)
+        .await
+        .expect("read");
     assert_eq!(r.messages.len(), 21);
     assert_eq!(r.messages[20].payload, Bytes::from_static(b"v20"));
     store.close().await.expect("close");

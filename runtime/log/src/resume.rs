@@ -37,15 +37,15 @@ pub fn resolve(info: &ChannelInfo, after: Option<Position>) -> Resume {
         );
     };
     let epoch_start = info.epochs[idx].1;
-    if let Some(&(next_epoch, next_start)) = info.epochs.get(idx + 1) {
-        if after.serial >= next_start {
-            return lost(
-                next_start,
-                format!(
-                    "serials from {next_start} on were reassigned in epoch {next_epoch} after a failure; {after} is no longer valid"
-                ),
-            );
-        }
+    if let Some(&(next_epoch, next_start)) = info.epochs.get(idx + 1)
+        && after.serial >= next_start
+    {
+        return lost(
+            next_start,
+            format!(
+                "serials from {next_start} on were reassigned in epoch {next_epoch} after a failure; {after} is no longer valid"
+            ),
+        );
     }
     if after.serial < epoch_start {
         return lost(
@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn exact_positions_continue() {
         assert_eq!(resolve(&info(), Some(p(10, 8))).next, s(9));
-        assert_eq!(resolve(&info(), Some(p(11, 20))).continuity, Continuity::Kept);
+        assert_eq!(
+            resolve(&info(), Some(p(11, 20))).continuity,
+            Continuity::Kept
+        );
         assert_eq!(resolve(&info(), Some(p(11, 20))).next, s(21));
         assert_eq!(resolve(&info(), None).next, s(3));
     }

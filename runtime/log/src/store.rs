@@ -205,8 +205,7 @@ pub trait LogStore: Send + Sync + 'static {
     fn tail(&self) -> broadcast::Receiver<Arc<CommittedBatch>>;
 
     /// Removes what the retention policy no longer keeps.
-    fn enforce_retention(&self)
-    -> impl Future<Output = Result<RetentionReport, LogError>> + Send;
+    fn enforce_retention(&self) -> impl Future<Output = Result<RetentionReport, LogError>> + Send;
 
     /// Flushes, checkpoints and stops accepting appends.
     fn close(&self) -> impl Future<Output = Result<(), LogError>> + Send;

@@ -126,7 +126,14 @@ async fn serials(store: &EmbeddedStore, ch: &str) -> Vec<u64> {
 /// with the next dense serial under the new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_tail_is_cut_and_reported() {
-    for damage in ["flip-header", "flip-body", "flip-last-byte", "cut-mid-batch", "cut-header", "garbage-after"] {
+    for damage in [
+        "flip-header",
+        "flip-body",
+        "flip-last-byte",
+        "cut-mid-batch",
+        "cut-header",
+        "garbage-after",
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path(), StoreConfig::default()).expect("open");
         fill(&store, "c", 5, 10).await;
@@ -152,10 +159,28 @@ async fn damaged_tail_is_cut_and_reported() {
         let report = store.recovery_report().clone();
         let cut = report.truncated.clone().expect("damage is reported");
         let kept = if damage == "garbage-after" { 50 } else { 40 };
-        assert_eq!(cut.offset, if damage == "garbage-after" { len as u64 } else { last_batch as u64 }, "{damage}");
-        assert!(report.epoch_changed && report.epoch > epoch_before, "{damage}: new epoch");
-        assert_eq!(serials(&store, "c").await, (1..=kept).collect::<Vec<_>>(), "{damage}");
-        let next = store.append(vec![msg("c", "after", "y")]).await.expect("append");
+        assert_eq!(
+            cut.offset,
+            if damage == "garbage-after" {
+                len as u64
+            } else {
+                last_batch as u64
+            },
+            "{damage}"
+        );
+        assert!(
+            report.epoch_changed && report.epoch > epoch_before,
+            "{damage}: new epoch"
+        );
+        assert_eq!(
+            serials(&store, "c").await,
+            (1..=kept).collect::<Vec<_>>(),
+            "{damage}"
+        );
+        let next = store
+            .append(vec![msg("c", "after", "y")])
+            .await
+            .expect("append");
         assert_eq!(
             next,
             vec![AppendOutcome::Appended(Position {
@@ -165,11 +190,24 @@ async fn damaged_tail_is_cut_and_reported() {
             "{damage}"
         );
         let info = store.channel_info(&channel("c")).await.expect("info");
-        assert_eq!(info.epochs.len(), 2, "{damage}: the channel records the new epoch");
+        assert_eq!(
+            info.epochs.len(),
+            2,
+            "{damage}: the channel records the new epoch"
+        );
         // A subscriber that had seen a cut message is told, never silently fed.
         if kept == 40 {
-            let stale = Position { epoch: epoch_before, serial: Serial::new(45).expect("non-zero") };
-            assert!(matches!(resolve(&info, Some(stale)).continuity, Continuity::Lost { .. }), "{damage}");
+            let stale = Position {
+                epoch: epoch_before,
+                serial: Serial::new(45).expect("non-zero"),
+            };
+            assert!(
+                matches!(
+                    resolve(&info, Some(stale)).continuity,
+                    Continuity::Lost { .. }
+                ),
+                "{damage}"
+            );
         }
         store.close().await.expect("close");
     }
@@ -231,13 +269,19 @@ async fn retention_by_bytes_and_age() {
     let info = store.channel_info(&channel("r")).await.expect("info");
     let first = info.first_serial.expect("something is kept");
     assert!(first.get() > 1);
-    let read = store.read(&channel("r"), Serial::FIRST, 10).await.expect("read");
+    let read = store
+        .read(&channel("r"), Serial::FIRST, 10)
+        .await
+        .expect("read");
     assert_eq!(read.messages[0].position.serial, first);
     assert_eq!(read.first_serial, Some(first));
     let r = resolve(&info, Some(positions[0]));
     assert_eq!(r.next, first);
     assert!(matches!(r.continuity, Continuity::Lost { .. }));
-    let dup = store.append(vec![msg("r", "0-0", "again")]).await.expect("append");
+    let dup = store
+        .append(vec![msg("r", "0-0", "again")])
+        .await
+        .expect("append");
     assert_eq!(dup, vec![AppendOutcome::Duplicate(positions[0])]);
     store.close().await.expect("close");
     drop(store);
@@ -245,15 +289,33 @@ async fn retention_by_bytes_and_age() {
     config.retention.max_bytes = None;
     config.retention.max_age = Some(Duration::from_secs(1));
     let store = EmbeddedStore::open(dir.path(), config).expect("reopen");
-    assert_eq!(store.channel_info(&channel("r")).await.expect("info").first_serial, Some(first));
+    assert_eq!(
+        store
+            .channel_info(&channel("r"))
+            .await
+            .expect("info")
+            .first_serial,
+        Some(first)
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    store.append(vec![msg("r", "late", "x")]).await.expect("append");
+    store
+        .append(vec![msg("r", "late", "x")])
+        .await
+        .expect("append");
     let report = store.enforce_retention().await.expect("retention");
     assert!(report.segments_removed > 0);
-    let segments = std::fs::read_dir(dir.path().join("segments")).expect("dir").count();
-    assert_eq!(segments, 1, "only the active segment is younger than a second");
+    let segments = std::fs::read_dir(dir.path().join("segments"))
+        .expect("dir")
+        .count();
+    assert_eq!(
+        segments, 1,
+        "only the active segment is younger than a second"
+    );
     let info = store.channel_info(&channel("r")).await.expect("info");
-    assert!(info.first_serial > Some(first), "age retention moved the start on");
+    assert!(
+        info.first_serial > Some(first),
+        "age retention moved the start on"
+    );
     assert_eq!(info.last.map(|p| p.serial.get()), Some(2001));
     store.close().await.expect("close");
 }
@@ -265,16 +327,27 @@ async fn retention_by_bytes_and_age() {
 async fn full_disk_refuses_appends_and_loses_nothing() {
     let mount = tempfile::tempdir().expect("tempdir");
     let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tern-test", &mount.path().to_string_lossy()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tern-test",
+            &mount.path().to_string_lossy(),
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("SKIPPED full_disk_refuses_appends_and_loses_nothing: mounting a tmpfs needs root");
+        eprintln!(
+            "SKIPPED full_disk_refuses_appends_and_loses_nothing: mounting a tmpfs needs root"
+        );
         return;
     }
     let result = std::panic::AssertUnwindSafe(full_disk_body(mount.path().to_path_buf()));
     let outcome = futures::FutureExt::catch_unwind(result).await;
-    let _ = std::process::Command::new("umount").arg(mount.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg(mount.path())
+        .status();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -291,7 +364,9 @@ async fn full_disk_body(dir: PathBuf) {
     let mut acked = 0u64;
     let mut full = None;
     for b in 0..10_000 {
-        let batch = (0..8).map(|i| msg("f", &format!("{b}-{i}"), &"z".repeat(1000))).collect();
+        let batch = (0..8)
+            .map(|i| msg("f", &format!("{b}-{i}"), &"z".repeat(1000)))
+            .collect();
         match store.append(batch).await {
             Ok(out) => acked += out.len() as u64,
             Err(e) => {
@@ -302,7 +377,10 @@ async fn full_disk_body(dir: PathBuf) {
     }
     let err = full.expect("a 1 MiB disk fills up");
     assert!(matches!(err, LogError::StorageFull(_)), "{err}");
-    assert!(store.failure().is_none(), "a full disk does not fail the store");
+    assert!(
+        store.failure().is_none(),
+        "a full disk does not fail the store"
+    );
     assert_eq!(serials(&store, "f").await, (1..=acked).collect::<Vec<_>>());
     // The operator frees space: appends go on with the next serial.
     std::fs::remove_file(dir.join("ballast")).expect("free space");
@@ -314,7 +392,13 @@ async fn full_disk_body(dir: PathBuf) {
     drop(store);
     wait_unlocked(&dir);
     let store = EmbeddedStore::open(&dir, config).expect("reopen");
-    assert_eq!(serials(&store, "f").await, (1..=acked + 1).collect::<Vec<_>>());
-    assert!(store.recovery_report().truncated.is_none(), "no torn batch was left behind");
+    assert_eq!(
+        serials(&store, "f").await,
+        (1..=acked + 1).collect::<Vec<_>>()
+    );
+    assert!(
+        store.recovery_report().truncated.is_none(),
+        "no torn batch was left behind"
+    );
     store.close().await.expect("close");
 }

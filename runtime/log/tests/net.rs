@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Node {
     addr: SocketAddr,
+    store: EmbeddedStore,
     cert: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), tern_log::net::ServerError>>>,
@@ -41,7 +41,7 @@ impl Node {
         let server = LogServer::bind(
             "127.0.0.1:0".parse().expect("addr"),
             &cert.files,
-            store,
+            store.clone(),
             &link,
         )
         .expect("bind");
@@ -52,6 +52,7 @@ impl Node {
         }));
         Node {
             addr,
+            store,
             cert: cert.files.cert,
             stop: Some(stop),
             served: Some(served),
@@ -145,7 +146,10 @@ async fn collect(
 fn assert_dense(messages: &[tern_link::StoredMessage], first: u64) {
     let serials: Vec<u64> = messages.iter().map(|m| m.position.serial.get()).collect();
     let expected: Vec<u64> = (first..first + messages.len() as u64).collect();
-    assert_eq!(serials, expected, "serials must be dense, without gaps or repeats");
+    assert_eq!(
+        serials, expected,
+        "serials must be dense, without gaps or repeats"
+    );
 }
 
 /// Writes raw bytes on a fresh stream and returns the frames the node answers with
@@ -307,7 +311,10 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
             }
         }));
     }
-    let mut subscription = client.subscribe(&channel(ch), None).await.expect("subscribe");
+    let mut subscription = client
+        .subscribe(&channel(ch), None)
+        .await
+        .expect("subscribe");
     match next_event(&mut subscription).await {
         SubscriptionEvent::Subscribed {
             next_serial,
@@ -350,15 +357,28 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
     let again = collect(&mut resumed, total - 100).await;
     assert_dense(&again[&channel(ch)], 101);
 
+    // Reads are capped at the node's read_batch.
+    let read = client
+        .read(&channel(ch), Serial::FIRST, 1000)
+        .await
+        .expect("read");
+    assert_eq!(read.messages.len(), 16);
+
     // A position from an unknown epoch is an explicit break, not a silent gap.
     let stale = Position {
         epoch: tern_link::Epoch(1),
         serial: Serial::FIRST,
     };
-    let mut lost = client.subscribe(&channel(ch), Some(stale)).await.expect("subscribe");
+    let mut lost = client
+        .subscribe(&channel(ch), Some(stale))
+        .await
+        .expect("subscribe");
     assert!(matches!(
         next_event(&mut lost).await,
-        SubscriptionEvent::Subscribed { continuity: Continuity::Lost { .. }, .. }
+        SubscriptionEvent::Subscribed {
+            continuity: Continuity::Lost { .. },
+            ..
+        }
     ));
     node.stop().await;
 }
@@ -371,8 +391,14 @@ async fn two_channels_share_one_subscription_stream() {
         .publish(vec![message("a", "a0", b"x"), message("b", "b0", b"x")])
         .await
         .expect("publish");
-    let mut subscription = client.subscribe(&channel("a"), None).await.expect("subscribe a");
-    subscription.add(&channel("b"), None).await.expect("subscribe b");
+    let mut subscription = client
+        .subscribe(&channel("a"), None)
+        .await
+        .expect("subscribe a");
+    subscription
+        .add(&channel("b"), None)
+        .await
+        .expect("subscribe b");
     let mut subscribed = HashSet::new();
     while subscribed.len() < 2 {
         if let SubscriptionEvent::Subscribed { channel, .. } = next_event(&mut subscription).await {
@@ -394,7 +420,10 @@ async fn two_channels_share_one_subscription_stream() {
     assert_eq!(got[&channel("a")].len(), 21);
 
     // Unsubscribing one leaves the other flowing.
-    subscription.remove(&channel("a")).await.expect("unsubscribe");
+    subscription
+        .remove(&channel("a"))
+        .await
+        .expect("unsubscribe");
     loop {
         match next_event(&mut subscription).await {
             SubscriptionEvent::Unsubscribed { channel: c } => {
@@ -406,7 +435,10 @@ async fn two_channels_share_one_subscription_stream() {
         }
     }
     client
-        .publish(vec![message("a", "a-late", b"x"), message("b", "b-late", b"x")])
+        .publish(vec![
+            message("a", "a-late", b"x"),
+            message("b", "b-late", b"x"),
+        ])
         .await
         .expect("publish");
     let got = collect(&mut subscription, 1).await;
@@ -432,7 +464,11 @@ async fn malformed_frames_are_answered_and_the_stream_goes_on() {
     // A frame kind only the log sends is refused the same way.
     let (frames, _send, _recv) = raw_exchange(
         &conn,
-        &[encoded(&Frame::Pong { nonce: 1 }), encoded(&Frame::Ping { nonce: 2 })].concat(),
+        &[
+            encoded(&Frame::Pong { nonce: 1 }),
+            encoded(&Frame::Ping { nonce: 2 }),
+        ]
+        .concat(),
         |f| matches!(f, Frame::Pong { .. }),
     )
     .await;
@@ -512,7 +548,10 @@ async fn requests_over_the_inflight_limit_are_refused_not_dropped() {
         .filter(|f| matches!(f, Frame::PublishResult { .. }))
         .count();
     assert_eq!(refused + stored, 50, "every request answered exactly once");
-    assert!(refused > 0, "a burst of 50 over a limit of 2 is refused in part");
+    assert!(
+        refused > 0,
+        "a burst of 50 over a limit of 2 is refused in part"
+    );
     assert!(stored >= 2);
     node.stop().await;
 }
@@ -575,7 +614,10 @@ async fn slow_subscriber_is_dropped_while_publishing_goes_on() {
     };
     assert!(reason.is_slow_consumer(), "dropped as slow, got {reason:?}");
     assert!(reason.is_retryable());
-    assert!(slow_count < batches, "the slow subscriber did not get everything");
+    assert!(
+        slow_count < batches,
+        "the slow subscriber did not get everything"
+    );
     assert!(slow.next_event().await.is_none());
 
     // Its connection is still good for other work.
@@ -587,7 +629,10 @@ async fn slow_subscriber_is_dropped_while_publishing_goes_on() {
 async fn shutdown_tells_clients_and_closes_the_store() {
     let node = Node::start(link()).await;
     let client = node.client().await;
-    let mut subscription = client.subscribe(&channel("c"), None).await.expect("subscribe");
+    let mut subscription = client
+        .subscribe(&channel("c"), None)
+        .await
+        .expect("subscribe");
     assert!(matches!(
         next_event(&mut subscription).await,
         SubscriptionEvent::Subscribed { .. }
@@ -606,9 +651,29 @@ async fn shutdown_tells_clients_and_closes_the_store() {
 }
 
 #[tokio::test]
+async fn store_failures_fail_the_whole_request() {
+    use tern_log::LogStore;
+    let node = Node::start(link()).await;
+    let client = node.client().await;
+    node.store
+        .close()
+        .await
+        .expect("close the store under the server");
+    let error = client
+        .publish(vec![message("chat:a", "k1", b"x")])
+        .await
+        .expect_err("the store is closed");
+    assert_eq!(error.code(), Some(ErrorCode::ShuttingDown));
+    assert!(error.is_retryable());
+    // The stream survives a failed request.
+    assert!(client.ping().await.is_ok());
+    // No orderly stop: the store is already closed. The runtime ends the server.
+}
+
+#[tokio::test]
 async fn ping_answers_on_a_fresh_client() {
     let node = Node::start(link()).await;
-    let client = Arc::new(node.client().await);
+    let client = node.client().await;
     let rtt = client.ping().await.expect("pong");
     assert!(rtt < PATIENCE);
     node.stop().await;

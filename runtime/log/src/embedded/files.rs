@@ -47,7 +47,10 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// True when an I/O error means "no space": a full disk or a file size limit.
 pub(crate) fn is_storage_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+    )
 }
 
 pub(crate) fn now_ms() -> u64 {

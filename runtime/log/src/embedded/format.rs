@@ -167,7 +167,10 @@ pub(crate) struct BatchHeader {
 }
 
 impl BatchHeader {
-    pub(crate) fn parse(bytes: &[u8; BATCH_HEADER_BYTES], max_body: u64) -> Result<Self, BatchError> {
+    pub(crate) fn parse(
+        bytes: &[u8; BATCH_HEADER_BYTES],
+        max_body: u64,
+    ) -> Result<Self, BatchError> {
         if bytes[..4] != MAGIC {
             return Err(BatchError::Magic);
         }
@@ -319,8 +322,11 @@ mod tests {
         w.finish().to_vec()
     }
 
-    fn parse(bytes: &[u8]) -> Result<(u64, Vec<(Vec<u8>, u64, Vec<(String, String)>, usize)>), BatchError> {
-        let head: &[u8; BATCH_HEADER_BYTES] = bytes[..BATCH_HEADER_BYTES].try_into().expect("long enough");
+    type Parsed = (u64, Vec<(Vec<u8>, u64, Vec<(String, String)>, usize)>);
+
+    fn parse(bytes: &[u8]) -> Result<Parsed, BatchError> {
+        let head: &[u8; BATCH_HEADER_BYTES] =
+            bytes[..BATCH_HEADER_BYTES].try_into().expect("long enough");
         let header = BatchHeader::parse(head, 1 << 30)?;
         let end = (header.total_len() as usize).min(bytes.len());
         let batch = Batch::parse(&header, &bytes[BATCH_HEADER_BYTES..end])?;
@@ -336,9 +342,15 @@ mod tests {
         let (lsn, recs) = parse(&sample()).expect("valid");
         assert_eq!(lsn, 42);
         assert_eq!(recs.len(), 2);
-        assert_eq!(recs[0], (b"chat:a".to_vec(), 1, vec![("h".into(), "v".into())], 5));
+        assert_eq!(
+            recs[0],
+            (b"chat:a".to_vec(), 1, vec![("h".into(), "v".into())], 5)
+        );
         assert_eq!(recs[1].3, 300);
-        assert_eq!(record_size("chat:a", b"k1", &[("h".into(), "v".into())], b"hello"), RECORD_OVERHEAD_BYTES + 6 + 2 + 8 + 5);
+        assert_eq!(
+            record_size("chat:a", b"k1", &[("h".into(), "v".into())], b"hello"),
+            RECORD_OVERHEAD_BYTES + 6 + 2 + 8 + 5
+        );
     }
 
     #[test]

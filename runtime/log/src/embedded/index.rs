@@ -50,7 +50,11 @@ impl ChannelIndex {
         if self.entries.is_empty() {
             return None;
         }
-        Some(self.entries.partition_point(|e| e.serial <= from).saturating_sub(1))
+        Some(
+            self.entries
+                .partition_point(|e| e.serial <= from)
+                .saturating_sub(1),
+        )
     }
 }
 

@@ -137,10 +137,8 @@ impl EmbeddedStore {
     pub fn open(data_dir: &Path, config: StoreConfig) -> Result<Self, OpenError> {
         let started = Instant::now();
         let segments_dir = data_dir.join("segments");
-        fs::create_dir_all(&segments_dir).map_err(io_err(format!(
-            "creating {}",
-            segments_dir.display()
-        )))?;
+        fs::create_dir_all(&segments_dir)
+            .map_err(io_err(format!("creating {}", segments_dir.display())))?;
         let lock_path = data_dir.join("lock");
         let lock = File::create(&lock_path).map_err(io_err("creating the lock file"))?;
         if lock.try_lock().is_err() {
@@ -149,9 +147,8 @@ impl EmbeddedStore {
         let meta_path = data_dir.join("meta");
         let segments = list_segments(&segments_dir).map_err(io_err("listing segments"))?;
         let meta = match fs::read(&meta_path) {
-            Ok(bytes) => Meta::decode(&bytes).map_err(|e| {
-                OpenError::Corrupt(format!("{}: {e}", meta_path.display()))
-            })?,
+            Ok(bytes) => Meta::decode(&bytes)
+                .map_err(|e| OpenError::Corrupt(format!("{}: {e}", meta_path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !segments.is_empty() {
                     return Err(OpenError::Corrupt(format!(
@@ -205,7 +202,8 @@ impl EmbeddedStore {
             meta.epoch = new;
         }
         meta.clean = false;
-        meta.store(&meta_path).map_err(io_err("writing the meta file"))?;
+        meta.store(&meta_path)
+            .map_err(io_err("writing the meta file"))?;
         report.epoch = Epoch(meta.epoch);
         report.epoch_changed = changed;
         report.channels = rec.shared.channels.len();
@@ -287,7 +285,12 @@ impl LogStore for EmbeddedStore {
         let bytes: usize = batch
             .iter()
             .map(|r| {
-                format::record_size(r.channel.as_str(), &r.idempotency_key, &r.headers, &r.payload)
+                format::record_size(
+                    r.channel.as_str(),
+                    &r.idempotency_key,
+                    &r.headers,
+                    &r.payload,
+                )
             })
             .sum();
         if bytes > self.inner.config.max_batch_bytes {
@@ -396,9 +399,9 @@ impl Recovery {
             Err(_) => None,
         };
         let usable = ckpt.filter(|c| {
-            segments.iter().any(|(b, p)| {
-                *b == c.segment && fs::metadata(p).is_ok_and(|m| m.len() >= c.pos)
-            })
+            segments
+                .iter()
+                .any(|(b, p)| *b == c.segment && fs::metadata(p).is_ok_and(|m| m.len() >= c.pos))
         });
         let Some(c) = usable else {
             if let Some((first, _)) = segments.first() {
@@ -460,7 +463,11 @@ impl Recovery {
                 .len();
             let mut scanner = SegmentScanner::open(path, from, len)
                 .map_err(io_err(format!("opening {}", path.display())))?;
-            let mut last_ts = self.shared.segments.get(base).map_or(0, |s| s.last_timestamp_ms);
+            let mut last_ts = self
+                .shared
+                .segments
+                .get(base)
+                .map_or(0, |s| s.last_timestamp_ms);
             let bad = loop {
                 match scanner.next_batch() {
                     Ok(None) => break None,
@@ -494,7 +501,15 @@ impl Recovery {
                             break Some((pos, e));
                         }
                         for (channel, epoch, serial, hash) in pending {
-                            self.apply(&channel, epoch, serial, hash, *base, pos, batch.timestamp_ms);
+                            self.apply(
+                                &channel,
+                                epoch,
+                                serial,
+                                hash,
+                                *base,
+                                pos,
+                                batch.timestamp_ms,
+                            );
                         }
                         self.next_lsn += u64::from(batch.count);
                         report.replayed_records += u64::from(batch.count);

@@ -42,11 +42,7 @@ pub(crate) fn read(
         return Ok(out);
     }
     while let Some((segment, pos)) = cursor.take() {
-        let end = shared
-            .read()
-            .segments
-            .get(&segment)
-            .map(|s| s.durable_len);
+        let end = shared.read().segments.get(&segment).map(|s| s.durable_len);
         // A segment missing from the index was removed by retention meanwhile:
         // carry on with the next one; `first_serial` tells the caller.
         let path = segment_path(segments_dir, segment);

@@ -353,7 +353,9 @@ impl Writer {
             new_channels: std::mem::take(&mut self.pending_new),
             updates,
             replies,
-            committed: want_tail.then_some(CommittedBatch { channels: committed }),
+            committed: want_tail.then_some(CommittedBatch {
+                channels: committed,
+            }),
         };
         if syncer.send(SyncMsg::Job(job)).is_err() {
             let _ = self.failed.set("the syncer thread is gone".into());
@@ -441,15 +443,15 @@ impl Writer {
     }
 
     fn after_write(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) {
-        if self.pos >= self.config.segment_bytes {
-            if let Err(e) = self.roll() {
-                warn!(error = %e, "could not start a new segment; writing on in the current one");
-            }
+        if self.pos >= self.config.segment_bytes
+            && let Err(e) = self.roll()
+        {
+            warn!(error = %e, "could not start a new segment; writing on in the current one");
         }
-        if self.bytes_since_checkpoint >= self.config.checkpoint_bytes {
-            if let Err(e) = self.checkpoint(syncer) {
-                warn!(error = %e, "checkpoint failed; the next open will replay more");
-            }
+        if self.bytes_since_checkpoint >= self.config.checkpoint_bytes
+            && let Err(e) = self.checkpoint(syncer)
+        {
+            warn!(error = %e, "checkpoint failed; the next open will replay more");
         }
     }
 
@@ -485,7 +487,9 @@ impl Writer {
             move |source| LogError::Io { context, source }
         };
         let started = Instant::now();
-        self.file.sync_data().map_err(io("syncing before a checkpoint"))?;
+        self.file
+            .sync_data()
+            .map_err(io("syncing before a checkpoint"))?;
         self.barrier(syncer)?;
         let tip = Tip {
             next_lsn: self.next_lsn,
@@ -515,7 +519,10 @@ impl Writer {
         Ok(())
     }
 
-    fn retention(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<RetentionReport, LogError> {
+    fn retention(
+        &mut self,
+        syncer: &std_mpsc::Sender<SyncMsg>,
+    ) -> Result<RetentionReport, LogError> {
         self.barrier(syncer)?;
         let now = now_ms();
         let victims: Vec<(u64, u64)> = {
@@ -526,9 +533,15 @@ impl Writer {
                 if base == self.segment {
                     break;
                 }
-                let too_big = self.config.retention.max_bytes.is_some_and(|max| total > max);
+                let too_big = self
+                    .config
+                    .retention
+                    .max_bytes
+                    .is_some_and(|max| total > max);
                 let too_old = self.config.retention.max_age.is_some_and(|age| {
-                    info.last_timestamp_ms.saturating_add(age.as_millis() as u64) < now
+                    info.last_timestamp_ms
+                        .saturating_add(age.as_millis() as u64)
+                        < now
                 });
                 if !(too_big || too_old) {
                     break;

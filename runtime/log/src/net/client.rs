@@ -233,7 +233,8 @@ impl LogClient {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
         let connect_error = |reason: String| ClientError::Connect { addr, reason };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
         let connection = endpoint
             .connect(addr, server_name)
@@ -249,7 +250,9 @@ impl LogClient {
         let max_inflight = config.max_inflight.max(1);
         let (outbound, outbound_rx) = mpsc::channel(max_inflight);
         let span = debug_span!("log_client", remote = %addr, stream = %send.id());
-        tokio::spawn(write_requests(send, outbound_rx, Arc::clone(&shared)).instrument(span.clone()));
+        tokio::spawn(
+            write_requests(send, outbound_rx, Arc::clone(&shared)).instrument(span.clone()),
+        );
         tokio::spawn(
             read_answers(recv, config.max_frame_bytes, Arc::clone(&shared)).instrument(span),
         );
@@ -281,7 +284,10 @@ impl LogClient {
     }
 
     /// Appends `messages`; returns one durable outcome per message, in order.
-    pub async fn publish(&self, messages: Vec<PublishMessage>) -> Result<Vec<Outcome>, ClientError> {
+    pub async fn publish(
+        &self,
+        messages: Vec<PublishMessage>,
+    ) -> Result<Vec<Outcome>, ClientError> {
         let count = messages.len();
         let answer = self
             .request(|request_id| Frame::Publish {
@@ -366,7 +372,11 @@ impl LogClient {
     /// Sends the frame built from a fresh request id and waits for its answer.
     async fn request(&self, build: impl FnOnce(u64) -> Frame) -> Result<Frame, ClientError> {
         let inner = &*self.inner;
-        let _slot = inner.slots.acquire().await.map_err(|_| ClientError::Closed)?;
+        let _slot = inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Closed)?;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_to_vec(&build(id), inner.config.max_frame_bytes)
             .map_err(ClientError::TooLarge)?;
@@ -404,11 +414,18 @@ impl LogClient {
 }
 
 fn unexpected(frame: &Frame) -> ClientError {
-    ClientError::Protocol(format!("unexpected {} frame as an answer", frame_kind(frame)))
+    ClientError::Protocol(format!(
+        "unexpected {} frame as an answer",
+        frame_kind(frame)
+    ))
 }
 
 /// Writes encoded requests in order; on failure, fails every waiting call.
-async fn write_requests(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>, shared: Arc<Shared>) {
+async fn write_requests(
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
     while let Some(bytes) = rx.recv().await {
         if let Err(error) = send.write_all(&bytes).await {
             debug!(%error, "request stream write failed");
@@ -426,7 +443,9 @@ async fn read_answers(mut recv: RecvStream, max_frame_bytes: usize, shared: Arc<
     let error = loop {
         match recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
-            Ok(None) => break ClientError::ConnectionLost("the node ended the request stream".into()),
+            Ok(None) => {
+                break ClientError::ConnectionLost("the node ended the request stream".into());
+            }
             Err(quinn::ReadError::Reset(code)) if code == codes::SHUTTING_DOWN => {
                 break ClientError::Server(WireError::new(
                     ErrorCode::ShuttingDown,
@@ -472,7 +491,10 @@ fn dispatch(shared: &Shared, frame: Frame) -> Option<ClientError> {
             return None;
         }
         other => {
-            warn!(kind = frame_kind(other), "unexpected frame on the request stream");
+            warn!(
+                kind = frame_kind(other),
+                "unexpected frame on the request stream"
+            );
             return None;
         }
     };

@@ -49,8 +49,8 @@ use crate::store::{AppendOutcome, AppendRequest, CommittedBatch, LogStore};
 const READ_CHUNK: usize = 64 * 1024;
 /// Encoded bytes gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
-/// How long a finished stream waits for the peer to acknowledge its last bytes before
-/// the task lets go (the connection may be closed right after at shutdown).
+/// How long a closing stream waits for the peer to take and acknowledge its last bytes
+/// before the task lets go (the connection may be closed right after at shutdown).
 const LINGER: Duration = Duration::from_secs(2);
 
 /// The limits of one stream, from `LinkServerConfig`.
@@ -101,6 +101,7 @@ pub(crate) async fn serve_stream<S: LogStore>(
         decode_paused: false,
         closing: None,
         close_queued: false,
+        close_deadline: None,
         inflight: FuturesOrdered::new(),
         tail: None,
         outbox: VecDeque::new(),
@@ -124,6 +125,8 @@ struct StreamDriver<S> {
     /// The fatal error to send once in-flight requests are answered.
     closing: Option<WireError>,
     close_queued: bool,
+    /// Once closing, the peer has until then to take the last frames.
+    close_deadline: Option<tokio::time::Instant>,
     inflight: FuturesOrdered<Answer>,
     subs: Subscriptions,
     /// Present while `subs` is not empty: created before the first replay read.
@@ -138,6 +141,13 @@ struct StreamDriver<S> {
 enum Flow {
     Continue,
     End(Ended),
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_tail(
@@ -185,13 +195,6 @@ impl<S: LogStore> StreamDriver<S> {
                     Flow::Continue
                 }
                 _ = &mut stopped => Flow::End(Ended::PeerGone),
-                event = next_tail(self.tail.as_mut()), if self.tail.is_some() => {
-                    self.handle_tail(event)
-                }
-                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.outbox.push_back(answer);
-                    Flow::Continue
-                }
                 written = self.send.write(&self.wbuf[self.woff..]), if writing => match written {
                     Ok(n) => {
                         self.woff += n;
@@ -202,10 +205,22 @@ impl<S: LogStore> StreamDriver<S> {
                         Flow::End(Ended::PeerGone)
                     }
                 },
+                event = next_tail(self.tail.as_mut()), if self.tail.is_some() => {
+                    self.handle_tail(event)
+                }
+                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.outbox.push_back(answer);
+                    Flow::Continue
+                }
                 chunk = self.recv.read_chunk(READ_CHUNK, true), if can_read => {
                     self.handle_chunk(chunk).await
                 }
                 () = std::future::ready(()), if can_replay => self.replay_one().await,
+                () = sleep_until(self.close_deadline), if self.close_deadline.is_some() => {
+                    debug!("peer did not take the last frames in time; resetting the stream");
+                    let _ = self.send.reset(codes::PROTOCOL);
+                    Flow::End(Ended::PeerGone)
+                }
             };
             if let Flow::End(ended) = flow {
                 return ended;
@@ -244,6 +259,7 @@ impl<S: LogStore> StreamDriver<S> {
                 self.outbox.push_back(Frame::Error(error));
             }
             self.close_queued = true;
+            self.close_deadline = Some(tokio::time::Instant::now() + LINGER);
         }
         if self.woff < self.wbuf.len() {
             return;
@@ -255,18 +271,46 @@ impl<S: LogStore> StreamDriver<S> {
                 break;
             };
             if let Err(error) = encode_frame(&frame, &mut self.wbuf, self.config.max_frame_bytes) {
-                // Answers are cut to fit; reaching this is a bug, not the peer's doing.
-                warn!(%error, "outbound frame could not be encoded; sending an error instead");
-                let internal = Frame::Error(WireError::new(
-                    ErrorCode::Internal,
-                    format!("an answer could not be encoded: {error}"),
-                ));
+                self.encode_failed(&frame, &error);
+            }
+        }
+    }
+
+    /// A frame of ours did not encode. Answers are cut to fit and a message always fits
+    /// in a frame (config validation), so this is a bug; still, never leave a request
+    /// unanswered or skip a message silently.
+    fn encode_failed(&mut self, frame: &Frame, error: &tern_link::EncodeError) {
+        warn!(kind = frame_kind(frame), %error, "outbound frame could not be encoded");
+        let request_id = match frame {
+            Frame::PublishResult { request_id, .. }
+            | Frame::ReadResult { request_id, .. }
+            | Frame::RequestFailed { request_id, .. } => Some(*request_id),
+            _ => None,
+        };
+        let message = format!("an answer could not be encoded: {error}");
+        match request_id {
+            Some(request_id) => {
+                let failed = Frame::RequestFailed {
+                    request_id,
+                    error: WireError::new(ErrorCode::Internal, message),
+                };
                 if let Err(error) =
-                    encode_frame(&internal, &mut self.wbuf, self.config.max_frame_bytes)
+                    encode_frame(&failed, &mut self.wbuf, self.config.max_frame_bytes)
                 {
-                    warn!(%error, "error frame could not be encoded either");
+                    warn!(%error, "error answer could not be encoded either");
                 }
             }
+            None if self.closing.is_none() => {
+                // A lost `Messages` frame would be a silent gap: end the stream instead,
+                // so the subscriber resubscribes from what it has; later messages must
+                // not go out either.
+                self.outbox.retain(|f| !matches!(f, Frame::Messages { .. }));
+                self.begin_close(
+                    WireError::new(ErrorCode::Internal, message).fatal(),
+                    codes::PROTOCOL,
+                );
+            }
+            None => {}
         }
     }
 
@@ -637,7 +681,10 @@ fn merge_outcomes(
 }
 
 fn store_miscounted(request_id: u64) -> Frame {
-    warn!(request_id, "store returned a different number of outcomes than messages");
+    warn!(
+        request_id,
+        "store returned a different number of outcomes than messages"
+    );
     Frame::RequestFailed {
         request_id,
         error: WireError::new(
@@ -684,7 +731,10 @@ mod tests {
     fn outcomes_are_merged_in_request_order() {
         let refused = vec![
             None,
-            Some(Outcome::Rejected(WireError::new(ErrorCode::InvalidChannel, "bad"))),
+            Some(Outcome::Rejected(WireError::new(
+                ErrorCode::InvalidChannel,
+                "bad",
+            ))),
             None,
         ];
         let frame = merge_outcomes(
@@ -695,12 +745,18 @@ mod tests {
                 AppendOutcome::Rejected(RecordError::InvalidKey(0)),
             ],
         );
-        let Frame::PublishResult { request_id, outcomes } = frame else {
+        let Frame::PublishResult {
+            request_id,
+            outcomes,
+        } = frame
+        else {
             panic!("expected a result, got {frame:?}");
         };
         assert_eq!(request_id, 9);
         assert_eq!(outcomes[0], Outcome::Appended(pos(1)));
-        assert!(matches!(&outcomes[1], Outcome::Rejected(e) if e.code == ErrorCode::InvalidChannel));
+        assert!(
+            matches!(&outcomes[1], Outcome::Rejected(e) if e.code == ErrorCode::InvalidChannel)
+        );
         assert!(matches!(&outcomes[2], Outcome::Rejected(e) if e.code == ErrorCode::InvalidKey));
     }
 

@@ -209,11 +209,17 @@ impl Subscription {
 /// The error for a stream the node reset instead of sending a last frame.
 fn reset_error(code: quinn::VarInt) -> ClientError {
     let (code, message) = if code == codes::SLOW_CONSUMER {
-        (ErrorCode::SlowConsumer, "subscriber too slow; dropped by the log node")
+        (
+            ErrorCode::SlowConsumer,
+            "subscriber too slow; dropped by the log node",
+        )
     } else if code == codes::SHUTTING_DOWN {
         (ErrorCode::ShuttingDown, "the log node is shutting down")
     } else if code == codes::PROTOCOL {
-        (ErrorCode::MalformedFrame, "the log node saw a protocol error")
+        (
+            ErrorCode::MalformedFrame,
+            "the log node saw a protocol error",
+        )
     } else {
         return ClientError::ConnectionLost(format!("stream reset by the node (code {code})"));
     };

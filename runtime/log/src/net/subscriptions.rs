@@ -344,7 +344,8 @@ mod tests {
         let mut subs = Subscriptions::new(1 << 20);
         subs.start(ch.clone(), s(1));
         let (_, from) = subs.next_replay().expect("replay");
-        assert!(subs.handle_replay(&ch, from, read(1..=0), 10).is_empty());
+        let empty = ReadResult::default();
+        assert!(subs.handle_replay(&ch, from, empty, 10).is_empty());
         assert!(subs.handle_tail(&tail(&ch, 3..=4)).is_empty());
         assert_eq!(subs.next_replay(), Some((ch.clone(), s(1))));
     }
@@ -358,7 +359,11 @@ mod tests {
         let frames = subs.handle_replay(&ch, from, read(5..=6), 10);
         assert!(matches!(
             &frames[0],
-            Frame::Subscribed { next_serial: 5, continuity: Continuity::Lost { .. }, .. }
+            Frame::Subscribed {
+                next_serial: 5,
+                continuity: Continuity::Lost { .. },
+                ..
+            }
         ));
         assert_eq!(serials(&frames), vec![5, 6]);
     }
@@ -372,7 +377,10 @@ mod tests {
         subs.start(b.clone(), s(1));
         let (first, from) = subs.next_replay().expect("a");
         assert_eq!(first, a);
-        assert_eq!(serials(&subs.handle_replay(&a, from, read(1..=2), 2)), vec![1, 2]);
+        assert_eq!(
+            serials(&subs.handle_replay(&a, from, read(1..=2), 2)),
+            vec![1, 2]
+        );
         assert_eq!(subs.next_replay().map(|r| r.0), Some(b.clone()));
         // b is unsubscribed while its read is in flight.
         assert!(subs.remove(&b));

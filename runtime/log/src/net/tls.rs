@@ -25,8 +25,13 @@ use super::ALPN;
 /// Streams a peer may have open at once on one connection (QUIC's default is 100; an
 /// edge opens one per subscription group, so allow more).
 const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// How long a link may be silent before it counts as dead. Keep-alives go every
+/// [`CLIENT_KEEP_ALIVE`], so only a dead or unreachable peer reaches it; a killed log
+/// node is noticed within this time and the edge reconnects.
+pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How often an idle client pings so the connection outlives the idle timeout.
-const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// Why TLS material could not be created, loaded or used. Every variant is an
 /// operator problem (files, permissions) except [`TlsError::Generate`], which is ours.
@@ -249,6 +254,7 @@ pub fn client_config(trust_pem: &Path) -> Result<quinn::ClientConfig, TlsError> 
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE));
+    transport.max_idle_timeout(LINK_IDLE_TIMEOUT.try_into().ok());
     transport.max_concurrent_bidi_streams(0u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
     config.transport_config(Arc::new(transport));
@@ -281,9 +287,15 @@ mod tests {
     #[test]
     fn certificate_without_key_is_refused_and_key_without_certificate_replaced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = ensure_self_signed(dir.path(), "0.0.0.0").expect("created").files;
+        let files = ensure_self_signed(dir.path(), "0.0.0.0")
+            .expect("created")
+            .files;
         fs::remove_file(&files.cert).expect("remove cert");
-        assert!(ensure_self_signed(dir.path(), "").expect("replaced").created);
+        assert!(
+            ensure_self_signed(dir.path(), "")
+                .expect("replaced")
+                .created
+        );
         fs::remove_file(&files.key).expect("remove key");
         assert!(matches!(
             ensure_self_signed(dir.path(), ""),
