@@ -151,8 +151,8 @@ pub struct LinkServerConfig {
     /// `store.max_message_bytes` + 64 KiB (so the largest message fits with its framing),
     /// at most 1 GiB.
     pub max_frame_bytes: usize,
-    /// Publish requests of one stream awaiting their outcome before the server stops
-    /// reading it. Default 256; 1..=65 536.
+    /// Requests of one stream awaiting their answer at once; one more is refused with
+    /// `TooManyRequests` (retryable). Default 256; 1..=65 536.
     pub max_inflight_per_stream: usize,
     /// Frames queued for one subscriber before it is treated as slow. Default 1024;
     /// 1..=1 000 000.
