@@ -110,6 +110,27 @@ pub enum Frame {
     Error(WireError),
 }
 
+impl Frame {
+    /// The name of the frame's kind, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Publish { .. } => "Publish",
+            Frame::PublishResult { .. } => "PublishResult",
+            Frame::Read { .. } => "Read",
+            Frame::ReadResult { .. } => "ReadResult",
+            Frame::RequestFailed { .. } => "RequestFailed",
+            Frame::Subscribe { .. } => "Subscribe",
+            Frame::Subscribed { .. } => "Subscribed",
+            Frame::Unsubscribe { .. } => "Unsubscribe",
+            Frame::Unsubscribed { .. } => "Unsubscribed",
+            Frame::Messages { .. } => "Messages",
+            Frame::Ping { .. } => "Ping",
+            Frame::Pong { .. } => "Pong",
+            Frame::Error(_) => "Error",
+        }
+    }
+}
+
 /// A message to append.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublishMessage {

@@ -15,19 +15,20 @@
 //! `write_fuzz_seeds` (ignored; run by `scripts/fuzz.sh`) writes these frames as the
 //! fuzzer's seed corpus.
 
+#[path = "support/codec_checks.rs"]
+mod codec_checks;
+
 use bytes::Bytes;
+use codec_checks::{Event, check_events, check_round_trip, run};
 use tern_link::{
-    Continuity, DecodeError, Epoch, ErrorCode, Frame, FrameDecoder, Outcome, PROTOCOL_VERSION,
-    Position, PublishMessage, Serial, StoredMessage, WireError, decode_all, encode_frame,
-    encode_to_vec,
+    Continuity, DecodeError, Epoch, ErrorCode, Frame, Outcome, PROTOCOL_VERSION, Position,
+    PublishMessage, Serial, StoredMessage, WireError, encode_frame, encode_to_vec,
 };
 
 /// Mutated inputs tried by [`mutated_streams_never_panic_and_errors_are_classified`].
 const ITERATIONS: u64 = 20_000;
 /// Decoder limit for most runs: every sample fits, a random length mostly does not.
 const MAX_FRAME_BYTES: usize = 4096;
-/// The decoder never applies a limit below a length prefix plus a version byte.
-const MIN_LIMIT: usize = 5;
 /// Length prefix plus version byte: where a frame's body starts.
 const HEADER_BYTES: usize = 5;
 
@@ -169,106 +170,12 @@ fn samples() -> Vec<Frame> {
     ]
 }
 
-/// The variant's name; `None` for a variant added after this test was written.
-fn variant(frame: &Frame) -> Option<&'static str> {
-    Some(match frame {
-        Frame::Publish { .. } => "Publish",
-        Frame::PublishResult { .. } => "PublishResult",
-        Frame::Read { .. } => "Read",
-        Frame::ReadResult { .. } => "ReadResult",
-        Frame::RequestFailed { .. } => "RequestFailed",
-        Frame::Subscribe { .. } => "Subscribe",
-        Frame::Subscribed { .. } => "Subscribed",
-        Frame::Unsubscribe { .. } => "Unsubscribe",
-        Frame::Unsubscribed { .. } => "Unsubscribed",
-        Frame::Messages { .. } => "Messages",
-        Frame::Ping { .. } => "Ping",
-        Frame::Pong { .. } => "Pong",
-        Frame::Error(_) => "Error",
-        _ => return None,
-    })
-}
-
-/// What the decoder produced, in order.
-#[derive(Debug, PartialEq)]
-enum Event {
-    Frame(Frame),
-    Error(DecodeError),
-}
-
-/// Runs `stream` through a fresh decoder, one read per `cut`, taking every frame after
-/// each read and stopping at the first fatal error. Returns the events and the bytes
-/// left buffered.
-fn run(stream: &[u8], max: usize, mut cut: impl FnMut(usize) -> usize) -> (Vec<Event>, usize) {
-    let mut decoder = FrameDecoder::new(max);
-    let mut events = Vec::new();
-    let mut rest = stream;
-    while !rest.is_empty() {
-        let (read, tail) = rest.split_at(cut(rest.len()).clamp(1, rest.len()));
-        rest = tail;
-        decoder.extend(read);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => events.push(Event::Frame(frame)),
-                Ok(None) => break,
-                Err(e) => {
-                    let fatal = e.is_fatal();
-                    events.push(Event::Error(e));
-                    if fatal {
-                        decoder.extend(rest);
-                        for _ in 0..3 {
-                            assert!(
-                                !matches!(decoder.next_frame(), Ok(Some(_))),
-                                "a frame came out after a fatal error"
-                            );
-                        }
-                        return (events, decoder.buffered());
-                    }
-                }
-            }
-        }
-    }
-    (events, decoder.buffered())
-}
-
 /// Random reads: mostly a few bytes, sometimes a larger run, sometimes all the rest.
 fn random_cuts(rng: &mut Rng) -> impl FnMut(usize) -> usize + '_ {
     move |remaining| match rng.below(8) {
         0 => remaining,
         1 => 1 + rng.below(512),
         _ => 1 + rng.below(8),
-    }
-}
-
-fn check_error(error: &DecodeError, max: usize) {
-    match error {
-        DecodeError::TooLarge { announced, limit } => {
-            assert!(error.is_fatal(), "{error:?} must be fatal");
-            assert_eq!(*limit, max.max(MIN_LIMIT));
-            assert!(announced > limit, "{error:?}");
-        }
-        DecodeError::UnsupportedVersion(version) => {
-            assert!(error.is_fatal(), "{error:?} must be fatal");
-            assert_ne!(*version, PROTOCOL_VERSION);
-        }
-        DecodeError::Malformed(_) => assert!(!error.is_fatal(), "{error:?} must not be fatal"),
-        other => panic!("unclassified decode error {other:?}"),
-    }
-}
-
-fn check_round_trip(frame: &Frame, max: usize) {
-    let wire = encode_to_vec(frame, max.max(MIN_LIMIT))
-        .expect("a decoded frame re-encodes within the limit it was decoded under");
-    let back = decode_all(&wire, max).expect("a re-encoded frame decodes");
-    assert_eq!(back.as_slice(), std::slice::from_ref(frame));
-}
-
-fn check_events(events: &[Event], max: usize) {
-    for event in events {
-        match event {
-            Event::Frame(frame) => check_round_trip(frame, max),
-            Event::Error(error) => check_error(error, max),
-        }
     }
 }
 
@@ -380,10 +287,7 @@ fn encoded_samples() -> Vec<(Frame, Vec<u8>)> {
 
 #[test]
 fn samples_cover_every_variant() {
-    let mut names: Vec<&str> = samples()
-        .iter()
-        .map(|frame| variant(frame).expect("every sample is a known variant"))
-        .collect();
+    let mut names: Vec<&str> = samples().iter().map(|frame| frame.kind()).collect();
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), 13, "a Frame variant has no sample: {names:?}");
@@ -495,7 +399,7 @@ fn write_fuzz_seeds() {
     };
     let mut all = Vec::new();
     for (i, frame) in samples().iter().enumerate() {
-        let name = variant(frame).expect("every sample is a known variant");
+        let name = frame.kind();
         let wire = encode_to_vec(frame, MAX_FRAME_BYTES).expect("samples are small");
         write(format!("{i:02}-{name}"), [i as u8, 0xFF], &wire);
         encode_frame(frame, &mut all, MAX_FRAME_BYTES).expect("samples are small");

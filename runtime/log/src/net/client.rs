@@ -35,7 +35,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::codes;
-use super::stream::frame_kind;
 use super::subscribe::Subscription;
 use super::tls::{self, TlsError};
 use crate::store::ReadResult;
@@ -414,10 +413,7 @@ impl LogClient {
 }
 
 fn unexpected(frame: &Frame) -> ClientError {
-    ClientError::Protocol(format!(
-        "unexpected {} frame as an answer",
-        frame_kind(frame)
-    ))
+    ClientError::Protocol(format!("unexpected {} frame as an answer", frame.kind()))
 }
 
 /// Writes encoded requests in order; on failure, fails every waiting call.
@@ -492,7 +488,7 @@ fn dispatch(shared: &Shared, frame: Frame) -> Option<ClientError> {
         }
         other => {
             warn!(
-                kind = frame_kind(other),
+                kind = other.kind(),
                 "unexpected frame on the request stream"
             );
             return None;

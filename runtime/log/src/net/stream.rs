@@ -280,7 +280,7 @@ impl<S: LogStore> StreamDriver<S> {
     /// in a frame (config validation), so this is a bug; still, never leave a request
     /// unanswered or skip a message silently.
     fn encode_failed(&mut self, frame: &Frame, error: &tern_link::EncodeError) {
-        warn!(kind = frame_kind(frame), %error, "outbound frame could not be encoded");
+        warn!(kind = frame.kind(), %error, "outbound frame could not be encoded");
         let request_id = match frame {
             Frame::PublishResult { request_id, .. }
             | Frame::ReadResult { request_id, .. }
@@ -463,7 +463,7 @@ impl<S: LogStore> StreamDriver<S> {
                 info!(code = ?error.code, message = %error.message, fatal = error.fatal, "peer reported an error");
             }
             other => {
-                let kind = frame_kind(&other);
+                let kind = other.kind();
                 info!(kind, "peer sent a frame only the log sends; ignored");
                 self.outbox.push_back(Frame::Error(WireError::new(
                     ErrorCode::MalformedFrame,
@@ -691,26 +691,6 @@ fn store_miscounted(request_id: u64) -> Frame {
             ErrorCode::Internal,
             "the store answered with the wrong number of outcomes",
         ),
-    }
-}
-
-/// The name of a frame's kind, for errors and logs.
-pub(crate) fn frame_kind(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Publish { .. } => "Publish",
-        Frame::PublishResult { .. } => "PublishResult",
-        Frame::Read { .. } => "Read",
-        Frame::ReadResult { .. } => "ReadResult",
-        Frame::RequestFailed { .. } => "RequestFailed",
-        Frame::Subscribe { .. } => "Subscribe",
-        Frame::Subscribed { .. } => "Subscribed",
-        Frame::Unsubscribe { .. } => "Unsubscribe",
-        Frame::Unsubscribed { .. } => "Unsubscribed",
-        Frame::Messages { .. } => "Messages",
-        Frame::Ping { .. } => "Ping",
-        Frame::Pong { .. } => "Pong",
-        Frame::Error(_) => "Error",
-        _ => "unknown",
     }
 }
 

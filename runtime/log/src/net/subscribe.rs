@@ -23,7 +23,6 @@ use tern_link::{
 
 use super::client::{ClientError, READ_CHUNK};
 use super::codes;
-use super::stream::frame_kind;
 
 /// What a [`Subscription`] delivers.
 #[derive(Debug, Clone)]
@@ -198,7 +197,7 @@ impl Subscription {
             other => {
                 return self.close(ClientError::Protocol(format!(
                     "unexpected {} frame on a subscription stream",
-                    frame_kind(&other)
+                    other.kind()
                 )));
             }
         };
