@@ -45,7 +45,13 @@ async fn connect(proc: &LogProcess) -> LogClient {
 /// Publishes batches until the connection dies; records every acknowledged key.
 /// Keys whose outcome was not received are retried in the next round, which must
 /// answer `Duplicate` for those that were in fact stored.
-async fn publish_until_dead(client: LogClient, publisher: usize, round: usize, acked: Acked, pending: Vec<String>) -> Vec<String> {
+async fn publish_until_dead(
+    client: LogClient,
+    publisher: usize,
+    round: usize,
+    acked: Acked,
+    pending: Vec<String>,
+) -> Vec<String> {
     let mut seq = 0usize;
     let mut retry = pending;
     loop {
@@ -59,13 +65,19 @@ async fn publish_until_dead(client: LogClient, publisher: usize, round: usize, a
         } else {
             std::mem::take(&mut retry)
         };
-        match client.publish(keys.iter().map(|k| message(k)).collect()).await {
+        match client
+            .publish(keys.iter().map(|k| message(k)).collect())
+            .await
+        {
             Ok(outcomes) => {
                 let mut acked = acked.lock().await;
                 for (key, outcome) in keys.iter().zip(outcomes) {
                     match outcome {
                         Outcome::Appended(p) => {
-                            assert!(acked.insert(key.clone(), p).is_none(), "{key} appended twice");
+                            assert!(
+                                acked.insert(key.clone(), p).is_none(),
+                                "{key} appended twice"
+                            );
                         }
                         Outcome::Duplicate(p) => {
                             // Only a retried key may be a duplicate; its first outcome was
@@ -137,7 +149,10 @@ async fn verify(proc: &LogProcess, acked: &Acked) {
                 next = next.next();
                 let key = String::from_utf8(m.idempotency_key.to_vec()).expect("utf-8 key");
                 assert_eq!(m.payload, Bytes::from(format!("payload of {key}")));
-                assert!(by_key_seen.insert(key.clone(), m.position).is_none(), "{key} stored twice");
+                assert!(
+                    by_key_seen.insert(key.clone(), m.position).is_none(),
+                    "{key} stored twice"
+                );
             }
             if r.messages.len() < 1000 {
                 break;
@@ -145,7 +160,11 @@ async fn verify(proc: &LogProcess, acked: &Acked) {
         }
     }
     for (key, pos) in &acked {
-        assert_eq!(by_key_seen.get(key), Some(pos), "acknowledged {key} at {pos} is readable there");
+        assert_eq!(
+            by_key_seen.get(key),
+            Some(pos),
+            "acknowledged {key} at {pos} is readable there"
+        );
     }
     // Re-sending acknowledged keys returns their original positions.
     let sample: Vec<(&String, &Position)> = acked.iter().take(500).collect();

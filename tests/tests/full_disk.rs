@@ -27,7 +27,10 @@ async fn file_size_limit_refuses_publishes_and_keeps_serving() {
     let mut acked = 0usize;
     let mut refused = None;
     for b in 0..1000 {
-        match client.publish((0..10).map(|i| message(b * 10 + i)).collect()).await {
+        match client
+            .publish((0..10).map(|i| message(b * 10 + i)).collect())
+            .await
+        {
             Ok(outcomes) => {
                 for o in outcomes {
                     assert!(matches!(o, Outcome::Appended(_)), "{o:?}");
@@ -62,7 +65,10 @@ async fn file_size_limit_refuses_publishes_and_keeps_serving() {
         }
     }
     assert_eq!(count, acked);
-    assert!(proc.log_text().contains("storage full"), "the refusal is logged");
+    assert!(
+        proc.log_text().contains("storage full"),
+        "the refusal is logged"
+    );
     client.close().await;
     proc.kill();
 
@@ -70,7 +76,10 @@ async fn file_size_limit_refuses_publishes_and_keeps_serving() {
     let client = LogClient::connect(proc.addr, "localhost", &proc.cert)
         .await
         .expect("connect");
-    let out = client.publish(vec![message(999_999)]).await.expect("publish");
+    let out = client
+        .publish(vec![message(999_999)])
+        .await
+        .expect("publish");
     match &out[0] {
         Outcome::Appended(p) => assert_eq!(p.serial.get(), acked as u64 + 1),
         other => panic!("{other:?}"),
