@@ -25,23 +25,27 @@
 //! 1. **the store is created**: the first epoch is the creation time in Unix
 //!    seconds, so a wiped and recreated data directory never reuses an epoch an
 //!    earlier incarnation handed out (barring a clock set back);
-//! 2. **opening cut anything from the tail** (a torn or damaged last batch): the cut
-//!    records may have been seen by someone (under `fsync = "interval"` they were
-//!    acknowledged; under `always` only media damage can cut synced data), so their
-//!    serials are given out again under a new epoch;
-//! 3. **opening after an unclean stop under `fsync = "interval"`**: acknowledged
-//!    records may be missing without any visible damage.
+//! 2. **opening found anything missing**: it cut a damaged or torn tail (the cut
+//!    records may have been acknowledged under `fsync = "interval"`, and under
+//!    `always` media damage can hit synced data; a torn write cannot be told apart
+//!    from that), the last checkpoint proves synced bytes existed that are gone, or
+//!    the checkpoint was lost after retention removed the oldest segments, so the
+//!    history had to be rebuilt from what is left;
+//! 3. **opening after an unclean stop of a run that acknowledged before fsync**
+//!    (`fsync = "interval"`, recorded in the meta file whatever the current
+//!    config says): acknowledged records may be missing without any visible damage.
 //!
 //! A new epoch is `max(old + 1, now in Unix seconds)`. Each channel remembers where
 //! every epoch of its history starts; [`resolve`] trusts a position only if the log
 //! still holds that exact `(epoch, serial)`, and otherwise answers "continuity
 //! lost" with the first serial it will deliver. Under the default `fsync =
-//! "always"` a crash never changes the epoch unless the disk damaged synced data.
+//! "always"`, a crash changes the epoch only if it tore a batch mid-write (serials
+//! nobody was told about) or the disk lost synced data.
 //!
 //! # Dedupe
 //!
 //! Each `(channel, idempotency key)` is remembered for the dedupe window (default
-//! 24 h) at about 64 bytes per key, bounded by `max_keys`; see `embedded::dedupe`.
+//! 24 h) at about 72 bytes per key, bounded by `max_keys`; see `embedded::dedupe`.
 
 #![deny(unsafe_code)]
 

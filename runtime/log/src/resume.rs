@@ -41,7 +41,7 @@ pub fn resolve(info: &ChannelInfo, after: Option<Position>) -> Resume {
         && after.serial >= next_start
     {
         return lost(
-            next_start,
+            next_start.max(first_available),
             format!(
                 "serials from {next_start} on were reassigned in epoch {next_epoch} after a failure; {after} is no longer valid"
             ),

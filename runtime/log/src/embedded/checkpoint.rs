@@ -122,7 +122,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Checkpoint, String> {
 fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
     let (next_lsn, segment, pos) = (c.u64()?, c.u64()?, c.u64()?);
     let n = c.u32()?;
-    let mut channels = Vec::with_capacity((n as usize).min(1 << 20));
+    let mut channels = Vec::with_capacity((n as usize).min(c.rest().len() / 40));
     for _ in 0..n {
         let name = ChannelName::parse(std::str::from_utf8(c.bytes_u8()?).ok()?).ok()?;
         let wc = WriterChannel {
@@ -162,7 +162,7 @@ fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
         ));
     }
     let k = c.u64()?;
-    let mut dedupe = Vec::with_capacity((k as usize).min(1 << 24));
+    let mut dedupe = Vec::with_capacity((k as usize).min(c.rest().len() / 36));
     for _ in 0..k {
         let hash = c.u128()?;
         dedupe.push((

@@ -7,9 +7,9 @@
 //!
 //! Memory: an entry is a 16-byte hash plus 24 bytes of value (channel id u32,
 //! seconds u32, epoch u64, serial u64) in a SwissTable (1 control byte, ≤ 87.5 %
-//! load) plus 16 bytes in the expiry queue: about **64 bytes per key** in steady
-//! state, up to twice that for a moment while the table grows. `max_keys` bounds
-//! it: at the default 4 000 000 keys, about 256 MiB. When more keys arrive within
+//! load) plus 24 bytes (hash and time) in the expiry queue: about **72 bytes per
+//! key** in steady state, up to twice that for a moment while the table grows.
+//! `max_keys` bounds it: at the default 4 000 000 keys, about 290 MiB. When more keys arrive within
 //! the window than `max_keys`, the oldest are forgotten early and counted in
 //! [`DedupeIndex::evicted_early`]; the effective window is then shorter than
 //! configured.
@@ -57,8 +57,10 @@ pub(crate) struct DedupeIndex {
     window_s: u32,
     max_keys: usize,
     map: HashMap<u128, DedupeEntry, BuildIdentity>,
-    /// Keys in insertion (hence time) order, for expiry.
-    order: VecDeque<u128>,
+    /// Keys with their insertion time, oldest first, for expiry. A key replaced
+    /// after it expired is queued twice; only the slot whose time matches the
+    /// entry's removes it.
+    order: VecDeque<(u128, u32)>,
     evicted_early: u64,
 }
 
@@ -91,11 +93,12 @@ impl DedupeIndex {
             .copied()
     }
 
-    /// Remembers `hash` (the caller checked it is not present).
+    /// Remembers `hash`. If an expired entry for it is still held (the clock went
+    /// back, or expiry has not run yet), it is replaced and queued again, so that
+    /// [`DedupeIndex::remove_newest`] can undo this insert.
     pub(crate) fn insert(&mut self, hash: u128, entry: DedupeEntry) {
-        if self.map.insert(hash, entry).is_none() {
-            self.order.push_back(hash);
-        }
+        self.map.insert(hash, entry);
+        self.order.push_back((hash, entry.time_s));
         while self.map.len() > self.max_keys {
             if !self.pop_front() {
                 break;
@@ -107,7 +110,7 @@ impl DedupeIndex {
     /// Forgets `hash`, which must be the most recently inserted key (undo of a
     /// write that failed).
     pub(crate) fn remove_newest(&mut self, hash: u128) {
-        if self.order.back() == Some(&hash) {
+        if self.order.back().is_some_and(|(h, _)| *h == hash) {
             self.order.pop_back();
             self.map.remove(&hash);
         }
@@ -115,20 +118,20 @@ impl DedupeIndex {
 
     /// Drops keys older than the window.
     pub(crate) fn expire(&mut self, now_s: u32) {
-        while let Some(front) = self.order.front() {
-            match self.map.get(front) {
-                Some(e) if now_s.saturating_sub(e.time_s) < self.window_s => break,
-                _ => {
-                    self.pop_front();
-                }
+        while let Some(&(_, time_s)) = self.order.front() {
+            if now_s.saturating_sub(time_s) < self.window_s {
+                break;
             }
+            self.pop_front();
         }
     }
 
     fn pop_front(&mut self) -> bool {
         match self.order.pop_front() {
-            Some(h) => {
-                self.map.remove(&h);
+            Some((h, time_s)) => {
+                if self.map.get(&h).is_some_and(|e| e.time_s == time_s) {
+                    self.map.remove(&h);
+                }
                 true
             }
             None => false,
@@ -147,7 +150,7 @@ impl DedupeIndex {
     pub(crate) fn iter_oldest_first(&self) -> impl Iterator<Item = (u128, DedupeEntry)> + '_ {
         self.order
             .iter()
-            .filter_map(|h| self.map.get(h).map(|e| (*h, *e)))
+            .filter_map(|(h, t)| self.map.get(h).filter(|e| e.time_s == *t).map(|e| (*h, *e)))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The store's meta file: current epoch, dedupe hash seed, clean-shutdown flag.
 //!
 //! ```text
-//! "TRNM" | version u32 = 1 | epoch u64 | seed u64 | clean u8 | crc32c(previous bytes) u32
+//! "TRNM" | version u32 = 1 | epoch u64 | seed u64 | flags u8 | crc32c(previous bytes) u32
+//! flags: bit 0 = stopped cleanly, bit 1 = the run that wrote it acknowledged before
+//! fsync (`fsync = "interval"`), so an unclean stop of that run may have lost acks.
 //! ```
 
 use std::io;
@@ -18,6 +20,7 @@ pub(crate) struct Meta {
     pub(crate) epoch: u64,
     pub(crate) seed: u64,
     pub(crate) clean: bool,
+    pub(crate) acks_before_sync: bool,
 }
 
 impl Meta {
@@ -27,7 +30,7 @@ impl Meta {
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.extend_from_slice(&self.epoch.to_le_bytes());
         b.extend_from_slice(&self.seed.to_le_bytes());
-        b.push(u8::from(self.clean));
+        b.push(u8::from(self.clean) | (u8::from(self.acks_before_sync) << 1));
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
@@ -49,10 +52,11 @@ impl Meta {
             v => return Err(format!("meta file version {v:?} is not supported")),
         }
         match (c.u64(), c.u64(), c.u8()) {
-            (Some(epoch), Some(seed), Some(clean)) => Ok(Self {
+            (Some(epoch), Some(seed), Some(flags)) => Ok(Self {
                 epoch,
                 seed,
-                clean: clean != 0,
+                clean: flags & 1 != 0,
+                acks_before_sync: flags & 2 != 0,
             }),
             _ => Err("meta file is truncated".into()),
         }
@@ -73,6 +77,7 @@ mod tests {
             epoch: 1_700_000_000,
             seed: 42,
             clean: true,
+            acks_before_sync: true,
         };
         let mut b = m.encode();
         assert_eq!(Meta::decode(&b), Ok(m));

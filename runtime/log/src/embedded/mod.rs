@@ -146,34 +146,49 @@ impl EmbeddedStore {
         }
         let meta_path = data_dir.join("meta");
         let segments = list_segments(&segments_dir).map_err(io_err("listing segments"))?;
-        let meta = match fs::read(&meta_path) {
-            Ok(bytes) => Meta::decode(&bytes)
-                .map_err(|e| OpenError::Corrupt(format!("{}: {e}", meta_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !segments.is_empty() {
-                    return Err(OpenError::Corrupt(format!(
-                        "{} has segments but no meta file",
-                        data_dir.display()
-                    )));
-                }
-                Meta {
-                    epoch: (now_ms() / 1000).max(1),
-                    seed: rand::random(),
-                    clean: true,
-                }
-            }
-            Err(e) => return Err(io_err("reading the meta file")(e)),
-        };
+        let mut meta = load_or_create_meta(&meta_path, &segments)?;
         let mut rec = Recovery::new(&config, meta.seed);
         let mut report = RecoveryReport::default();
-        let (mut segments, start) = rec.load_checkpoint(data_dir, segments, &mut report);
+        let (mut segments, start, lost_tail) = rec.load_checkpoint(data_dir, segments, &mut report);
+        // Scanning from a segment other than the first one ever written (retention
+        // removed older ones and the checkpoint is gone): channels may start mid-way,
+        // and channels whose data is all gone are forgotten, so their serials may be
+        // handed out again. A new epoch keeps that honest.
+        let partial_scan = !report.used_checkpoint && segments.first().is_some_and(|(b, _)| *b > 0);
+        if partial_scan {
+            warn!(
+                "no usable checkpoint and the oldest segments are gone: rebuilding from what is left under a new epoch"
+            );
+        }
         if segments.is_empty() {
             let path = segment_path(&segments_dir, rec.next_lsn);
             File::create(&path).map_err(io_err("creating the first segment"))?;
             sync_dir(&segments_dir).map_err(io_err("syncing the segments directory"))?;
             segments.push((rec.next_lsn, path));
         }
-        rec.replay(&segments, start, &mut report)?;
+        let cut = rec.replay(&segments, start, partial_scan, &mut report)?;
+
+        // Epoch rule (crate docs): a new epoch when anything synced may be missing —
+        // recovery cut a damaged tail, the checkpoint proves bytes existed that are
+        // gone, the history had to be rebuilt from a partial scan — or after an
+        // unclean stop of a run that acknowledged before fsync.
+        report.truncated = cut.clone().or(lost_tail);
+        let changed =
+            report.truncated.is_some() || partial_scan || (meta.acks_before_sync && !meta.clean);
+        if changed {
+            let new = (meta.epoch + 1).max(now_ms() / 1000);
+            warn!(old = meta.epoch, new, "starting a new epoch");
+            meta.epoch = new;
+        }
+        meta.clean = false;
+        meta.acks_before_sync = matches!(config.fsync, FsyncPolicy::Interval(_));
+        // The new epoch is durable before anything is cut, so a crash in between
+        // cannot hand the cut serials out again under the old one.
+        meta.store(&meta_path)
+            .map_err(io_err("writing the meta file"))?;
+        if let Some(cut) = &cut {
+            cut_tail(cut)?;
+        }
         let (active_base, active_path) = segments
             .last()
             .cloned()
@@ -183,27 +198,28 @@ impl EmbeddedStore {
             .write(true)
             .open(&active_path)
             .map_err(io_err(format!("opening {}", active_path.display())))?;
+        // What a killed process left in the page cache becomes durable before it is
+        // served as such.
         file.sync_data()
             .map_err(io_err("syncing the last segment"))?;
         let pos = file
             .metadata()
             .map_err(io_err("reading the last segment's length"))?
             .len();
-
-        // Epoch rule (crate docs): a new epoch when recovery cut anything, or after
-        // an unclean stop under fsync=interval, where acknowledged records may be
-        // missing without any damage to see.
-        let interval = matches!(config.fsync, FsyncPolicy::Interval(_));
-        let changed = report.truncated.is_some() || (interval && !meta.clean);
-        let mut meta = meta;
-        if changed {
-            let new = (meta.epoch + 1).max(now_ms() / 1000);
-            warn!(old = meta.epoch, new, "starting a new epoch");
-            meta.epoch = new;
-        }
-        meta.clean = false;
-        meta.store(&meta_path)
-            .map_err(io_err("writing the meta file"))?;
+        // A fresh checkpoint, so no older one can ever be replayed over what this
+        // open decided (a cut tail, a new epoch).
+        checkpoint::write(
+            &data_dir.join("index.ckpt"),
+            &checkpoint::Tip {
+                next_lsn: rec.next_lsn,
+                segment: active_base,
+                pos,
+            },
+            &rec.channels,
+            &rec.shared,
+            &rec.dedupe,
+        )
+        .map_err(io_err("writing the index checkpoint"))?;
         report.epoch = Epoch(meta.epoch);
         report.epoch_changed = changed;
         report.channels = rec.shared.channels.len();
@@ -356,6 +372,57 @@ impl LogStore for EmbeddedStore {
     }
 }
 
+/// Reads the meta file, or creates one for a new store. A store whose first open
+/// died before writing its meta file (only empty segments exist) counts as new.
+fn load_or_create_meta(path: &Path, segments: &[(u64, PathBuf)]) -> Result<Meta, OpenError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            Meta::decode(&bytes).map_err(|e| OpenError::Corrupt(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = segments
+                .iter()
+                .any(|(_, p)| fs::metadata(p).map_or(true, |m| m.len() > 0));
+            if has_data {
+                return Err(OpenError::Corrupt(format!(
+                    "{} is missing but segments hold data",
+                    path.display()
+                )));
+            }
+            let meta = Meta {
+                epoch: (now_ms() / 1000).max(1),
+                seed: rand::random(),
+                clean: true,
+                acks_before_sync: false,
+            };
+            meta.store(path).map_err(io_err("creating the meta file"))?;
+            Ok(meta)
+        }
+        Err(e) => Err(io_err("reading the meta file")(e)),
+    }
+}
+
+/// Cuts a damaged tail off the last segment.
+fn cut_tail(cut: &Truncation) -> Result<(), OpenError> {
+    warn!(
+        file = %cut.file.display(),
+        offset = cut.offset,
+        bytes = cut.bytes,
+        reason = %cut.reason,
+        "damaged tail: truncating the last segment"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&cut.file)
+        .map_err(io_err(format!(
+            "opening {} to truncate",
+            cut.file.display()
+        )))?;
+    f.set_len(cut.offset)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("truncating {}", cut.file.display())))
+}
+
 /// State rebuilt while opening.
 struct Recovery {
     shared: SharedIndex,
@@ -378,14 +445,15 @@ impl Recovery {
         }
     }
 
-    /// Loads the checkpoint when it is usable; returns the segments to keep and where
-    /// replay starts `(segment, byte offset)`.
+    /// Loads the checkpoint when it is usable; returns the segments to keep, where
+    /// replay starts `(segment, byte offset)`, and the synced bytes the checkpoint
+    /// proves existed but that are gone (its segment is now shorter).
     fn load_checkpoint(
         &mut self,
         data_dir: &Path,
         segments: Vec<(u64, PathBuf)>,
         report: &mut RecoveryReport,
-    ) -> (Vec<(u64, PathBuf)>, (u64, u64)) {
+    ) -> (Vec<(u64, PathBuf)>, (u64, u64), Option<Truncation>) {
         let from_scratch = segments.first().map_or((0, 0), |(b, _)| (*b, 0));
         let path = data_dir.join("index.ckpt");
         let ckpt = match fs::read(&path) {
@@ -398,16 +466,29 @@ impl Recovery {
             },
             Err(_) => None,
         };
+        let mut lost_tail = None;
         let usable = ckpt.filter(|c| {
-            segments
-                .iter()
-                .any(|(b, p)| *b == c.segment && fs::metadata(p).is_ok_and(|m| m.len() >= c.pos))
+            let Some((_, p)) = segments.iter().find(|(b, _)| *b == c.segment) else {
+                warn!(segment = c.segment, "checkpoint names a missing segment; scanning every segment");
+                return false;
+            };
+            let len = fs::metadata(p).map_or(0, |m| m.len());
+            if len < c.pos {
+                warn!(file = %p.display(), len, checkpoint = c.pos, "segment is shorter than the checkpoint: synced data is missing");
+                lost_tail = Some(Truncation {
+                    file: p.clone(),
+                    offset: len,
+                    bytes: c.pos - len,
+                    reason: "the segment is shorter than the last checkpoint recorded".into(),
+                });
+            }
+            len >= c.pos
         });
         let Some(c) = usable else {
             if let Some((first, _)) = segments.first() {
                 self.next_lsn = *first;
             }
-            return (segments, from_scratch);
+            return (segments, from_scratch, lost_tail);
         };
         report.used_checkpoint = true;
         let known: std::collections::HashSet<u64> = c.segments.iter().map(|(b, _)| *b).collect();
@@ -440,21 +521,25 @@ impl Recovery {
             }
         }
         self.next_lsn = c.next_lsn;
-        (kept, (c.segment, c.pos))
+        (kept, (c.segment, c.pos), None)
     }
 
     fn in_window(&self, time_ms: u64) -> bool {
         time_ms.saturating_add(self.window_ms) > self.now_ms
     }
 
-    /// Reads and verifies every batch from `start` on, rebuilding state; cuts a
-    /// damaged tail off the last segment.
+    /// Reads and verifies every batch from `start` on, rebuilding state. Returns the
+    /// damaged tail of the last segment to cut, if any (the caller cuts it once the
+    /// new epoch is durable). With `partial_scan`, a channel's first record may
+    /// carry any serial (its earlier records were removed by retention).
     fn replay(
         &mut self,
         segments: &[(u64, PathBuf)],
         start: (u64, u64),
+        partial_scan: bool,
         report: &mut RecoveryReport,
-    ) -> Result<(), OpenError> {
+    ) -> Result<Option<Truncation>, OpenError> {
+        let mut cut = None;
         let last_base = segments.last().map(|(b, _)| *b);
         for (base, path) in segments.iter().filter(|(b, _)| *b >= start.0) {
             let from = if *base == start.0 { start.1 } else { 0 };
@@ -481,7 +566,7 @@ impl Recovery {
                                 ),
                             ));
                         }
-                        let mut pending = Vec::with_capacity(batch.count as usize);
+                        let mut pending = Vec::new();
                         let mut broken = None;
                         for rec in batch.records() {
                             match rec {
@@ -497,7 +582,8 @@ impl Recovery {
                                 }
                             }
                         }
-                        if let Some(e) = broken.or_else(|| self.check_dense(&pending)) {
+                        if let Some(e) = broken.or_else(|| self.check_dense(&pending, partial_scan))
+                        {
                             break Some((pos, e));
                         }
                         for (channel, epoch, serial, hash) in pending {
@@ -524,25 +610,10 @@ impl Recovery {
             let end = match bad {
                 None => len,
                 Some((pos, reason)) if Some(*base) == last_base => {
-                    let cut = len - pos;
-                    warn!(
-                        file = %path.display(),
-                        offset = pos,
-                        bytes = cut,
-                        %reason,
-                        "damaged tail: truncating the last segment"
-                    );
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(path)
-                        .map_err(io_err(format!("opening {} to truncate", path.display())))?;
-                    f.set_len(pos)
-                        .and_then(|()| f.sync_all())
-                        .map_err(io_err(format!("truncating {}", path.display())))?;
-                    report.truncated = Some(Truncation {
+                    cut = Some(Truncation {
                         file: path.clone(),
                         offset: pos,
-                        bytes: cut,
+                        bytes: len - pos,
                         reason,
                     });
                     pos
@@ -563,20 +634,30 @@ impl Recovery {
                 },
             );
         }
-        Ok(())
+        Ok(cut)
     }
 
-    /// Every record must take the next serial of its channel.
-    fn check_dense(&self, pending: &[(Vec<u8>, u64, u64, u128)]) -> Option<String> {
+    /// Every record must take the next serial of its channel (any serial for a
+    /// channel's first record in a `partial_scan`).
+    fn check_dense(
+        &self,
+        pending: &[(Vec<u8>, u64, u64, u128)],
+        partial_scan: bool,
+    ) -> Option<String> {
         let mut seen: std::collections::HashMap<&[u8], u64> = std::collections::HashMap::new();
         for (channel, _, serial, _) in pending {
             let last = match seen.get(channel.as_slice()) {
-                Some(s) => *s,
+                Some(s) => Some(*s),
                 None => std::str::from_utf8(channel)
                     .ok()
                     .and_then(|c| ChannelName::parse(c).ok())
                     .and_then(|c| self.shared.ids.get(&c).copied())
-                    .map_or(0, |id| self.channels[id as usize].last_serial),
+                    .map(|id| self.channels[id as usize].last_serial),
+            };
+            let last = match last {
+                Some(last) => last,
+                None if partial_scan && *serial > 0 => *serial - 1,
+                None => 0,
             };
             if *serial != last + 1 {
                 return Some(format!(

@@ -11,9 +11,6 @@ use super::index::SharedIndex;
 use super::segment::{ScanError, SegmentScanner};
 use crate::store::{LogError, ReadResult};
 
-/// Most messages one read returns.
-pub(crate) const MAX_READ: usize = 10_000;
-
 pub(crate) fn read(
     segments_dir: &Path,
     shared: &RwLock<SharedIndex>,
@@ -21,7 +18,7 @@ pub(crate) fn read(
     from: Serial,
     limit: usize,
 ) -> Result<ReadResult, LogError> {
-    let limit = limit.clamp(1, MAX_READ);
+    let limit = limit.max(1);
     let wanted = channel.as_str().as_bytes();
     let mut out = ReadResult::default();
     let (last, mut cursor) = {

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use super::format::{BATCH_HEADER_BYTES, Batch, BatchError, BatchHeader};
 
-/// Largest batch body a scanner accepts; anything larger is damage.
-const MAX_BODY_BYTES: u64 = 1 << 30;
+/// Largest batch body the format can describe (a u32 length). Nothing is allocated
+/// before the file is known to hold that many bytes.
+const MAX_BODY_BYTES: u64 = u32::MAX as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScanError {

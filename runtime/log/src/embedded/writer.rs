@@ -91,12 +91,14 @@ struct SyncJob {
     new_channels: Vec<ChannelName>,
     updates: Vec<IndexUpdate>,
     replies: Vec<(AppendReply, Vec<AppendOutcome>)>,
-    committed: Option<CommittedBatch>,
+    committed: CommittedBatch,
 }
 
 enum SyncMsg {
     Job(SyncJob),
     Barrier(std_mpsc::SyncSender<()>),
+    /// The `interval` deadline passed with nothing queued.
+    Tick,
 }
 
 /// Channel state to restore if a write fails.
@@ -184,23 +186,24 @@ impl Writer {
                     bytes,
                     reply,
                 } => {
+                    // One group commit never exceeds max_batch_bytes (each append
+                    // was checked against it alone), so every batch stays readable.
                     let mut group = vec![(batch, reply)];
                     let mut total = bytes;
-                    while total < self.config.max_batch_bytes {
-                        match commands.try_recv() {
-                            Ok(Command::Append {
+                    while let Ok(next) = commands.try_recv() {
+                        match next {
+                            Command::Append {
                                 batch,
                                 bytes,
                                 reply,
-                            }) => {
+                            } if total + bytes <= self.config.max_batch_bytes => {
                                 total += bytes;
                                 group.push((batch, reply));
                             }
-                            Ok(other) => {
+                            other => {
                                 carried = Some(other);
                                 break;
                             }
-                            Err(_) => break,
                         }
                     }
                     self.append_group(group, &syncer);
@@ -240,7 +243,6 @@ impl Writer {
         let epoch = self.meta.epoch;
         let batch_pos = self.pos;
         self.batch.begin(self.next_lsn, timestamp_ms);
-        let want_tail = self.tail.receiver_count() > 0;
         let mut committed: Vec<(ChannelName, Vec<StoredMessage>)> = Vec::new();
         let mut updates: Vec<IndexUpdate> = Vec::new();
         let mut undo = Undo {
@@ -280,9 +282,7 @@ impl Writer {
                         entry: None,
                         epoch_start: None,
                     });
-                    if want_tail {
-                        committed.push((req.channel.clone(), Vec::new()));
-                    }
+                    committed.push((req.channel.clone(), Vec::new()));
                 }
                 let serial_n = wc.last_serial + 1;
                 let (entry, epoch_start) = wc.note(epoch, serial_n, self.segment, batch_pos);
@@ -319,15 +319,15 @@ impl Writer {
                 );
                 undo.keys.push(hash);
                 outcomes.push(AppendOutcome::Appended(position));
-                if want_tail {
-                    committed[slot].1.push(StoredMessage {
-                        position,
-                        timestamp_ms,
-                        idempotency_key: req.idempotency_key,
-                        headers: req.headers,
-                        payload: req.payload,
-                    });
-                }
+                // Moved, not copied. Built whether or not anyone follows the tail
+                // now: a follower may subscribe before the syncer publishes it.
+                committed[slot].1.push(StoredMessage {
+                    position,
+                    timestamp_ms,
+                    idempotency_key: req.idempotency_key,
+                    headers: req.headers,
+                    payload: req.payload,
+                });
             }
             replies.push((reply, outcomes));
         }
@@ -353,9 +353,9 @@ impl Writer {
             new_channels: std::mem::take(&mut self.pending_new),
             updates,
             replies,
-            committed: want_tail.then_some(CommittedBatch {
+            committed: CommittedBatch {
                 channels: committed,
-            }),
+            },
         };
         if syncer.send(SyncMsg::Job(job)).is_err() {
             let _ = self.failed.set("the syncer thread is gone".into());
@@ -456,19 +456,32 @@ impl Writer {
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()?;
+        self.sync_or_fail(&self.file.clone(), "before starting a new segment")?;
         let path = segment_path(&self.segments_dir, self.next_lsn);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        sync_dir(&self.segments_dir)?;
+        if let Err(e) = sync_dir(&self.segments_dir) {
+            // Leave no half-made segment behind, so the next roll can try again.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         self.file = Arc::new(file);
         self.segment = self.next_lsn;
         self.pos = 0;
         info!(segment = %path.display(), "new segment");
         Ok(())
+    }
+
+    /// fdatasyncs `file`; a failure fails the store (the kernel reports a failed
+    /// writeback once, so a later sync "succeeding" would prove nothing).
+    fn sync_or_fail(&self, file: &File, when: &str) -> std::io::Result<()> {
+        file.sync_data().inspect_err(|e| {
+            error!(error = %e, when, "fdatasync failed; store stops accepting appends");
+            let _ = self.failed.set(format!("fdatasync failed {when}: {e}"));
+        })
     }
 
     /// Waits until the syncer has published every job sent so far.
@@ -487,8 +500,11 @@ impl Writer {
             move |source| LogError::Io { context, source }
         };
         let started = Instant::now();
-        self.file
-            .sync_data()
+        if let Some(reason) = self.failed.get() {
+            // Nothing written since the failure may be trusted as durable.
+            return Err(LogError::Failed(reason.clone()));
+        }
+        self.sync_or_fail(&self.file.clone(), "before a checkpoint")
             .map_err(io("syncing before a checkpoint"))?;
         self.barrier(syncer)?;
         let tip = Tip {
@@ -554,15 +570,17 @@ impl Writer {
         if victims.is_empty() {
             return Ok(RetentionReport::default());
         }
+        // Checkpoint first, so channel state (last serials, epochs) never depends on
+        // a file that is about to go. The checkpoint still lists the victims: an
+        // open that finds them gone drops them from the index; one that finds them
+        // still there (a crash before the deletes) leaves them to the next pass.
+        self.checkpoint(syncer)?;
         {
             let mut shared = self.shared.write();
             for (base, _) in &victims {
                 shared.drop_segment(*base);
             }
         }
-        // Checkpoint before deleting, so channel state (last serials) never depends
-        // on a file that is about to go.
-        self.checkpoint(syncer)?;
         let mut report = RetentionReport::default();
         for (base, len) in victims {
             let path = segment_path(&self.segments_dir, base);
@@ -613,21 +631,15 @@ impl Syncer {
             FsyncPolicy::Interval(d) => Some(d),
         };
         let mut unsynced: Option<Arc<File>> = None;
-        let mut deadline = Instant::now();
+        let mut deadline = Instant::now() + interval.unwrap_or_default();
         loop {
             let first = match interval {
                 None => from_writer.recv().ok(),
-                Some(d) => {
+                Some(_) => {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     match from_writer.recv_timeout(wait) {
                         Ok(m) => Some(m),
-                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                            if let Some(file) = unsynced.take() {
-                                let _ = self.sync(&[file]);
-                            }
-                            deadline = Instant::now() + d;
-                            continue;
-                        }
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => Some(SyncMsg::Tick),
                         Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
                     }
                 }
@@ -644,31 +656,55 @@ impl Syncer {
                 match msg {
                     SyncMsg::Job(job) => jobs.push(job),
                     SyncMsg::Barrier(done) => barriers.push(done),
+                    SyncMsg::Tick => {}
                 }
             }
-            if !jobs.is_empty() {
-                if interval.is_none() {
-                    let mut files: Vec<Arc<File>> = Vec::new();
-                    for job in &jobs {
-                        if !files.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
-                            files.push(job.file.clone());
-                        }
+            if let Some(reason) = self.failed.get() {
+                // After a failed fsync nothing written since may be acknowledged.
+                self.refuse(jobs, reason);
+            } else if !jobs.is_empty() && interval.is_none() {
+                let mut files: Vec<Arc<File>> = Vec::new();
+                for job in &jobs {
+                    if !files.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                        files.push(job.file.clone());
                     }
-                    if let Err(reason) = self.sync(&files) {
-                        for job in jobs {
-                            for (reply, _) in job.replies {
-                                let _ = reply.send(Err(LogError::Failed(reason.clone())));
-                            }
-                        }
-                        jobs = Vec::new();
-                    }
-                } else if let Some(last) = jobs.last() {
+                }
+                match self.sync(&files) {
+                    Ok(()) => self.publish(jobs),
+                    Err(reason) => self.refuse(jobs, &reason),
+                }
+            } else {
+                if let Some(last) = jobs.last() {
                     unsynced = Some(last.file.clone());
                 }
                 self.publish(jobs);
             }
+            // Under `interval`, sync once the deadline has passed, however busy the
+            // queue is.
+            if let Some(d) = interval
+                && Instant::now() >= deadline
+            {
+                if let Some(file) = unsynced.take() {
+                    let _ = self.sync(&[file]);
+                }
+                deadline = Instant::now() + d;
+            }
             for done in barriers {
                 let _ = done.send(());
+            }
+        }
+    }
+
+    /// Fails every waiter of `jobs`, keeping the channel ids of the shared index in
+    /// step with the writer's.
+    fn refuse(&self, jobs: Vec<SyncJob>, reason: &str) {
+        let mut shared = self.shared.write();
+        for job in jobs {
+            for name in job.new_channels {
+                shared.add_channel(name);
+            }
+            for (reply, _) in job.replies {
+                let _ = reply.send(Err(LogError::Failed(reason.to_string())));
             }
         }
     }
@@ -710,8 +746,8 @@ impl Syncer {
             for (reply, outcomes) in job.replies {
                 let _ = reply.send(Ok(outcomes));
             }
-            if let Some(batch) = job.committed.filter(|c| !c.channels.is_empty()) {
-                let _ = self.tail.send(Arc::new(batch));
+            if !job.committed.channels.is_empty() {
+                let _ = self.tail.send(Arc::new(job.committed));
             }
         }
     }
