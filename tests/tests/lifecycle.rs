@@ -26,7 +26,10 @@ fn bad_config_lists_every_problem_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for path in ["listen", "store.segment_bytes", "store.fsync"] {
-        assert!(stderr.contains(&format!("{path}:")), "{path} missing from:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{path}:")),
+            "{path} missing from:\n{stderr}"
+        );
     }
 }
 

@@ -42,8 +42,9 @@ pub(crate) struct LogArgs {
 /// Runs the log node until SIGINT or SIGTERM.
 pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(path) => load_log_config(path)
-            .with_context(|| format!("invalid config {}", path.display()))?,
+        Some(path) => {
+            load_log_config(path).with_context(|| format!("invalid config {}", path.display()))?
+        }
         None => LogNodeConfig::default(),
     };
     if let Some(dir) = args.data_dir {
@@ -69,7 +70,9 @@ pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
 
     let server = LogServer::bind(config.listen, &cert.files, store.clone(), &config.link)?;
-    let addr = server.local_addr().context("cannot read the bound address")?;
+    let addr = server
+        .local_addr()
+        .context("cannot read the bound address")?;
     info!(%addr, data_dir = %data_dir.display(), "log node serving");
     {
         let mut stdout = std::io::stdout().lock();

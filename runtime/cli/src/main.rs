@@ -4,12 +4,15 @@
 //! signals, and calls a library. Subcommands live one per file:
 //!
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
+//! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
 //!
 //! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only the
 //! few lines other programs wait for, such as `tern log listening on <addr>`.
 
+mod bench;
 mod log_cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run a log node: the durable, ordered log edges publish to and subscribe from.
     Log(log_cmd::LogArgs),
+    /// Drive load against the log (and JetStream) and print throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Log(args) => log_cmd::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {
@@ -61,6 +67,7 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

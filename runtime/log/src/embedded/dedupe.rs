@@ -197,4 +197,22 @@ mod tests {
         d.remove_newest(newest);
         assert_eq!(d.len(), 2);
     }
+
+    #[test]
+    fn an_expired_key_can_be_replaced_and_the_replacement_undone() {
+        let mut d = DedupeIndex::new(7, Duration::from_secs(10), 100);
+        let h = d.hash(b"c", b"k");
+        d.insert(h, entry(1, 100));
+        // Expiry has not run; the old entry is outside the window at 200.
+        assert_eq!(d.lookup(h, 200), None);
+        d.insert(h, entry(9, 200));
+        assert_eq!(d.lookup(h, 200), Some(entry(9, 200)));
+        // Expiring the old queue slot leaves the newer entry alone.
+        d.expire(205);
+        assert_eq!(d.lookup(h, 205), Some(entry(9, 200)));
+        assert_eq!(d.iter_oldest_first().count(), 1);
+        // A failed write undoes the replacement.
+        d.remove_newest(h);
+        assert_eq!(d.lookup(h, 205), None);
+    }
 }
