@@ -481,3 +481,53 @@ async fn max_size_batch_is_readable() {
     );
     store.close().await.expect("close");
 }
+
+/// Dedupe keys live in one key file per checkpoint: after many checkpoints and a
+/// crash, every acknowledged key is still recognised with its original position;
+/// once the keys of a file have all expired, the file is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_keys_survive_many_checkpoints_and_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = StoreConfig {
+        segment_bytes: 256 * 1024,
+        checkpoint_bytes: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    config.dedupe.window = Duration::from_secs(2);
+    let store = EmbeddedStore::open(dir.path(), config.clone()).expect("open");
+    let acked = fill(&store, "d", "k", 60, 20, 200).await;
+    let image = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), image.path());
+    let key_files = std::fs::read_dir(image.path().join("dedupe"))
+        .expect("dedupe dir")
+        .count();
+    assert!(
+        key_files >= 3,
+        "one key file per checkpoint, got {key_files}"
+    );
+
+    // The crash image: every acknowledged key is still known.
+    let crashed = EmbeddedStore::open(image.path(), config.clone()).expect("crash reopen");
+    for (b, chunk) in acked.chunks(20).enumerate() {
+        let retry = (0..20)
+            .map(|i| msg("d", &format!("k{b}-{i}"), "retry"))
+            .collect();
+        let out = crashed.append(retry).await.expect("append");
+        let want: Vec<_> = chunk.iter().map(|p| AppendOutcome::Duplicate(*p)).collect();
+        assert_eq!(out, want, "batch {b}");
+    }
+    crashed.close().await.expect("close");
+
+    // The live store: once the window has passed, a checkpoint deletes the files
+    // whose keys all expired.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    fill(&store, "d", "late", 20, 20, 200).await;
+    store.close().await.expect("close");
+    let left = std::fs::read_dir(dir.path().join("dedupe"))
+        .expect("dedupe dir")
+        .count();
+    assert!(
+        left < key_files,
+        "expired key files are deleted ({left} left of {key_files})"
+    );
+}

@@ -5,23 +5,26 @@
 //! "TRNC" | version u32 = 1 | body_len u64 | crc32c(body) u32 | body
 //! body := next_lsn u64 | segment u64 | pos u64
 //!       | n u32 | channel{n} | m u32 | (base u64 | durable_len u64 | last_ts u64){m}
-//!       | k u64 | (hash u128 | channel_id u32 | time_s u32 | epoch u64 | serial u64){k}
 //! channel := name_len u8 | name | last_serial u64 | last_epoch u64 | since_entry u32
 //!          | entry_segment u64 | e u32 | (epoch u64 | serial u64){e}
 //!          | i u32 | (serial u64 | segment u64 | pos u64){i}
 //! ```
 //! A checkpoint is valid only if its segment still exists and is at least `pos`
 //! bytes long; otherwise the store scans every segment (slow, but always right).
+//! Dedupe keys are not in it: [`save`] writes the keys added since the previous
+//! checkpoint to a key file first (see `keys`), so a checkpoint costs about what
+//! was appended since the last one, not what the index holds.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tern_link::{ChannelName, Epoch, Position, Serial};
 
-use super::dedupe::{DedupeEntry, DedupeIndex};
+use super::dedupe::DedupeIndex;
 use super::files::replace_atomically;
 use super::format::Cursor;
 use super::index::{ChannelIndex, IndexEntry, SegmentInfo, SharedIndex, WriterChannel};
+use super::keys;
 
 const MAGIC: [u8; 4] = *b"TRNC";
 const VERSION: u32 = 1;
@@ -34,7 +37,6 @@ pub(crate) struct Checkpoint {
     pub(crate) pos: u64,
     pub(crate) channels: Vec<(WriterChannel, ChannelIndex)>,
     pub(crate) segments: Vec<(u64, SegmentInfo)>,
-    pub(crate) dedupe: Vec<(u128, DedupeEntry)>,
 }
 
 /// Where the log stood when the checkpoint was taken.
@@ -44,14 +46,13 @@ pub(crate) struct Tip {
     pub(crate) pos: u64,
 }
 
-pub(crate) fn write(
+fn write(
     path: &Path,
     tip: &Tip,
     writer: &[WriterChannel],
     shared: &SharedIndex,
-    dedupe: &DedupeIndex,
 ) -> io::Result<usize> {
-    let mut b = Vec::with_capacity(64 + shared.channels.len() * 128 + dedupe.len() * 36);
+    let mut b = Vec::with_capacity(64 + shared.channels.len() * 128);
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&[0; 12]);
@@ -85,20 +86,51 @@ pub(crate) fn write(
             b.extend_from_slice(&n.to_le_bytes());
         }
     }
-    b.extend_from_slice(&(dedupe.len() as u64).to_le_bytes());
-    for (hash, e) in dedupe.iter_oldest_first() {
-        b.extend_from_slice(&hash.to_le_bytes());
-        b.extend_from_slice(&e.channel_id.to_le_bytes());
-        b.extend_from_slice(&e.time_s.to_le_bytes());
-        b.extend_from_slice(&e.epoch.to_le_bytes());
-        b.extend_from_slice(&e.serial.to_le_bytes());
-    }
     let body_len = (b.len() - HEADER_BYTES) as u64;
     let crc = crc32c::crc32c(&b[HEADER_BYTES..]);
     b[8..16].copy_from_slice(&body_len.to_le_bytes());
     b[16..20].copy_from_slice(&crc.to_le_bytes());
     replace_atomically(path, &b)?;
     Ok(b.len())
+}
+
+/// The key files on disk, with the newest key time in each, so that a file can be
+/// deleted once every key in it has left the index.
+pub(crate) struct KeyFiles {
+    pub(crate) dir: PathBuf,
+    pub(crate) files: Vec<(u64, u32)>,
+}
+
+/// Persists the state at a quiescent point: the keys added since the last save to
+/// a key file, then the checkpoint itself; then forgets key files whose keys have
+/// all left the index. Returns the bytes written.
+pub(crate) fn save(
+    data_dir: &Path,
+    tip: &Tip,
+    writer: &[WriterChannel],
+    shared: &SharedIndex,
+    dedupe: &mut DedupeIndex,
+    key_files: &mut KeyFiles,
+) -> io::Result<usize> {
+    let new_keys = dedupe.since_mark();
+    let mut written = 0;
+    if let Some(newest) = new_keys.iter().map(|(_, e)| e.time_s).max() {
+        written += new_keys.len() * 36;
+        keys::write(&key_files.dir, tip.next_lsn, new_keys.into_iter())?;
+        key_files.files.retain(|(end, _)| *end != tip.next_lsn);
+        key_files.files.push((tip.next_lsn, newest));
+    }
+    written += write(&data_dir.join("index.ckpt"), tip, writer, shared)?;
+    dedupe.mark();
+    let oldest = dedupe.oldest_time();
+    key_files.files.retain(|&(end, newest)| {
+        let all_gone = oldest.is_none_or(|oldest| newest < oldest);
+        if all_gone {
+            let _ = std::fs::remove_file(keys::path(&key_files.dir, end));
+        }
+        !all_gone
+    });
+    Ok(written)
 }
 
 pub(crate) fn read(bytes: &[u8]) -> Result<Checkpoint, String> {
@@ -161,26 +193,11 @@ fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
             },
         ));
     }
-    let k = c.u64()?;
-    let mut dedupe = Vec::with_capacity((k as usize).min(c.rest().len() / 36));
-    for _ in 0..k {
-        let hash = c.u128()?;
-        dedupe.push((
-            hash,
-            DedupeEntry {
-                channel_id: c.u32()?,
-                time_s: c.u32()?,
-                epoch: c.u64()?,
-                serial: c.u64()?,
-            },
-        ));
-    }
     c.rest().is_empty().then_some(Checkpoint {
         next_lsn,
         segment,
         pos,
         channels,
         segments,
-        dedupe,
     })
 }

@@ -5,8 +5,8 @@
 //! size whatever the key length, and a publisher cannot aim a collision at another
 //! key without knowing the seed.
 //!
-//! Memory: an entry is a 16-byte hash plus 24 bytes of value (channel id u32,
-//! seconds u32, epoch u64, serial u64) in a SwissTable (1 control byte, ≤ 87.5 %
+//! Memory: an entry is a 16-byte hash plus 24 bytes of value (seconds u32,
+//! epoch u64, serial u64, padded) in a SwissTable (1 control byte, ≤ 87.5 %
 //! load) plus 24 bytes (hash and time) in the expiry queue: about **72 bytes per
 //! key** in steady state, up to twice that for a moment while the table grows.
 //! `max_keys` bounds it: at the default 4 000 000 keys, about 290 MiB. When more keys arrive within
@@ -14,8 +14,9 @@
 //! [`DedupeIndex::evicted_early`]; the effective window is then shorter than
 //! configured.
 //!
-//! Durability: the index is rebuilt on open from the last checkpoint plus the
-//! records after it (every record carries its key), so it survives restarts.
+//! Durability: each checkpoint writes the keys added since the previous one to a
+//! key file (`keys`); opening loads those, then replays the records after the
+//! checkpoint (every record carries its key), so the index survives restarts.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -25,7 +26,6 @@ use xxhash_rust::xxh3::Xxh3;
 /// A remembered key's original position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DedupeEntry {
-    pub(crate) channel_id: u32,
     /// Seconds since the Unix epoch when the original was stored.
     pub(crate) time_s: u32,
     pub(crate) epoch: u64,
@@ -62,6 +62,8 @@ pub(crate) struct DedupeIndex {
     /// entry's removes it.
     order: VecDeque<(u128, u32)>,
     evicted_early: u64,
+    /// Keys inserted since the last [`DedupeIndex::mark`].
+    since_mark: usize,
 }
 
 impl DedupeIndex {
@@ -73,6 +75,7 @@ impl DedupeIndex {
             map: HashMap::default(),
             order: VecDeque::new(),
             evicted_early: 0,
+            since_mark: 0,
         }
     }
 
@@ -99,6 +102,7 @@ impl DedupeIndex {
     pub(crate) fn insert(&mut self, hash: u128, entry: DedupeEntry) {
         self.map.insert(hash, entry);
         self.order.push_back((hash, entry.time_s));
+        self.since_mark += 1;
         while self.map.len() > self.max_keys {
             if !self.pop_front() {
                 break;
@@ -113,6 +117,7 @@ impl DedupeIndex {
         if self.order.back().is_some_and(|(h, _)| *h == hash) {
             self.order.pop_back();
             self.map.remove(&hash);
+            self.since_mark = self.since_mark.saturating_sub(1);
         }
     }
 
@@ -146,11 +151,23 @@ impl DedupeIndex {
         self.evicted_early
     }
 
-    /// Entries oldest first, for checkpoints.
-    pub(crate) fn iter_oldest_first(&self) -> impl Iterator<Item = (u128, DedupeEntry)> + '_ {
+    /// The keys inserted since the last mark that are still held, oldest first.
+    pub(crate) fn since_mark(&self) -> Vec<(u128, DedupeEntry)> {
+        let n = self.since_mark.min(self.order.len());
         self.order
-            .iter()
+            .range(self.order.len() - n..)
             .filter_map(|(h, t)| self.map.get(h).filter(|e| e.time_s == *t).map(|e| (*h, *e)))
+            .collect()
+    }
+
+    /// Starts counting inserts afresh (after they were persisted).
+    pub(crate) fn mark(&mut self) {
+        self.since_mark = 0;
+    }
+
+    /// Insertion time of the oldest key still held.
+    pub(crate) fn oldest_time(&self) -> Option<u32> {
+        self.order.front().map(|(_, t)| *t)
     }
 }
 
@@ -160,7 +177,6 @@ mod tests {
 
     fn entry(serial: u64, time_s: u32) -> DedupeEntry {
         DedupeEntry {
-            channel_id: 0,
             time_s,
             epoch: 1,
             serial,
@@ -210,7 +226,9 @@ mod tests {
         // Expiring the old queue slot leaves the newer entry alone.
         d.expire(205);
         assert_eq!(d.lookup(h, 205), Some(entry(9, 200)));
-        assert_eq!(d.iter_oldest_first().count(), 1);
+        assert_eq!(d.since_mark().len(), 1);
+        d.mark();
+        assert!(d.since_mark().is_empty());
         // A failed write undoes the replacement.
         d.remove_newest(h);
         assert_eq!(d.lookup(h, 205), None);

@@ -3,7 +3,8 @@
 //! ```text
 //! <data_dir>/
 //!   meta                      epoch, dedupe hash seed, clean-shutdown flag
-//!   index.ckpt                last index checkpoint (channels, sparse index, dedupe keys)
+//!   index.ckpt                last index checkpoint (channels, sparse index)
+//!   dedupe/<lsn>.keys         idempotency keys added before the checkpoint at <lsn>
 //!   lock                      held (flock) while a process has the store open
 //!   segments/00000000000000000000.seg   batches (see `format`), named by first lsn
 //! ```
@@ -19,6 +20,7 @@ mod dedupe;
 mod files;
 mod format;
 mod index;
+mod keys;
 mod meta;
 mod read;
 mod segment;
@@ -35,6 +37,7 @@ use tern_link::{ChannelName, Epoch, Position, Serial};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 
+use self::checkpoint::KeyFiles;
 use self::dedupe::{DedupeEntry, DedupeIndex};
 use self::files::{list_segments, now_ms, segment_path, sync_dir};
 use self::index::{SegmentInfo, SharedIndex, WriterChannel};
@@ -147,7 +150,10 @@ impl EmbeddedStore {
         let meta_path = data_dir.join("meta");
         let segments = list_segments(&segments_dir).map_err(io_err("listing segments"))?;
         let mut meta = load_or_create_meta(&meta_path, &segments)?;
-        let mut rec = Recovery::new(&config, meta.seed);
+        let keys_dir = data_dir.join("dedupe");
+        fs::create_dir_all(&keys_dir)
+            .map_err(io_err(format!("creating {}", keys_dir.display())))?;
+        let mut rec = Recovery::new(&config, meta.seed, keys_dir);
         let mut report = RecoveryReport::default();
         let (mut segments, start, lost_tail) = rec.load_checkpoint(data_dir, segments, &mut report);
         // Scanning from a segment other than the first one ever written (retention
@@ -208,8 +214,8 @@ impl EmbeddedStore {
             .len();
         // A fresh checkpoint, so no older one can ever be replayed over what this
         // open decided (a cut tail, a new epoch).
-        checkpoint::write(
-            &data_dir.join("index.ckpt"),
+        checkpoint::save(
+            data_dir,
             &checkpoint::Tip {
                 next_lsn: rec.next_lsn,
                 segment: active_base,
@@ -217,7 +223,8 @@ impl EmbeddedStore {
             },
             &rec.channels,
             &rec.shared,
-            &rec.dedupe,
+            &mut rec.dedupe,
+            &mut rec.key_files,
         )
         .map_err(io_err("writing the index checkpoint"))?;
         report.epoch = Epoch(meta.epoch);
@@ -248,6 +255,7 @@ impl EmbeddedStore {
             meta,
             rec.channels,
             rec.dedupe,
+            rec.key_files,
             shared.clone(),
             tail.clone(),
             failed.clone(),
@@ -428,17 +436,22 @@ struct Recovery {
     shared: SharedIndex,
     channels: Vec<WriterChannel>,
     dedupe: DedupeIndex,
+    key_files: KeyFiles,
     next_lsn: u64,
     window_ms: u64,
     now_ms: u64,
 }
 
 impl Recovery {
-    fn new(config: &StoreConfig, seed: u64) -> Self {
+    fn new(config: &StoreConfig, seed: u64, keys_dir: PathBuf) -> Self {
         Self {
             shared: SharedIndex::default(),
             channels: Vec::new(),
             dedupe: DedupeIndex::new(seed, config.dedupe.window, config.dedupe.max_keys),
+            key_files: KeyFiles {
+                dir: keys_dir,
+                files: Vec::new(),
+            },
             next_lsn: 0,
             window_ms: config.dedupe.window.as_millis() as u64,
             now_ms: now_ms(),
@@ -488,6 +501,8 @@ impl Recovery {
             if let Some((first, _)) = segments.first() {
                 self.next_lsn = *first;
             }
+            // The scan rebuilds the keys from the data itself.
+            self.load_key_files(0);
             return (segments, from_scratch, lost_tail);
         };
         report.used_checkpoint = true;
@@ -515,13 +530,42 @@ impl Recovery {
                 self.shared.segments.insert(base, info);
             }
         }
-        for (hash, entry) in c.dedupe {
-            if self.in_window(u64::from(entry.time_s) * 1000) {
-                self.dedupe.insert(hash, entry);
-            }
-        }
+        self.load_key_files(c.next_lsn);
         self.next_lsn = c.next_lsn;
         (kept, (c.segment, c.pos), None)
+    }
+
+    /// Loads the key files a checkpoint at `up_to` covers, oldest first, and deletes
+    /// later ones (written by a save whose checkpoint never landed: the replay
+    /// re-adds those keys).
+    fn load_key_files(&mut self, up_to: u64) {
+        let files = keys::list(&self.key_files.dir).unwrap_or_default();
+        for (end, path) in files {
+            if end > up_to || end == 0 {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let entries = match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| keys::read(&b))
+            {
+                Ok(entries) => entries,
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "dedupe key file unusable; retries of those keys will not be recognised");
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let mut newest = 0;
+            for (hash, entry) in entries {
+                newest = newest.max(entry.time_s);
+                if self.in_window(u64::from(entry.time_s) * 1000) {
+                    self.dedupe.insert(hash, entry);
+                }
+            }
+            self.key_files.files.push((end, newest));
+        }
+        self.dedupe.mark();
     }
 
     fn in_window(&self, time_ms: u64) -> bool {
@@ -712,7 +756,6 @@ impl Recovery {
             self.dedupe.insert(
                 hash,
                 DedupeEntry {
-                    channel_id: id,
                     time_s: (timestamp_ms / 1000) as u32,
                     epoch,
                     serial,

@@ -27,7 +27,7 @@ use tern_link::{ChannelName, Epoch, MAX_IDEMPOTENCY_KEY_BYTES, Position, Serial,
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::checkpoint::{self, Tip};
+use super::checkpoint::{self, KeyFiles, Tip};
 use super::dedupe::{DedupeEntry, DedupeIndex};
 use super::files::{is_storage_full, now_ms, segment_path, sync_dir};
 use super::format::{BatchWriter, record_size};
@@ -70,6 +70,7 @@ pub(crate) struct Writer {
     pub(crate) channels: Vec<WriterChannel>,
     pub(crate) ids: HashMap<ChannelName, u32, foldhash::fast::RandomState>,
     pub(crate) dedupe: DedupeIndex,
+    key_files: KeyFiles,
     pub(crate) shared: Arc<RwLock<SharedIndex>>,
     pub(crate) tail: broadcast::Sender<Arc<CommittedBatch>>,
     pub(crate) failed: FailedFlag,
@@ -119,6 +120,7 @@ impl Writer {
         meta: Meta,
         channels: Vec<WriterChannel>,
         dedupe: DedupeIndex,
+        key_files: KeyFiles,
         shared: Arc<RwLock<SharedIndex>>,
         tail: broadcast::Sender<Arc<CommittedBatch>>,
         failed: FailedFlag,
@@ -143,6 +145,7 @@ impl Writer {
             channels,
             ids,
             dedupe,
+            key_files,
             shared,
             tail,
             failed,
@@ -311,7 +314,6 @@ impl Writer {
                 self.dedupe.insert(
                     hash,
                     DedupeEntry {
-                        channel_id: id,
                         time_s: now_s,
                         epoch,
                         serial: serial_n,
@@ -514,12 +516,13 @@ impl Writer {
         };
         let bytes = {
             let shared = self.shared.read();
-            checkpoint::write(
-                &self.data_dir.join("index.ckpt"),
+            checkpoint::save(
+                &self.data_dir,
                 &tip,
                 &self.channels,
                 &shared,
-                &self.dedupe,
+                &mut self.dedupe,
+                &mut self.key_files,
             )
             .map_err(io("writing the index checkpoint"))?
         };
