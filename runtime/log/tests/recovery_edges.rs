@@ -21,10 +21,18 @@ fn s(n: u64) -> Serial {
     Serial::new(n).expect("non-zero")
 }
 
+/// Copies a live store's files the way a crash leaves them. The checkpoint goes
+/// first: everything it depends on (key files, segment data) was durable before it
+/// was written, so copying it first never pairs it with an older key file, as a
+/// file-by-file copy in another order could while the checkpoint thread works.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .expect("read_dir")
+        .map(|e| e.expect("entry"))
+        .collect();
+    entries.sort_by_key(|e| e.file_name() != "index.ckpt");
+    for entry in entries {
         let target = to.join(entry.file_name());
         if entry.file_type().expect("type").is_dir() {
             copy_dir(&entry.path(), &target);

@@ -11,16 +11,18 @@
 //! ```
 //! A checkpoint is valid only if its segment still exists and is at least `pos`
 //! bytes long; otherwise the store scans every segment (slow, but always right).
-//! Dedupe keys are not in it: [`save`] writes the keys added since the previous
+//! Dedupe keys are not in it: [`persist`] writes the keys added since the previous
 //! checkpoint to a key file first (see `keys`), so a checkpoint costs about what
 //! was appended since the last one, not what the index holds.
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tern_link::{ChannelName, Epoch, Position, Serial};
 
-use super::dedupe::DedupeIndex;
+use super::dedupe::DedupeEntry;
 use super::files::replace_atomically;
 use super::format::Cursor;
 use super::index::{ChannelIndex, IndexEntry, SegmentInfo, SharedIndex, WriterChannel};
@@ -46,12 +48,9 @@ pub(crate) struct Tip {
     pub(crate) pos: u64,
 }
 
-fn write(
-    path: &Path,
-    tip: &Tip,
-    writer: &[WriterChannel],
-    shared: &SharedIndex,
-) -> io::Result<usize> {
+/// Encodes the checkpoint of a quiescent state (on the writer thread: it costs
+/// about 40 bytes per channel and 24 per index entry, not per key).
+pub(crate) fn encode(tip: &Tip, writer: &[WriterChannel], shared: &SharedIndex) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + shared.channels.len() * 128);
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
@@ -90,8 +89,7 @@ fn write(
     let crc = crc32c::crc32c(&b[HEADER_BYTES..]);
     b[8..16].copy_from_slice(&body_len.to_le_bytes());
     b[16..20].copy_from_slice(&crc.to_le_bytes());
-    replace_atomically(path, &b)?;
-    Ok(b.len())
+    b
 }
 
 /// The key files on disk, with the newest key time in each, so that a file can be
@@ -101,30 +99,39 @@ pub(crate) struct KeyFiles {
     pub(crate) files: Vec<(u64, u32)>,
 }
 
-/// Persists the state at a quiescent point: the keys added since the last save to
-/// a key file, then the checkpoint itself; then forgets key files whose keys have
-/// all left the index. Returns the bytes written.
-pub(crate) fn save(
+/// A checkpoint taken by the writer at a quiescent point, to be made durable by
+/// [`persist`] off the append path.
+pub(crate) struct Snapshot {
+    /// The segment the checkpoint ends in; synced before the checkpoint is written.
+    pub(crate) segment_file: Arc<File>,
+    pub(crate) next_lsn: u64,
+    /// [`encode`]d checkpoint.
+    pub(crate) body: Vec<u8>,
+    /// Dedupe keys added since the previous snapshot, oldest first.
+    pub(crate) keys: Vec<(u128, DedupeEntry)>,
+    /// Insertion time of the oldest key the index still held.
+    pub(crate) oldest_key_time: Option<u32>,
+}
+
+/// Makes `snap` durable (the caller has synced the segment data it covers): its
+/// keys to a key file, then the checkpoint itself; then deletes key files whose keys have all left the
+/// index. Returns the bytes written.
+pub(crate) fn persist(
     data_dir: &Path,
-    tip: &Tip,
-    writer: &[WriterChannel],
-    shared: &SharedIndex,
-    dedupe: &mut DedupeIndex,
+    snap: &Snapshot,
     key_files: &mut KeyFiles,
 ) -> io::Result<usize> {
-    let new_keys = dedupe.since_mark();
     let mut written = 0;
-    if let Some(newest) = new_keys.iter().map(|(_, e)| e.time_s).max() {
-        written += new_keys.len() * 36;
-        keys::write(&key_files.dir, tip.next_lsn, new_keys.into_iter())?;
-        key_files.files.retain(|(end, _)| *end != tip.next_lsn);
-        key_files.files.push((tip.next_lsn, newest));
+    if let Some(newest) = snap.keys.iter().map(|(_, e)| e.time_s).max() {
+        written += snap.keys.len() * 36;
+        keys::write(&key_files.dir, snap.next_lsn, snap.keys.iter().copied())?;
+        key_files.files.retain(|(end, _)| *end != snap.next_lsn);
+        key_files.files.push((snap.next_lsn, newest));
     }
-    written += write(&data_dir.join("index.ckpt"), tip, writer, shared)?;
-    dedupe.mark();
-    let oldest = dedupe.oldest_time();
+    replace_atomically(&data_dir.join("index.ckpt"), &snap.body)?;
+    written += snap.body.len();
     key_files.files.retain(|&(end, newest)| {
-        let all_gone = oldest.is_none_or(|oldest| newest < oldest);
+        let all_gone = snap.oldest_key_time.is_none_or(|oldest| newest < oldest);
         if all_gone {
             let _ = std::fs::remove_file(keys::path(&key_files.dir, end));
         }

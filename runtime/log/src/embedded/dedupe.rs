@@ -8,8 +8,9 @@
 //! Memory: an entry is a 16-byte hash plus 24 bytes of value (seconds u32,
 //! epoch u64, serial u64, padded) in a SwissTable (1 control byte, ≤ 87.5 %
 //! load) plus 24 bytes (hash and time) in the expiry queue: about **72 bytes per
-//! key** in steady state, up to twice that for a moment while the table grows.
-//! `max_keys` bounds it: at the default 4 000 000 keys, about 290 MiB. When more keys arrive within
+//! key**. The table and queue are sized for `max_keys` when the store opens (no
+//! rehash stalls later); pages are touched as keys arrive. At the default
+//! 4 000 000 keys that is about 290 MiB once full. When more keys arrive within
 //! the window than `max_keys`, the oldest are forgotten early and counted in
 //! [`DedupeIndex::evicted_early`]; the effective window is then shorter than
 //! configured.
@@ -72,8 +73,11 @@ impl DedupeIndex {
             seed,
             window_s: u32::try_from(window.as_secs()).unwrap_or(u32::MAX),
             max_keys: max_keys.max(1),
-            map: HashMap::default(),
-            order: VecDeque::new(),
+            // Sized for max_keys up front: growing a table of millions of keys
+            // rehashes it all at once, a stall of hundreds of milliseconds on the
+            // append path. Untouched capacity costs address space, not memory.
+            map: HashMap::with_capacity_and_hasher(max_keys.max(1) + 1, BuildIdentity::default()),
+            order: VecDeque::with_capacity(max_keys.max(1) + 1),
             evicted_early: 0,
             since_mark: 0,
         }

@@ -43,7 +43,7 @@ use self::files::{list_segments, now_ms, segment_path, sync_dir};
 use self::index::{SegmentInfo, SharedIndex, WriterChannel};
 use self::meta::Meta;
 use self::segment::{ScanError, SegmentScanner};
-use self::writer::{CLOSE_TIMEOUT, Command, FailedFlag, Writer};
+use self::writer::{CLOSE_TIMEOUT, Checkpointer, Command, FailedFlag, Writer};
 use crate::store::{
     AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadResult,
     RetentionReport,
@@ -214,19 +214,30 @@ impl EmbeddedStore {
             .len();
         // A fresh checkpoint, so no older one can ever be replayed over what this
         // open decided (a cut tail, a new epoch).
-        checkpoint::save(
-            data_dir,
-            &checkpoint::Tip {
+        let failed: FailedFlag = Arc::new(OnceLock::new());
+        let mut checkpointer =
+            Checkpointer::new(data_dir.to_path_buf(), rec.key_files, failed.clone());
+        let tip = checkpoint::Tip {
+            next_lsn: rec.next_lsn,
+            segment: active_base,
+            pos,
+        };
+        checkpointer
+            .persist(checkpoint::Snapshot {
+                segment_file: Arc::new(
+                    file.try_clone()
+                        .map_err(io_err("duplicating the segment handle"))?,
+                ),
                 next_lsn: rec.next_lsn,
-                segment: active_base,
-                pos,
-            },
-            &rec.channels,
-            &rec.shared,
-            &mut rec.dedupe,
-            &mut rec.key_files,
-        )
-        .map_err(io_err("writing the index checkpoint"))?;
+                body: checkpoint::encode(&tip, &rec.channels, &rec.shared),
+                keys: rec.dedupe.since_mark(),
+                oldest_key_time: rec.dedupe.oldest_time(),
+            })
+            .map_err(|e| OpenError::Io {
+                context: "writing the index checkpoint".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        rec.dedupe.mark();
         report.epoch = Epoch(meta.epoch);
         report.epoch_changed = changed;
         report.channels = rec.shared.channels.len();
@@ -243,7 +254,6 @@ impl EmbeddedStore {
 
         let shared = Arc::new(RwLock::new(rec.shared));
         let (tail, _) = broadcast::channel(config.tail_capacity.max(1));
-        let failed: FailedFlag = Arc::new(OnceLock::new());
         let (commands, receiver) = mpsc::channel(1024);
         let writer = Writer::new(
             data_dir.to_path_buf(),
@@ -255,7 +265,7 @@ impl EmbeddedStore {
             meta,
             rec.channels,
             rec.dedupe,
-            rec.key_files,
+            checkpointer,
             shared.clone(),
             tail.clone(),
             failed.clone(),

@@ -27,7 +27,7 @@ use tern_link::{ChannelName, Epoch, MAX_IDEMPOTENCY_KEY_BYTES, Position, Serial,
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::checkpoint::{self, KeyFiles, Tip};
+use super::checkpoint::{self, KeyFiles, Snapshot, Tip};
 use super::dedupe::{DedupeEntry, DedupeIndex};
 use super::files::{is_storage_full, now_ms, segment_path, sync_dir};
 use super::format::{BatchWriter, record_size};
@@ -70,7 +70,9 @@ pub(crate) struct Writer {
     pub(crate) channels: Vec<WriterChannel>,
     pub(crate) ids: HashMap<ChannelName, u32, foldhash::fast::RandomState>,
     pub(crate) dedupe: DedupeIndex,
-    key_files: KeyFiles,
+    /// Taken by `spawn`, which runs it on a thread of its own.
+    checkpointer: Option<Checkpointer>,
+    to_checkpointer: Option<std_mpsc::SyncSender<CheckpointJob>>,
     pub(crate) shared: Arc<RwLock<SharedIndex>>,
     pub(crate) tail: broadcast::Sender<Arc<CommittedBatch>>,
     pub(crate) failed: FailedFlag,
@@ -80,6 +82,8 @@ pub(crate) struct Writer {
     /// Channels created since the last job, in id order, for the syncer to publish.
     pending_new: Vec<ChannelName>,
     bytes_since_checkpoint: u64,
+    /// Dedupe keys forgotten early, as last reported.
+    evicted_reported: u64,
     generation: u64,
     batch: BatchWriter,
 }
@@ -120,7 +124,7 @@ impl Writer {
         meta: Meta,
         channels: Vec<WriterChannel>,
         dedupe: DedupeIndex,
-        key_files: KeyFiles,
+        checkpointer: Checkpointer,
         shared: Arc<RwLock<SharedIndex>>,
         tail: broadcast::Sender<Arc<CommittedBatch>>,
         failed: FailedFlag,
@@ -145,21 +149,32 @@ impl Writer {
             channels,
             ids,
             dedupe,
-            key_files,
+            checkpointer: Some(checkpointer),
+            to_checkpointer: None,
             shared,
             tail,
             failed,
             _lock: lock,
             pending_new: Vec::new(),
             bytes_since_checkpoint: 0,
+            evicted_reported: 0,
             generation: 0,
             batch: BatchWriter::new(),
         }
     }
 
     /// Starts the writer and syncer threads.
-    pub(crate) fn spawn(self, commands: mpsc::Receiver<Command>) -> std::io::Result<()> {
+    pub(crate) fn spawn(mut self, commands: mpsc::Receiver<Command>) -> std::io::Result<()> {
         let (to_syncer, from_writer) = std_mpsc::channel();
+        // At most one checkpoint waits while another is written; a writer that gets
+        // further ahead waits for the disk rather than piling up snapshots.
+        let (to_checkpointer, snapshots) = std_mpsc::sync_channel(1);
+        if let Some(checkpointer) = self.checkpointer.take() {
+            std::thread::Builder::new()
+                .name("tern-log-ckpt".into())
+                .spawn(move || checkpointer.run(snapshots))?;
+        }
+        self.to_checkpointer = Some(to_checkpointer);
         let syncer = Syncer {
             policy: self.config.fsync,
             shared: self.shared.clone(),
@@ -451,7 +466,7 @@ impl Writer {
             warn!(error = %e, "could not start a new segment; writing on in the current one");
         }
         if self.bytes_since_checkpoint >= self.config.checkpoint_bytes
-            && let Err(e) = self.checkpoint(syncer)
+            && let Err(e) = self.checkpoint(syncer, false)
         {
             warn!(error = %e, "checkpoint failed; the next open will replay more");
         }
@@ -496,46 +511,59 @@ impl Writer {
             .map_err(|_| LogError::Failed("the syncer thread is gone".into()))
     }
 
-    fn checkpoint(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<(), LogError> {
-        let io = |context: &str| {
-            let context = context.to_string();
-            move |source| LogError::Io { context, source }
-        };
-        let started = Instant::now();
+    /// Takes a checkpoint at this quiescent point and hands it to the checkpointer
+    /// thread; with `wait`, returns once it is durable.
+    fn checkpoint(
+        &mut self,
+        syncer: &std_mpsc::Sender<SyncMsg>,
+        wait: bool,
+    ) -> Result<(), LogError> {
         if let Some(reason) = self.failed.get() {
             // Nothing written since the failure may be trusted as durable.
             return Err(LogError::Failed(reason.clone()));
         }
-        self.sync_or_fail(&self.file.clone(), "before a checkpoint")
-            .map_err(io("syncing before a checkpoint"))?;
         self.barrier(syncer)?;
         let tip = Tip {
             next_lsn: self.next_lsn,
             segment: self.segment,
             pos: self.pos,
         };
-        let bytes = {
-            let shared = self.shared.read();
-            checkpoint::save(
-                &self.data_dir,
-                &tip,
-                &self.channels,
-                &shared,
-                &mut self.dedupe,
-                &mut self.key_files,
-            )
-            .map_err(io("writing the index checkpoint"))?
+        let body = checkpoint::encode(&tip, &self.channels, &self.shared.read());
+        let keys = self.dedupe.since_mark();
+        self.dedupe.mark();
+        let evicted = self.dedupe.evicted_early();
+        if evicted > self.evicted_reported {
+            warn!(
+                forgotten = evicted - self.evicted_reported,
+                held = self.dedupe.len(),
+                "dedupe index full: keys forgotten before their window ended; raise store.dedupe.max_keys to keep the whole window"
+            );
+            self.evicted_reported = evicted;
+        }
+        let snapshot = Snapshot {
+            segment_file: self.file.clone(),
+            next_lsn: self.next_lsn,
+            body,
+            keys,
+            oldest_key_time: self.dedupe.oldest_time(),
         };
         self.bytes_since_checkpoint = 0;
-        info!(
-            bytes,
-            channels = self.channels.len(),
-            dedupe_keys = self.dedupe.len(),
-            dedupe_evicted_early = self.dedupe.evicted_early(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "checkpoint written"
-        );
-        Ok(())
+        let gone = || LogError::Failed("the checkpoint thread is gone".into());
+        let (done, result) = if wait {
+            let (tx, rx) = std_mpsc::sync_channel(1);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.to_checkpointer
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(CheckpointJob { snapshot, done })
+            .map_err(|_| gone())?;
+        match result {
+            Some(rx) => rx.recv().map_err(|_| gone())?,
+            None => Ok(()),
+        }
     }
 
     fn retention(
@@ -577,7 +605,7 @@ impl Writer {
         // a file that is about to go. The checkpoint still lists the victims: an
         // open that finds them gone drops them from the index; one that finds them
         // still there (a crash before the deletes) leaves them to the next pass.
-        self.checkpoint(syncer)?;
+        self.checkpoint(syncer, true)?;
         {
             let mut shared = self.shared.write();
             for (base, _) in &victims {
@@ -605,7 +633,7 @@ impl Writer {
     }
 
     fn close(&mut self, syncer: &std_mpsc::Sender<SyncMsg>) -> Result<(), LogError> {
-        self.checkpoint(syncer)?;
+        self.checkpoint(syncer, true)?;
         if self.failed.get().is_none() {
             self.meta.clean = true;
             self.meta
@@ -617,6 +645,88 @@ impl Writer {
         }
         info!(dir = %self.data_dir.display(), "store closed");
         Ok(())
+    }
+}
+
+/// A snapshot to persist, and who waits for it.
+struct CheckpointJob {
+    snapshot: Snapshot,
+    done: Option<std_mpsc::SyncSender<Result<(), LogError>>>,
+}
+
+/// Writes checkpoints and key files on a thread of its own, so the writer never
+/// waits for them (except on close and retention, which need them durable).
+pub(crate) struct Checkpointer {
+    data_dir: PathBuf,
+    key_files: KeyFiles,
+    failed: FailedFlag,
+    /// Keys of snapshots whose key file could not be written, carried into the
+    /// next one so none is forgotten.
+    carried_keys: Vec<(u128, DedupeEntry)>,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(data_dir: PathBuf, key_files: KeyFiles, failed: FailedFlag) -> Self {
+        Self {
+            data_dir,
+            key_files,
+            failed,
+            carried_keys: Vec::new(),
+        }
+    }
+
+    fn run(mut self, jobs: std_mpsc::Receiver<CheckpointJob>) {
+        for CheckpointJob { snapshot, done } in jobs {
+            let result = self.persist(snapshot);
+            if let Err(e) = &result {
+                warn!(error = %e, "checkpoint failed; the next open will replay more");
+            }
+            if let Some(done) = done {
+                let _ = done.send(result);
+            }
+        }
+    }
+
+    /// Makes `snapshot` durable; see [`checkpoint::persist`].
+    pub(crate) fn persist(&mut self, mut snapshot: Snapshot) -> Result<(), LogError> {
+        if let Some(reason) = self.failed.get() {
+            return Err(LogError::Failed(reason.clone()));
+        }
+        let started = Instant::now();
+        if let Err(e) = snapshot.segment_file.sync_data() {
+            // The kernel reports a failed writeback once: nothing may be trusted.
+            error!(error = %e, "fdatasync failed before a checkpoint; store stops accepting appends");
+            let _ = self
+                .failed
+                .set(format!("fdatasync failed before a checkpoint: {e}"));
+            self.carried_keys.append(&mut snapshot.keys);
+            return Err(LogError::Failed(format!(
+                "fdatasync failed before a checkpoint: {e}"
+            )));
+        }
+        if !self.carried_keys.is_empty() {
+            let mut keys = std::mem::take(&mut self.carried_keys);
+            keys.append(&mut snapshot.keys);
+            snapshot.keys = keys;
+        }
+        match checkpoint::persist(&self.data_dir, &snapshot, &mut self.key_files) {
+            Ok(bytes) => {
+                info!(
+                    bytes,
+                    keys = snapshot.keys.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.carried_keys = snapshot.keys;
+                Err(LogError::Io {
+                    context: "writing a checkpoint".into(),
+                    source: e,
+                })
+            }
+        }
     }
 }
 
