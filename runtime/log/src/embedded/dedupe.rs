@@ -63,8 +63,9 @@ pub(crate) struct DedupeIndex {
     /// entry's removes it.
     order: VecDeque<(u128, u32)>,
     evicted_early: u64,
-    /// Keys inserted since the last [`DedupeIndex::mark`].
-    since_mark: usize,
+    /// Keys inserted since the last [`DedupeIndex::mark`], oldest first, kept
+    /// apart so a checkpoint copies them without probing the table.
+    since_mark: Vec<(u128, DedupeEntry)>,
 }
 
 impl DedupeIndex {
@@ -79,7 +80,7 @@ impl DedupeIndex {
             map: HashMap::with_capacity_and_hasher(max_keys.max(1) + 1, BuildIdentity::default()),
             order: VecDeque::with_capacity(max_keys.max(1) + 1),
             evicted_early: 0,
-            since_mark: 0,
+            since_mark: Vec::new(),
         }
     }
 
@@ -106,7 +107,7 @@ impl DedupeIndex {
     pub(crate) fn insert(&mut self, hash: u128, entry: DedupeEntry) {
         self.map.insert(hash, entry);
         self.order.push_back((hash, entry.time_s));
-        self.since_mark += 1;
+        self.since_mark.push((hash, entry));
         while self.map.len() > self.max_keys {
             if !self.pop_front() {
                 break;
@@ -121,7 +122,7 @@ impl DedupeIndex {
         if self.order.back().is_some_and(|(h, _)| *h == hash) {
             self.order.pop_back();
             self.map.remove(&hash);
-            self.since_mark = self.since_mark.saturating_sub(1);
+            self.since_mark.pop();
         }
     }
 
@@ -155,18 +156,10 @@ impl DedupeIndex {
         self.evicted_early
     }
 
-    /// The keys inserted since the last mark that are still held, oldest first.
-    pub(crate) fn since_mark(&self) -> Vec<(u128, DedupeEntry)> {
-        let n = self.since_mark.min(self.order.len());
-        self.order
-            .range(self.order.len() - n..)
-            .filter_map(|(h, t)| self.map.get(h).filter(|e| e.time_s == *t).map(|e| (*h, *e)))
-            .collect()
-    }
-
-    /// Starts counting inserts afresh (after they were persisted).
-    pub(crate) fn mark(&mut self) {
-        self.since_mark = 0;
+    /// Takes the keys inserted since the last call, oldest first (some may have
+    /// been evicted since; loading them again is harmless).
+    pub(crate) fn take_since_mark(&mut self) -> Vec<(u128, DedupeEntry)> {
+        std::mem::take(&mut self.since_mark)
     }
 
     /// Insertion time of the oldest key still held.
@@ -230,9 +223,8 @@ mod tests {
         // Expiring the old queue slot leaves the newer entry alone.
         d.expire(205);
         assert_eq!(d.lookup(h, 205), Some(entry(9, 200)));
-        assert_eq!(d.since_mark().len(), 1);
-        d.mark();
-        assert!(d.since_mark().is_empty());
+        assert_eq!(d.take_since_mark().len(), 2);
+        assert!(d.take_since_mark().is_empty());
         // A failed write undoes the replacement.
         d.remove_newest(h);
         assert_eq!(d.lookup(h, 205), None);

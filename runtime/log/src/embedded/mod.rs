@@ -230,14 +230,13 @@ impl EmbeddedStore {
                 ),
                 next_lsn: rec.next_lsn,
                 body: checkpoint::encode(&tip, &rec.channels, &rec.shared),
-                keys: rec.dedupe.since_mark(),
+                keys: rec.dedupe.take_since_mark(),
                 oldest_key_time: rec.dedupe.oldest_time(),
             })
             .map_err(|e| OpenError::Io {
                 context: "writing the index checkpoint".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        rec.dedupe.mark();
         report.epoch = Epoch(meta.epoch);
         report.epoch_changed = changed;
         report.channels = rec.shared.channels.len();
@@ -575,7 +574,8 @@ impl Recovery {
             }
             self.key_files.files.push((end, newest));
         }
-        self.dedupe.mark();
+        // Those keys are on disk already.
+        self.dedupe.take_since_mark();
     }
 
     fn in_window(&self, time_ms: u64) -> bool {

@@ -529,8 +529,7 @@ impl Writer {
             pos: self.pos,
         };
         let body = checkpoint::encode(&tip, &self.channels, &self.shared.read());
-        let keys = self.dedupe.since_mark();
-        self.dedupe.mark();
+        let keys = self.dedupe.take_since_mark();
         let evicted = self.dedupe.evicted_early();
         if evicted > self.evicted_reported {
             warn!(
