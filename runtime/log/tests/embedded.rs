@@ -48,6 +48,19 @@ macro_rules! conformance_tests {
     )*};
 }
 
+/// The same suite under `fsync = "interval"`: acknowledgements come before the
+/// fsync, but nothing else about the contract changes.
+mod interval {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_suite() {
+        let mut factory = Embedded::new();
+        factory.config.fsync = tern_config::FsyncPolicy::Interval(Duration::from_millis(5));
+        conformance::run_all(&mut factory).await;
+    }
+}
+
 conformance_tests!(
     dense_serials_per_channel,
     duplicates_return_the_original_position,

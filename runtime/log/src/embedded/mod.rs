@@ -155,7 +155,11 @@ impl EmbeddedStore {
             .map_err(io_err(format!("creating {}", keys_dir.display())))?;
         let mut rec = Recovery::new(&config, meta.seed, keys_dir);
         let mut report = RecoveryReport::default();
-        let (mut segments, start, lost_tail) = rec.load_checkpoint(data_dir, segments, &mut report);
+        let Loaded {
+            mut segments,
+            start,
+            lost_tail,
+        } = rec.load_checkpoint(data_dir, segments, &mut report);
         // Scanning from a segment other than the first one ever written (retention
         // removed older ones and the checkpoint is gone): channels may start mid-way,
         // and channels whose data is all gone are forgotten, so their serials may be
@@ -440,6 +444,16 @@ fn cut_tail(cut: &Truncation) -> Result<(), OpenError> {
         .map_err(io_err(format!("truncating {}", cut.file.display())))
 }
 
+/// What [`Recovery::load_checkpoint`] found.
+struct Loaded {
+    /// The segments to replay and keep, oldest first.
+    segments: Vec<(u64, PathBuf)>,
+    /// Where replay starts: `(segment, byte offset)`.
+    start: (u64, u64),
+    /// Synced bytes the checkpoint proves existed but that are gone.
+    lost_tail: Option<Truncation>,
+}
+
 /// State rebuilt while opening.
 struct Recovery {
     shared: SharedIndex,
@@ -475,7 +489,7 @@ impl Recovery {
         data_dir: &Path,
         segments: Vec<(u64, PathBuf)>,
         report: &mut RecoveryReport,
-    ) -> (Vec<(u64, PathBuf)>, (u64, u64), Option<Truncation>) {
+    ) -> Loaded {
         let from_scratch = segments.first().map_or((0, 0), |(b, _)| (*b, 0));
         let path = data_dir.join("index.ckpt");
         let ckpt = match fs::read(&path) {
@@ -512,7 +526,11 @@ impl Recovery {
             }
             // The scan rebuilds the keys from the data itself.
             self.load_key_files(0);
-            return (segments, from_scratch, lost_tail);
+            return Loaded {
+                segments,
+                start: from_scratch,
+                lost_tail,
+            };
         };
         report.used_checkpoint = true;
         let known: std::collections::HashSet<u64> = c.segments.iter().map(|(b, _)| *b).collect();
@@ -541,7 +559,11 @@ impl Recovery {
         }
         self.load_key_files(c.next_lsn);
         self.next_lsn = c.next_lsn;
-        (kept, (c.segment, c.pos), None)
+        Loaded {
+            segments: kept,
+            start: (c.segment, c.pos),
+            lost_tail: None,
+        }
     }
 
     /// Loads the key files a checkpoint at `up_to` covers, oldest first, and deletes
