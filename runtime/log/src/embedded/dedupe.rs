@@ -8,9 +8,8 @@
 //! Memory: an entry is a 16-byte hash plus 24 bytes of value (seconds u32,
 //! epoch u64, serial u64, padded) in a SwissTable (1 control byte, ≤ 87.5 %
 //! load) plus 24 bytes (hash and time) in the expiry queue: about **72 bytes per
-//! key**. The table and queue are sized for `max_keys` when the store opens (no
-//! rehash stalls later); pages are touched as keys arrive. At the default
-//! 4 000 000 keys that is about 290 MiB once full. When more keys arrive within
+//! key**, up to twice that in the one of 64 sub-tables that is growing. At the
+//! default `max_keys` of 4 000 000 that is about 290 MiB once full. When more keys arrive within
 //! the window than `max_keys`, the oldest are forgotten early and counted in
 //! [`DedupeIndex::evicted_early`]; the effective window is then shorter than
 //! configured.
@@ -53,11 +52,20 @@ impl std::hash::Hasher for IdentityHasher {
 
 type BuildIdentity = std::hash::BuildHasherDefault<IdentityHasher>;
 
+/// Tables the index is split into, chosen by the hash's top bits.
+const SHARDS: usize = 64;
+const SHARD_SHIFT: u32 = 128 - SHARDS.trailing_zeros();
+
 pub(crate) struct DedupeIndex {
     seed: u64,
     window_s: u32,
     max_keys: usize,
-    map: HashMap<u128, DedupeEntry, BuildIdentity>,
+    /// The table, split by the hash's top bits into [`SHARDS`] tables that each
+    /// grow on their own: a rehash moves 1/64 of the keys (a few milliseconds at
+    /// millions of keys) instead of stalling appends while all of them move.
+    map: Vec<HashMap<u128, DedupeEntry, BuildIdentity>>,
+    /// Keys held (the sum of the shards' lengths).
+    len: usize,
     /// Keys with their insertion time, oldest first, for expiry. A key replaced
     /// after it expired is queued twice; only the slot whose time matches the
     /// entry's removes it.
@@ -74,10 +82,10 @@ impl DedupeIndex {
             seed,
             window_s: u32::try_from(window.as_secs()).unwrap_or(u32::MAX),
             max_keys: max_keys.max(1),
-            // Sized for max_keys up front: growing a table of millions of keys
-            // rehashes it all at once, a stall of hundreds of milliseconds on the
-            // append path. Untouched capacity costs address space, not memory.
-            map: HashMap::with_capacity_and_hasher(max_keys.max(1) + 1, BuildIdentity::default()),
+            map: (0..SHARDS).map(|_| HashMap::default()).collect(),
+            len: 0,
+            // Filled front to back, so reserving it whole costs address space, not
+            // memory, and spares copying a large queue when it grows.
             order: VecDeque::with_capacity(max_keys.max(1) + 1),
             evicted_early: 0,
             since_mark: Vec::new(),
@@ -95,7 +103,7 @@ impl DedupeIndex {
 
     /// The original entry for `hash`, if it is still inside the window at `now_s`.
     pub(crate) fn lookup(&self, hash: u128, now_s: u32) -> Option<DedupeEntry> {
-        self.map
+        self.shard(hash)
             .get(&hash)
             .filter(|e| now_s.saturating_sub(e.time_s) < self.window_s)
             .copied()
@@ -105,10 +113,12 @@ impl DedupeIndex {
     /// back, or expiry has not run yet), it is replaced and queued again, so that
     /// [`DedupeIndex::remove_newest`] can undo this insert.
     pub(crate) fn insert(&mut self, hash: u128, entry: DedupeEntry) {
-        self.map.insert(hash, entry);
+        if self.shard_mut(hash).insert(hash, entry).is_none() {
+            self.len += 1;
+        }
         self.order.push_back((hash, entry.time_s));
         self.since_mark.push((hash, entry));
-        while self.map.len() > self.max_keys {
+        while self.len > self.max_keys {
             if !self.pop_front() {
                 break;
             }
@@ -121,7 +131,7 @@ impl DedupeIndex {
     pub(crate) fn remove_newest(&mut self, hash: u128) {
         if self.order.back().is_some_and(|(h, _)| *h == hash) {
             self.order.pop_back();
-            self.map.remove(&hash);
+            self.remove(hash);
             self.since_mark.pop();
         }
     }
@@ -139,8 +149,8 @@ impl DedupeIndex {
     fn pop_front(&mut self) -> bool {
         match self.order.pop_front() {
             Some((h, time_s)) => {
-                if self.map.get(&h).is_some_and(|e| e.time_s == time_s) {
-                    self.map.remove(&h);
+                if self.shard(h).get(&h).is_some_and(|e| e.time_s == time_s) {
+                    self.remove(h);
                 }
                 true
             }
@@ -149,7 +159,21 @@ impl DedupeIndex {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
+    }
+
+    fn shard(&self, hash: u128) -> &HashMap<u128, DedupeEntry, BuildIdentity> {
+        &self.map[(hash >> SHARD_SHIFT) as usize]
+    }
+
+    fn shard_mut(&mut self, hash: u128) -> &mut HashMap<u128, DedupeEntry, BuildIdentity> {
+        &mut self.map[(hash >> SHARD_SHIFT) as usize]
+    }
+
+    fn remove(&mut self, hash: u128) {
+        if self.shard_mut(hash).remove(&hash).is_some() {
+            self.len -= 1;
+        }
     }
 
     pub(crate) fn evicted_early(&self) -> u64 {
