@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use tern_config::StoreConfig;
 use tern_link::{Continuity, Position, Serial};
+mod support;
+
+use support::{fill, segments, wait_unlocked};
 use tern_log::conformance::{self, StoreFactory, channel, msg};
 use tern_log::{AppendOutcome, EmbeddedStore, LogError, LogStore, OpenError, resolve};
 
@@ -79,45 +82,6 @@ fn small_segments() -> StoreConfig {
     }
 }
 
-async fn fill(store: &EmbeddedStore, ch: &str, batches: usize, per_batch: usize) -> Vec<Position> {
-    let mut out = Vec::new();
-    for b in 0..batches {
-        let batch = (0..per_batch)
-            .map(|i| msg(ch, &format!("{b}-{i}"), &"x".repeat(200)))
-            .collect();
-        for o in store.append(batch).await.expect("append") {
-            match o {
-                AppendOutcome::Appended(p) => out.push(p),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    out
-}
-
-fn last_segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
-        .expect("segments dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    segs.pop().expect("a segment")
-}
-
-/// Waits (bounded) until the store's writer thread has finished and released the
-/// lock after its last handle was dropped.
-fn wait_unlocked(dir: &Path) {
-    let lock = std::fs::File::open(dir.join("lock")).expect("lock file");
-    for _ in 0..1000 {
-        if lock.try_lock().is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the store's writer did not stop within 10 s");
-}
-
 /// Simulates a crash after the last checkpoint: drop the store and remove the
 /// checkpoint its shutdown wrote, so opening must verify the whole tail.
 fn crash(store: EmbeddedStore, dir: &Path) {
@@ -149,10 +113,10 @@ async fn damaged_tail_is_cut_and_reported() {
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path(), StoreConfig::default()).expect("open");
-        fill(&store, "c", 5, 10).await;
+        fill(&store, "c", "", 5, 10, 200).await;
         let epoch_before = store.recovery_report().epoch;
         crash(store, dir.path());
-        let seg = last_segment(dir.path());
+        let seg = segments(dir.path()).pop().expect("a segment");
         let mut bytes = std::fs::read(&seg).expect("read segment");
         let len = bytes.len();
         let per_batch = len / 5;
@@ -232,7 +196,7 @@ async fn damaged_tail_is_cut_and_reported() {
 async fn damage_before_the_tail_refuses_to_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path(), small_segments()).expect("open");
-    fill(&store, "c", 100, 10).await;
+    fill(&store, "c", "", 100, 10, 200).await;
     crash(store, dir.path());
     let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("segments"))
         .expect("dir")
@@ -254,7 +218,7 @@ async fn damage_before_the_tail_refuses_to_open() {
 async fn checkpoint_makes_reopen_skip_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path(), small_segments()).expect("open");
-    fill(&store, "a", 50, 20).await;
+    fill(&store, "a", "", 50, 20, 200).await;
     store.close().await.expect("close");
     drop(store);
     let store = EmbeddedStore::open(dir.path(), small_segments()).expect("reopen");
@@ -276,7 +240,7 @@ async fn retention_by_bytes_and_age() {
     config.retention.max_bytes = Some(256 * 1024);
     config.retention.max_age = None;
     let store = EmbeddedStore::open(dir.path(), config.clone()).expect("open");
-    let positions = fill(&store, "r", 100, 20).await;
+    let positions = fill(&store, "r", "", 100, 20, 200).await;
     let report = store.enforce_retention().await.expect("retention");
     assert!(report.segments_removed > 0);
     let info = store.channel_info(&channel("r")).await.expect("info");

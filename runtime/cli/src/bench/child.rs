@@ -120,6 +120,26 @@ impl ChildServer {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+
+    /// Ends a run against this server: stops it and removes its data directory. A
+    /// server that died mid-run explains a failed measurement better than the client
+    /// can, so its exit is attached to the error.
+    pub(crate) async fn conclude<T>(
+        mut self,
+        measured: anyhow::Result<T>,
+        data: tempfile::TempDir,
+    ) -> anyhow::Result<T> {
+        let measured = match (measured, self.check_running()) {
+            (Err(error), Err(exited)) => Err(error.context(exited)),
+            (measured, _) => measured,
+        };
+        self.stop().await;
+        tokio::task::spawn_blocking(move || data.close())
+            .await
+            .context("cleanup task failed")?
+            .context("cannot remove the server's temporary data")?;
+        measured
+    }
 }
 
 fn keep(logs: &Mutex<VecDeque<String>>, line: String) {

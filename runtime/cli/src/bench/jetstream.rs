@@ -177,18 +177,9 @@ pub(crate) async fn run(
         .prefix("tern-bench-jetstream-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))?;
-    let (mut child, addr) = start_server(server, mode, tmp.path(), deadline).await?;
+    let (child, addr) = start_server(server, mode, tmp.path(), deadline).await?;
     let measured = measure(label, workload, addr, deadline).await;
-    let measured = match (measured, child.check_running()) {
-        (Err(error), Err(exited)) => Err(error.context(exited)),
-        (measured, _) => measured,
-    };
-    child.stop().await;
-    tokio::task::spawn_blocking(move || tmp.close())
-        .await
-        .context("cleanup task failed")?
-        .context("cannot remove the server's temporary data")?;
-    measured
+    child.conclude(measured, tmp).await
 }
 
 async fn measure(

@@ -83,19 +83,9 @@ pub(crate) async fn run(
                 .with_context(|| {
                     format!("cannot create a temporary directory in {}", dir.display())
                 })?;
-            let (mut child, node) = start_node(tmp.path(), deadline).await?;
+            let (child, node) = start_node(tmp.path(), deadline).await?;
             let measured = measure(label, workload, &node, deadline).await;
-            // A node that died mid-run explains the failure better than the client can.
-            let measured = match (measured, child.check_running()) {
-                (Err(error), Err(exited)) => Err(error.context(exited)),
-                (measured, _) => measured,
-            };
-            child.stop().await;
-            tokio::task::spawn_blocking(move || tmp.close())
-                .await
-                .context("cleanup task failed")?
-                .context("cannot remove the node's temporary data")?;
-            measured
+            child.conclude(measured, tmp).await
         }
     }
 }

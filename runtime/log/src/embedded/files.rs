@@ -26,23 +26,28 @@ pub(crate) fn segment_path(dir: &Path, base_lsn: u64) -> PathBuf {
     dir.join(format!("{base_lsn:020}.seg"))
 }
 
-/// Segment files in `dir`, by base lsn. Other files are ignored.
-pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// Files in `dir` named `<number><suffix>`, by number. Other files are ignored.
+pub(crate) fn list_numbered(dir: &Path, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let base = path
+        let number = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.strip_suffix(suffix))
             .filter(|n| n.len() == 20)
             .and_then(|n| n.parse::<u64>().ok());
-        if let Some(base) = base {
-            out.push((base, path));
+        if let Some(number) = number {
+            out.push((number, path));
         }
     }
-    out.sort_unstable_by_key(|(b, _)| *b);
+    out.sort_unstable_by_key(|(n, _)| *n);
     Ok(out)
+}
+
+/// Segment files in `dir`, by base lsn.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    list_numbered(dir, ".seg")
 }
 
 /// True when an I/O error means "no space": a full disk or a file size limit.

@@ -13,12 +13,11 @@
 //! entries := (hash u128 | time_s u32 | epoch u64 | serial u64){count}
 //! ```
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::dedupe::DedupeEntry;
-use super::files::replace_atomically;
+use super::files::{list_numbered, replace_atomically};
 use super::format::Cursor;
 
 const MAGIC: [u8; 4] = *b"TRNK";
@@ -32,20 +31,7 @@ pub(crate) fn path(dir: &Path, end_lsn: u64) -> PathBuf {
 
 /// Key files in `dir` by the lsn they end at, oldest first.
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let end = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".keys"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(end) = end {
-            out.push((end, path));
-        }
-    }
-    out.sort_unstable_by_key(|(e, _)| *e);
-    Ok(out)
+    list_numbered(dir, ".keys")
 }
 
 /// Writes `entries` durably (fsynced, then the directory).
@@ -105,6 +91,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Vec<(u128, DedupeEntry)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn key_files_round_trip_and_detect_damage() {

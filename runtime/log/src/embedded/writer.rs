@@ -82,8 +82,9 @@ pub(crate) struct Writer {
     /// Channels created since the last job, in id order, for the syncer to publish.
     pending_new: Vec<ChannelName>,
     bytes_since_checkpoint: u64,
-    /// Dedupe keys forgotten early, as last reported.
+    /// Dedupe keys forgotten early, as last reported, and when.
     evicted_reported: u64,
+    evicted_reported_at: Option<Instant>,
     generation: u64,
     batch: BatchWriter,
 }
@@ -158,6 +159,7 @@ impl Writer {
             pending_new: Vec::new(),
             bytes_since_checkpoint: 0,
             evicted_reported: 0,
+            evicted_reported_at: None,
             generation: 0,
             batch: BatchWriter::new(),
         }
@@ -530,14 +532,20 @@ impl Writer {
         };
         let body = checkpoint::encode(&tip, &self.channels, &self.shared.read());
         let keys = self.dedupe.take_since_mark();
+        // At most one warning a minute: under sustained overload every checkpoint
+        // would otherwise repeat it.
         let evicted = self.dedupe.evicted_early();
-        if evicted > self.evicted_reported {
+        let due = self
+            .evicted_reported_at
+            .is_none_or(|at| at.elapsed() >= EVICTION_WARNING_EVERY);
+        if evicted > self.evicted_reported && due {
             warn!(
                 forgotten = evicted - self.evicted_reported,
                 held = self.dedupe.len(),
                 "dedupe index full: keys forgotten before their window ended; raise store.dedupe.max_keys to keep the whole window"
             );
             self.evicted_reported = evicted;
+            self.evicted_reported_at = Some(Instant::now());
         }
         let snapshot = Snapshot {
             segment_file: self.file.clone(),
@@ -864,6 +872,9 @@ impl Syncer {
         }
     }
 }
+
+/// Least time between two "dedupe index full" warnings.
+const EVICTION_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How long `close` waits for the writer before giving up.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
