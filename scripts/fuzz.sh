@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the link codec (cargo-fuzz + libFuzzer, AddressSanitizer).
+# Coverage-guided fuzzing of Tern's decoders (cargo-fuzz + libFuzzer, AddressSanitizer):
+# `link_codec` (edge <-> log frames) and `store_files` (the embedded store's files).
 #
-#   scripts/fuzz.sh [SECONDS]      # default 60
+#   scripts/fuzz.sh [SECONDS]      # per target, default 60
 #
-# Installs cargo-fuzz when it is missing, seeds fuzz/corpus/link_codec with valid
-# frames of every variant when the corpus is empty, then runs the `link_codec` target
-# for SECONDS. Only a stable rustc is available, so the nightly-only flags cargo-fuzz
+# Installs cargo-fuzz when it is missing, seeds each corpus when it is empty, then
+# runs every target for SECONDS. Only a stable rustc is available, so the nightly-only flags cargo-fuzz
 # passes (-Zsanitizer=address, sancov) are unlocked with RUSTC_BOOTSTRAP=1.
-# A crash fails the script; libFuzzer saves the input under fuzz/artifacts/link_codec/
+# A crash fails the script; libFuzzer saves the input under fuzz/artifacts/<target>/
 # and cargo-fuzz prints how to reproduce and minimize it.
 set -euo pipefail
 
@@ -32,21 +32,30 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 echo "fuzz.sh: $(cargo fuzz --version), $(rustc -V), RUSTC_BOOTSTRAP=1"
 
-corpus="fuzz/corpus/link_codec"
-mkdir -p "$corpus"
-if [ -z "$(ls -A "$corpus")" ]; then
-    echo "fuzz.sh: seeding $corpus with encoded frames of every variant"
-    locked=()
-    [ -f Cargo.lock ] && locked=(--locked)
-    # The frames live in tern-link's mutation test; its ignored `write_fuzz_seeds`
-    # writes them in the fuzz target's input layout. This reuses the test build.
-    if ! TERN_FUZZ_SEED_DIR="$root/$corpus" cargo test -p tern-link --test fuzz_corpus \
-        "${locked[@]}" -- --ignored --exact write_fuzz_seeds --quiet; then
-        echo "fuzz.sh: WARNING: could not write seeds; fuzzing from an empty corpus" >&2
-    fi
-    echo "fuzz.sh: $(ls "$corpus" | wc -l) seeds"
-fi
+locked=()
+[ -f Cargo.lock ] && locked=(--locked)
 
-echo "fuzz.sh: fuzzing link_codec for ${seconds}s"
-cargo fuzz run --fuzz-dir fuzz link_codec "$corpus" -- \
-    -max_total_time="$seconds" -timeout=10 -print_final_stats=1
+# Seeds come from tests that write real data in each target's input layout, which
+# reuses the test build: encoded frames of every variant for link_codec (tern-link's
+# mutation test) and the files of a real store for store_files.
+seed() {
+    local target="$1" package="$2" test="$3" name="$4"
+    local corpus="fuzz/corpus/$target"
+    mkdir -p "$corpus"
+    if [ -z "$(ls -A "$corpus")" ]; then
+        echo "fuzz.sh: seeding $corpus"
+        if ! TERN_FUZZ_SEED_DIR="$root/$corpus" cargo test -p "$package" --test "$test" \
+            "${locked[@]}" -- --ignored --exact "$name" --quiet; then
+            echo "fuzz.sh: WARNING: could not write seeds; fuzzing $target from an empty corpus" >&2
+        fi
+        echo "fuzz.sh: $(ls "$corpus" | wc -l) seeds for $target"
+    fi
+}
+seed link_codec tern-link fuzz_corpus write_fuzz_seeds
+seed store_files tern-log embedded write_store_fuzz_seeds
+
+for target in link_codec store_files; do
+    echo "fuzz.sh: fuzzing $target for ${seconds}s"
+    cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -print_final_stats=1
+done

@@ -55,6 +55,13 @@ pub mod net;
 mod resume;
 mod store;
 
+/// Entry points for the fuzz targets (built only with `cfg(fuzzing)`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::embedded::fuzzing::decode_store_file;
+}
+
 pub use embedded::{EmbeddedStore, OpenError, RecoveryReport, Truncation};
 pub use resume::{Resume, resolve};
 pub use store::{

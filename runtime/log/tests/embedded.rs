@@ -379,3 +379,36 @@ async fn full_disk_body(dir: PathBuf) {
     );
     store.close().await.expect("close");
 }
+
+/// Writes the files of a real store (segment, checkpoint, meta, key file) into
+/// `$TERN_FUZZ_SEED_DIR` as seeds for the `store_files` fuzz target. Run by
+/// `scripts/fuzz.sh`; ignored otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes fuzz seeds; run by scripts/fuzz.sh"]
+async fn write_store_fuzz_seeds() {
+    let Some(out) = std::env::var_os("TERN_FUZZ_SEED_DIR").map(PathBuf::from) else {
+        panic!("set TERN_FUZZ_SEED_DIR");
+    };
+    std::fs::create_dir_all(&out).expect("seed dir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path(), StoreConfig::default()).expect("open");
+    let mut batch = vec![msg("seed:a", "1", "hello"), msg("seed:b", "2", "")];
+    batch[0].headers = vec![("content-type".into(), "text/plain".into())];
+    store.append(batch).await.expect("append");
+    store
+        .append(vec![msg("seed:a", "3", "again")])
+        .await
+        .expect("append");
+    store.close().await.expect("close");
+    drop(store);
+    wait_unlocked(dir.path());
+    let mut files = segments(dir.path());
+    files.push(dir.path().join("index.ckpt"));
+    files.push(dir.path().join("meta"));
+    for entry in std::fs::read_dir(dir.path().join("dedupe")).expect("dedupe dir") {
+        files.push(entry.expect("entry").path());
+    }
+    for (i, file) in files.iter().enumerate() {
+        std::fs::copy(file, out.join(format!("seed-{i}"))).expect("copy seed");
+    }
+}

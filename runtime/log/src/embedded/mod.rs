@@ -49,6 +49,37 @@ use crate::store::{
     RetentionReport,
 };
 
+/// Every decoder of on-disk data, for the `store_files` fuzz target.
+#[cfg(fuzzing)]
+pub(crate) mod fuzzing {
+    use super::format::{BATCH_HEADER_BYTES, Batch, BatchHeader};
+    use super::{checkpoint, keys, meta};
+
+    /// Runs `bytes` through the batch, checkpoint, meta and key-file decoders, as
+    /// recovery would after a crash left anything at all in those files.
+    pub fn decode_store_file(bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some(head) = rest.first_chunk::<BATCH_HEADER_BYTES>() {
+            let Ok(header) = BatchHeader::parse(head, u64::from(u32::MAX)) else {
+                break;
+            };
+            let end = usize::try_from(header.total_len()).unwrap_or(usize::MAX);
+            let Some(body) = rest.get(BATCH_HEADER_BYTES..end) else {
+                break;
+            };
+            if let Ok(batch) = Batch::parse(&header, body) {
+                for record in batch.records().flatten() {
+                    let _ = record.headers();
+                }
+            }
+            rest = &rest[end..];
+        }
+        let _ = checkpoint::read(bytes);
+        let _ = meta::Meta::decode(bytes);
+        let _ = keys::read(bytes);
+    }
+}
+
 /// Why a store could not be opened. The operator's to fix; nothing was changed on
 /// disk except where [`RecoveryReport`] says so.
 #[derive(Debug, thiserror::Error)]
