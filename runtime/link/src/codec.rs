@@ -22,6 +22,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Default largest frame accepted, in bytes (length field included).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LEN_BYTES: usize = 4;
+/// Most the decoder reserves ahead of bytes that have arrived.
+const RESERVE_STEP: usize = 64 * 1024;
 
 /// Why bytes from a peer could not be turned into a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +71,7 @@ pub enum EncodeError {
 }
 
 /// Appends the encoding of `frame` to `out`, refusing frames over `max_frame_bytes`.
-/// On error `out` is left as it was.
+/// On `TooLarge`, `out` is left as it was.
 pub fn encode_frame(
     frame: &Frame,
     out: &mut Vec<u8>,
@@ -162,7 +164,9 @@ impl FrameDecoder {
             }));
         }
         if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
+            // Grow with what arrives, never by what a peer merely announces: a
+            // 4-byte prefix must not reserve 16 MiB.
+            self.buf.reserve((total - self.buf.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         self.buf.advance(LEN_BYTES);

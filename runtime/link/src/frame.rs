@@ -52,6 +52,9 @@ pub enum Frame {
         /// The first serial still stored for the channel, if any (retention may have
         /// removed older ones).
         first_serial: Option<u64>,
+        /// True when more durable messages follow the last one sent (the answer was
+        /// cut at the limit or at the frame size): read again after it.
+        more: bool,
     },
     /// Log → edge: a request could not be carried out at all.
     RequestFailed {

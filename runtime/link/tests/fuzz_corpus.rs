@@ -122,12 +122,14 @@ fn samples() -> Vec<Frame> {
             channel: "chat:lobby".into(),
             messages: vec![stored(1, b"hello"), stored(2, b"")],
             first_serial: Some(1),
+            more: true,
         },
         Frame::ReadResult {
             request_id: 3,
             channel: "empty".into(),
             messages: vec![],
             first_serial: None,
+            more: true,
         },
         Frame::RequestFailed {
             request_id: 4,

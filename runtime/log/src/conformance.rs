@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tern_link::{ChannelName, Position, Serial};
 
-use crate::store::{AppendOutcome, AppendRequest, LogStore, RecordError};
+use crate::store::{AppendOutcome, AppendRequest, LogStore, ReadLimit, RecordError};
 
 /// Opens stores for the suite.
 pub trait StoreFactory {
@@ -190,7 +190,26 @@ pub async fn reads_return_exact_ranges<F: StoreFactory>(f: &mut F) {
             assert_eq!(m.headers, vec![("k".to_string(), format!("v-r{}", n - 1))]);
         }
         assert_eq!(r.first_serial, Serial::new(1));
+        assert_eq!(
+            r.more,
+            from + (want as u64) <= 500,
+            "more after {from}+{want}"
+        );
     }
+    // A byte limit stops early (but never before the first message) and says so.
+    let r = store
+        .read(
+            &ch,
+            Serial::FIRST,
+            ReadLimit {
+                messages: 100,
+                bytes: 10,
+            },
+        )
+        .await
+        .expect("read");
+    assert_eq!(r.messages.len(), 1);
+    assert!(r.more);
     let none = store
         .read(&channel("never"), Serial::FIRST, 10)
         .await
@@ -231,7 +250,7 @@ pub async fn tail_joins_reads_without_gaps<F: StoreFactory>(f: &mut F) {
         if let Some(m) = r.messages.last() {
             next = m.position.serial.next();
         }
-        if r.messages.len() < 64 {
+        if !r.more {
             break;
         }
     }

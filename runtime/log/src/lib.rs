@@ -65,6 +65,6 @@ pub mod fuzzing {
 pub use embedded::{EmbeddedStore, OpenError, RecoveryReport, Truncation};
 pub use resume::{Resume, resolve};
 pub use store::{
-    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadResult,
-    RecordError, RetentionReport,
+    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadLimit,
+    ReadResult, RecordError, RetentionReport,
 };

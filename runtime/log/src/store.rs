@@ -124,14 +124,36 @@ impl LogError {
     }
 }
 
+/// How much one read may return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// At most this many messages.
+    pub messages: usize,
+    /// At most this many bytes of keys, headers and payloads, except that the first
+    /// message is returned whatever its size (so a read always makes progress).
+    pub bytes: usize,
+}
+
+impl From<usize> for ReadLimit {
+    /// A limit on the number of messages only.
+    fn from(messages: usize) -> Self {
+        Self {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 /// What a read returned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReadResult {
-    /// Messages from the requested serial on, in order, at most `limit`. Fewer than
-    /// `limit` means the read reached the last durable message.
+    /// Messages from the requested serial on, in order, within the limit.
     pub messages: Vec<StoredMessage>,
     /// The first serial still stored (older ones were removed by retention).
     pub first_serial: Option<Serial>,
+    /// True when the read stopped at its limit with more durable messages after the
+    /// last one returned; false when it reached the channel's last durable message.
+    pub more: bool,
 }
 
 /// What the store knows about one channel.
@@ -169,8 +191,8 @@ pub struct RetentionReport {
 ///   outcomes are per message and in request order; serials are dense per channel.
 /// - `read` and `tail` deliver only durable messages.
 /// - Anything sent on `tail` after a call to `tail` returned is also visible to
-///   `read` by the time it is sent, so "read until short, then follow the tail and
-///   skip what was read" never loses or repeats a message.
+///   `read` by the time it is sent, so "read until `more` is false, then follow the
+///   tail and skip what was read" never loses or repeats a message.
 pub trait LogStore: Send + Sync + 'static {
     /// Appends a batch; see the trait docs.
     fn append(
@@ -178,12 +200,13 @@ pub trait LogStore: Send + Sync + 'static {
         batch: Vec<AppendRequest>,
     ) -> impl Future<Output = Result<Vec<AppendOutcome>, LogError>> + Send;
 
-    /// Up to `limit` durable messages of `channel` from serial `from` on.
+    /// Durable messages of `channel` from serial `from` on, within `limit` (a
+    /// message count, or a [`ReadLimit`] that also bounds bytes).
     fn read(
         &self,
         channel: &ChannelName,
         from: Serial,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> impl Future<Output = Result<ReadResult, LogError>> + Send;
 
     /// What the store knows of `channel` (all `None`/empty for an unknown channel).

@@ -51,6 +51,11 @@ impl RecordRef<'_> {
         out
     }
 
+    /// Bytes of the encoded headers.
+    pub(crate) fn headers_len(&self) -> usize {
+        self.headers.len()
+    }
+
     pub(crate) fn payload_bytes(&self) -> Bytes {
         Bytes::copy_from_slice(self.payload)
     }

@@ -45,8 +45,8 @@ use self::meta::Meta;
 use self::segment::{ScanError, SegmentScanner};
 use self::writer::{CLOSE_TIMEOUT, Checkpointer, Command, FailedFlag, Writer};
 use crate::store::{
-    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadResult,
-    RetentionReport,
+    AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadLimit,
+    ReadResult, RetentionReport,
 };
 
 /// Every decoder of on-disk data, for the `store_files` fuzz target.
@@ -382,8 +382,9 @@ impl LogStore for EmbeddedStore {
         &self,
         channel: &ChannelName,
         from: Serial,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> Result<ReadResult, LogError> {
+        let limit = limit.into();
         let shared = self.inner.shared.clone();
         let dir = self.inner.segments_dir.clone();
         let channel = channel.clone();

@@ -9,16 +9,17 @@ use tern_link::{ChannelName, Epoch, Position, Serial, StoredMessage};
 use super::files::segment_path;
 use super::index::SharedIndex;
 use super::segment::{ScanError, SegmentScanner};
-use crate::store::{LogError, ReadResult};
+use crate::store::{LogError, ReadLimit, ReadResult};
 
 pub(crate) fn read(
     segments_dir: &Path,
     shared: &RwLock<SharedIndex>,
     channel: &ChannelName,
     from: Serial,
-    limit: usize,
+    limit: ReadLimit,
 ) -> Result<ReadResult, LogError> {
-    let limit = limit.max(1);
+    let max_messages = limit.messages.max(1);
+    let mut bytes = 0usize;
     let wanted = channel.as_str().as_bytes();
     let mut out = ReadResult::default();
     let (last, mut cursor) = {
@@ -83,6 +84,12 @@ pub(crate) fn read(
                     let Some(serial) = Serial::new(rec.serial) else {
                         continue;
                     };
+                    let size = rec.key.len() + rec.payload.len() + rec.headers_len();
+                    if !out.messages.is_empty() && bytes.saturating_add(size) > limit.bytes {
+                        out.more = true;
+                        return Ok(out);
+                    }
+                    bytes += size;
                     out.messages.push(StoredMessage {
                         position: Position {
                             epoch: Epoch(rec.epoch),
@@ -93,7 +100,11 @@ pub(crate) fn read(
                         headers: rec.headers(),
                         payload: rec.payload_bytes(),
                     });
-                    if out.messages.len() >= limit || rec.serial >= last {
+                    if rec.serial >= last {
+                        return Ok(out);
+                    }
+                    if out.messages.len() >= max_messages {
+                        out.more = true;
                         return Ok(out);
                     }
                 }

@@ -31,7 +31,7 @@ use tern_link::{
     ChannelName, DEFAULT_MAX_FRAME_BYTES, EncodeError, ErrorCode, Frame, FrameDecoder, Outcome,
     Position, PublishMessage, Serial, WireError, encode_to_vec,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::codes;
@@ -41,6 +41,8 @@ use crate::store::ReadResult;
 
 /// Largest chunk taken from a receive stream at once.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
+/// How long answers may still arrive after the node stopped reading requests.
+const ANSWER_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a client call failed, and whether trying again may help
 /// ([`ClientError::is_retryable`]).
@@ -133,7 +135,14 @@ impl Default for LogClientConfig {
     }
 }
 
-type Waiter = oneshot::Sender<Result<Frame, ClientError>>;
+/// A request sent and not yet answered. It holds its in-flight slot until the
+/// answer arrives (or the connection fails), even if its caller gave up: the node
+/// still counts it, so freeing the slot early would let the client overrun the
+/// node's per-stream limit.
+struct Waiter {
+    answer: oneshot::Sender<Result<Frame, ClientError>>,
+    _slot: OwnedSemaphorePermit,
+}
 
 #[derive(Default)]
 struct Waiters {
@@ -155,7 +164,16 @@ impl Shared {
             waiters.failed = Some(error.clone());
         }
         for (_, waiter) in waiters.by_id.drain() {
-            let _ = waiter.send(Err(error.clone()));
+            let _ = waiter.answer.send(Err(error.clone()));
+        }
+    }
+
+    /// Fails every later call with `error`, leaving calls already sent to their
+    /// answers.
+    fn refuse_new(&self, error: ClientError) {
+        let mut waiters = self.waiters.lock();
+        if waiters.failed.is_none() {
+            waiters.failed = Some(error);
         }
     }
 
@@ -164,22 +182,27 @@ impl Shared {
         match waiter {
             // The caller may have given up meanwhile; nothing to do then.
             Some(waiter) => {
-                let _ = waiter.send(answer);
+                let _ = waiter.answer.send(answer);
             }
             None => debug!(request_id = id, "answer for a request nobody waits for"),
         }
     }
 }
 
-/// Removes a waiter whose caller stopped waiting (its future was dropped).
+/// Removes a waiter whose caller stopped waiting before its request was handed to
+/// the writer (nothing will ever answer it). Once handed over, the waiter stays
+/// until the answer comes.
 struct WaiterGuard<'a> {
     shared: &'a Shared,
     id: u64,
+    armed: bool,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        self.shared.waiters.lock().by_id.remove(&self.id);
+        if self.armed {
+            self.shared.waiters.lock().by_id.remove(&self.id);
+        }
     }
 }
 
@@ -189,7 +212,7 @@ struct Inner {
     config: LogClientConfig,
     shared: Arc<Shared>,
     outbound: mpsc::Sender<Vec<u8>>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -265,7 +288,7 @@ impl LogClient {
                 },
                 shared,
                 outbound,
-                slots: Semaphore::new(max_inflight),
+                slots: Arc::new(Semaphore::new(max_inflight)),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -324,10 +347,12 @@ impl LogClient {
             Frame::ReadResult {
                 messages,
                 first_serial,
+                more,
                 ..
             } => Ok(ReadResult {
                 messages,
                 first_serial: first_serial.and_then(Serial::new),
+                more,
             }),
             other => Err(unexpected(&other)),
         }
@@ -371,9 +396,8 @@ impl LogClient {
     /// Sends the frame built from a fresh request id and waits for its answer.
     async fn request(&self, build: impl FnOnce(u64) -> Frame) -> Result<Frame, ClientError> {
         let inner = &*self.inner;
-        let _slot = inner
-            .slots
-            .acquire()
+        let slot = Arc::clone(&inner.slots)
+            .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed)?;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -385,15 +409,23 @@ impl LogClient {
             if let Some(error) = &waiters.failed {
                 return Err(error.clone());
             }
-            waiters.by_id.insert(id, tx);
+            waiters.by_id.insert(
+                id,
+                Waiter {
+                    answer: tx,
+                    _slot: slot,
+                },
+            );
         }
-        let _guard = WaiterGuard {
+        let mut guard = WaiterGuard {
             shared: &inner.shared,
             id,
+            armed: true,
         };
         if inner.outbound.send(bytes).await.is_err() {
             return Err(self.failure());
         }
+        guard.armed = false;
         match rx.await {
             Ok(Ok(Frame::RequestFailed { error, .. })) => Err(ClientError::Server(error)),
             Ok(answer) => answer,
@@ -425,7 +457,15 @@ async fn write_requests(
     while let Some(bytes) = rx.recv().await {
         if let Err(error) = send.write_all(&bytes).await {
             debug!(%error, "request stream write failed");
-            shared.fail_all(ClientError::ConnectionLost(error.to_string()));
+            // The node may have stopped reading (it is shutting down) while it still
+            // answers what it received: new calls fail now, calls already sent wait
+            // for the reader, which fails them when the answers stop; a node that
+            // never ends the stream is given up on after a grace period.
+            let error = ClientError::ConnectionLost(error.to_string());
+            shared.refuse_new(error.clone());
+            drop(rx);
+            tokio::time::sleep(ANSWER_GRACE).await;
+            shared.fail_all(error);
             return;
         }
     }

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //!  LogClient ──stream 0: Publish/Read/Ping ──────────────▶ stream task ─▶ store.append (pipelined)
-//!            ◀───────── PublishResult/ReadResult/Pong ──── (in request order)
+//!            ◀───────── PublishResult/ReadResult/Pong ──── (matched by request id)
 //!  Subscription ──stream n: Subscribe{ch, after} ────────▶ stream task ─▶ resolve, read (replay)
 //!               ◀── Subscribed, Messages, Messages … ───── store.tail() (live)
 //! ```

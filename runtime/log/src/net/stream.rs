@@ -7,18 +7,21 @@
 //!
 //! ```text
 //! recv ─▶ FrameDecoder ─▶ Publish ─▶ store.append ┐ in flight (≤ max_inflight),
-//!                         Read ────▶ store.read ──┤ answered in request order
+//!                         Read ────▶ store.read ──┤ publishes and reads answered in order
 //!                         Subscribe ─▶ resolve ─▶ Subscriptions ◀─ replay reads / store.tail()
 //!                                                   │
 //!                                  outbox (bounded) ◀┘ ─▶ encode ─▶ send
 //! ```
 //!
-//! Backpressure: while the outbox holds `subscriber_queue_frames` frames or more the
-//! stream stops reading requests (QUIC flow control then holds the peer back) and
-//! replay pauses; a live tail frame that finds the outbox full, or a tail receiver that
-//! lagged, drops the subscriber with `SlowConsumer`, because waiting would either stall
-//! this stream's other work or lose messages. Appends and other streams never wait on a
-//! slow reader: the tail is a broadcast channel.
+//! Backpressure: while the outbox holds `subscriber_queue_frames` frames or about one
+//! largest frame's worth of bytes, the stream stops reading requests (QUIC flow
+//! control then holds the peer back), stops taking answers of in-flight requests (so
+//! their futures are not polled and load nothing more; at most four reads load at
+//! once) and replay pauses. A commit that finds the outbox already full (in frames, or
+//! four largest frames' worth of bytes), or a tail receiver that lagged, drops the
+//! subscriber with `SlowConsumer`, because waiting would either stall this stream's
+//! other work or lose messages. Appends and other streams never wait on a slow
+//! reader: the tail is a broadcast channel.
 //!
 //! Errors from the peer: a malformed frame is answered with a non-fatal `Error` and
 //! the stream goes on; an oversized frame or an unknown protocol version ends the
@@ -37,13 +40,13 @@ use tern_link::{
     ChannelName, DecodeError, ErrorCode, Frame, FrameDecoder, Outcome, PublishMessage, Serial,
     WireError, encode_frame,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::codes;
 use super::subscriptions::{Subscriptions, truncate_to_frame};
 use crate::resume::resolve;
-use crate::store::{AppendOutcome, AppendRequest, CommittedBatch, LogStore};
+use crate::store::{AppendOutcome, AppendRequest, CommittedBatch, LogStore, ReadLimit};
 
 /// Largest chunk taken from the receive side at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -104,7 +107,8 @@ pub(crate) async fn serve_stream<S: LogStore>(
         close_deadline: None,
         inflight: FuturesOrdered::new(),
         tail: None,
-        outbox: VecDeque::new(),
+        outbox: Outbox::default(),
+        reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
         wbuf: Vec::new(),
         woff: 0,
     };
@@ -131,11 +135,90 @@ struct StreamDriver<S> {
     subs: Subscriptions,
     /// Present while `subs` is not empty: created before the first replay read.
     tail: Option<broadcast::Receiver<Arc<CommittedBatch>>>,
-    outbox: VecDeque<Frame>,
+    outbox: Outbox,
+    /// Reads of this stream loading messages at once.
+    reads: Arc<Semaphore>,
     /// Encoded bytes being written; `woff` of them are already sent.
     wbuf: Vec<u8>,
     woff: usize,
 }
+
+/// Frames waiting to be encoded and sent, with an estimate of their bytes, so a
+/// peer that does not read bounds what the node holds for it.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn push_back(&mut self, frame: Frame) {
+        self.bytes += approx_bytes(&frame);
+        self.frames.push_back(frame);
+    }
+
+    fn extend(&mut self, frames: impl IntoIterator<Item = Frame>) {
+        for frame in frames {
+            self.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Frame> {
+        let frame = self.frames.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(approx_bytes(&frame));
+        Some(frame)
+    }
+
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Frame) -> bool) {
+        self.frames.retain(keep);
+        self.bytes = self.frames.iter().map(approx_bytes).sum();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// About how many bytes `frame` takes encoded (exact enough for budgets).
+fn approx_bytes(frame: &Frame) -> usize {
+    let messages = |messages: &[tern_link::StoredMessage]| -> usize {
+        messages
+            .iter()
+            .map(|m| {
+                32 + m.idempotency_key.len()
+                    + m.payload.len()
+                    + m.headers
+                        .iter()
+                        .map(|(k, v)| 4 + k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum()
+    };
+    64 + match frame {
+        Frame::ReadResult { messages: m, .. } | Frame::Messages { messages: m, .. } => messages(m),
+        Frame::PublishResult { outcomes, .. } => outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Rejected(e) => 16 + e.message.len(),
+                _ => 16,
+            })
+            .sum(),
+        Frame::Error(e) | Frame::RequestFailed { error: e, .. } => e.message.len(),
+        _ => 256,
+    }
+}
+
+/// Reads of one stream loading messages at once; more wait their turn, so a burst
+/// of reads cannot make the node load far more than it may queue.
+const READS_IN_FLIGHT: usize = 4;
 
 /// Whether the loop goes on after handling an event.
 enum Flow {
@@ -170,19 +253,22 @@ impl<S: LogStore> StreamDriver<S> {
             );
         }
         let cap = self.config.queue_frames;
+        // What may wait for the peer: one largest frame's worth.
+        let budget = self.config.max_frame_bytes.max(1 << 20);
         loop {
-            if self.decode_paused && self.outbox.len() < cap {
+            let room = self.outbox.len() < cap && self.outbox.bytes() < budget;
+            if self.decode_paused && room {
                 self.decode_frames().await;
             }
             self.fill_write_buffer();
             if self.is_done() {
                 return self.finish().await;
             }
-            let can_read = self.reading
-                && !self.decode_paused
-                && self.closing.is_none()
-                && self.outbox.len() < cap;
-            let can_replay = self.subs.wants_replay() && self.outbox.len() <= cap / 2;
+            let room = self.outbox.len() < cap && self.outbox.bytes() < budget;
+            let can_read = self.reading && !self.decode_paused && self.closing.is_none() && room;
+            let can_replay = self.subs.wants_replay()
+                && self.outbox.len() <= cap / 2
+                && self.outbox.bytes() < budget / 2;
             let writing = self.woff < self.wbuf.len();
             let flow = tokio::select! {
                 biased;
@@ -208,7 +294,9 @@ impl<S: LogStore> StreamDriver<S> {
                 event = next_tail(self.tail.as_mut()), if self.tail.is_some() => {
                     self.handle_tail(event)
                 }
-                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                // Answers are taken only while there is room: until then the
+                // futures are not polled, so nothing more is loaded.
+                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() && room => {
                     self.outbox.push_back(answer);
                     Flow::Continue
                 }
@@ -355,8 +443,13 @@ impl<S: LogStore> StreamDriver<S> {
         match event {
             Ok(batch) => {
                 let frames = self.subs.handle_tail(&batch);
-                if !frames.is_empty() && self.outbox.len() + frames.len() > self.config.queue_frames
-                {
+                // Slow means the queue was already full before this commit: one
+                // commit may touch more channels than the queue holds frames. The
+                // byte bound is looser than for answers, so a subscriber that keeps
+                // up with large messages is not dropped between two writes.
+                let full = self.outbox.len() >= self.config.queue_frames
+                    || self.outbox.bytes() >= 4 * self.config.max_frame_bytes.max(1 << 20);
+                if !frames.is_empty() && full {
                     return self.slow_consumer("outbound queue full");
                 }
                 self.outbox.extend(frames);
@@ -558,16 +651,24 @@ impl<S: LogStore> StreamDriver<S> {
             .unwrap_or(usize::MAX)
             .min(self.config.read_batch);
         let max_frame_bytes = self.config.max_frame_bytes;
+        // Load no more than one answer frame can carry.
+        let limit = ReadLimit {
+            messages: limit,
+            bytes: max_frame_bytes,
+        };
         let store = Arc::clone(&self.store);
+        let reads = Arc::clone(&self.reads);
         self.inflight.push_back(Box::pin(async move {
+            let _turn = reads.acquire_owned().await;
             match store.read(&name, from, limit).await {
                 Ok(mut read) => {
-                    truncate_to_frame(&mut read.messages, max_frame_bytes);
+                    let cut = truncate_to_frame(&mut read.messages, max_frame_bytes);
                     Frame::ReadResult {
                         request_id,
                         channel,
                         messages: read.messages,
                         first_serial: read.first_serial.map(Serial::get),
+                        more: read.more || cut,
                     }
                 }
                 Err(error) => {
@@ -625,10 +726,14 @@ impl<S: LogStore> StreamDriver<S> {
         let Some((channel, from)) = self.subs.next_replay() else {
             return Flow::Continue;
         };
-        let limit = self.config.read_batch.max(1);
+        // One chunk is at most a frame's worth, whatever the messages' sizes.
+        let limit = ReadLimit {
+            messages: self.config.read_batch.max(1),
+            bytes: self.config.max_frame_bytes,
+        };
         match self.store.read(&channel, from, limit).await {
             Ok(read) => {
-                let frames = self.subs.handle_replay(&channel, from, read, limit);
+                let frames = self.subs.handle_replay(&channel, from, read);
                 self.outbox.extend(frames);
             }
             Err(error) => {

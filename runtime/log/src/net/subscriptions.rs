@@ -129,7 +129,6 @@ impl Subscriptions {
         channel: &ChannelName,
         from: Serial,
         result: ReadResult,
-        limit: usize,
     ) -> Vec<Frame> {
         let budget = self.frame_budget;
         let Some(cursor) = self.cursors.get_mut(channel) else {
@@ -138,7 +137,7 @@ impl Subscriptions {
         if cursor.phase != Phase::Replaying || cursor.next != from {
             return Vec::new();
         }
-        let short = result.messages.len() < limit;
+        let short = !result.more;
         let mut frames = Vec::new();
         let mut batch = Vec::new();
         for message in result.messages {
@@ -256,7 +255,7 @@ fn flush(
 
 /// Cuts `messages` to what fits in one frame of `max_frame_bytes` (at least one
 /// message), for read answers.
-pub(crate) fn truncate_to_frame(messages: &mut Vec<StoredMessage>, max_frame_bytes: usize) {
+pub(crate) fn truncate_to_frame(messages: &mut Vec<StoredMessage>, max_frame_bytes: usize) -> bool {
     let budget = max_frame_bytes.saturating_sub(FRAME_OVERHEAD);
     let mut size = 0;
     let keep = messages
@@ -267,7 +266,9 @@ pub(crate) fn truncate_to_frame(messages: &mut Vec<StoredMessage>, max_frame_byt
         })
         .count()
         .max(1);
+    let cut = keep < messages.len();
     messages.truncate(keep);
+    cut
 }
 
 #[cfg(test)]
@@ -293,10 +294,11 @@ mod tests {
         }
     }
 
-    fn read(range: std::ops::RangeInclusive<u64>) -> ReadResult {
+    fn read(range: std::ops::RangeInclusive<u64>, more: bool) -> ReadResult {
         ReadResult {
             messages: range.map(msg).collect(),
             first_serial: Some(s(1)),
+            more,
         }
     }
 
@@ -327,10 +329,10 @@ mod tests {
         assert!(subs.handle_tail(&tail(&ch, 4..=5)).is_empty());
         let (c, from) = subs.next_replay().expect("replay wanted");
         assert_eq!((c.clone(), from), (ch.clone(), s(1)));
-        let frames = subs.handle_replay(&ch, from, read(1..=3), 3);
+        let frames = subs.handle_replay(&ch, from, read(1..=3, true));
         assert_eq!(serials(&frames), vec![1, 2, 3]);
         let (_, from) = subs.next_replay().expect("full read: again");
-        let frames = subs.handle_replay(&ch, from, read(4..=5), 3);
+        let frames = subs.handle_replay(&ch, from, read(4..=5, false));
         assert_eq!(serials(&frames), vec![4, 5]);
         assert!(!subs.wants_replay());
         // Live: overlap with the replay is skipped, new ones pass.
@@ -345,7 +347,7 @@ mod tests {
         subs.start(ch.clone(), s(1));
         let (_, from) = subs.next_replay().expect("replay");
         let empty = ReadResult::default();
-        assert!(subs.handle_replay(&ch, from, empty, 10).is_empty());
+        assert!(subs.handle_replay(&ch, from, empty).is_empty());
         assert!(subs.handle_tail(&tail(&ch, 3..=4)).is_empty());
         assert_eq!(subs.next_replay(), Some((ch.clone(), s(1))));
     }
@@ -356,7 +358,7 @@ mod tests {
         let mut subs = Subscriptions::new(1 << 20);
         subs.start(ch.clone(), s(1));
         let (_, from) = subs.next_replay().expect("replay");
-        let frames = subs.handle_replay(&ch, from, read(5..=6), 10);
+        let frames = subs.handle_replay(&ch, from, read(5..=6, false));
         assert!(matches!(
             &frames[0],
             Frame::Subscribed {
@@ -378,13 +380,13 @@ mod tests {
         let (first, from) = subs.next_replay().expect("a");
         assert_eq!(first, a);
         assert_eq!(
-            serials(&subs.handle_replay(&a, from, read(1..=2), 2)),
+            serials(&subs.handle_replay(&a, from, read(1..=2, true))),
             vec![1, 2]
         );
         assert_eq!(subs.next_replay().map(|r| r.0), Some(b.clone()));
         // b is unsubscribed while its read is in flight.
         assert!(subs.remove(&b));
-        assert!(subs.handle_replay(&b, s(1), read(1..=2), 2).is_empty());
+        assert!(subs.handle_replay(&b, s(1), read(1..=2, true)).is_empty());
         assert_eq!(subs.next_replay().map(|r| r.0), Some(a));
         assert_eq!(subs.next_replay(), None);
         assert_eq!(subs.len(), 1);
@@ -396,7 +398,7 @@ mod tests {
         let mut subs = Subscriptions::new(FRAME_OVERHEAD + 2 * (MESSAGE_OVERHEAD + 3));
         subs.start(ch.clone(), s(1));
         let (_, from) = subs.next_replay().expect("replay");
-        let frames = subs.handle_replay(&ch, from, read(1..=5), 10);
+        let frames = subs.handle_replay(&ch, from, read(1..=5, false));
         assert_eq!(frames.len(), 3);
         assert_eq!(serials(&frames), vec![1, 2, 3, 4, 5]);
         let mut messages: Vec<_> = (1..=5).map(msg).collect();
