@@ -5,92 +5,21 @@
 //! Run with `cargo test -p tern-log --test net`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_config::{LinkServerConfig, StoreConfig};
+use tern_config::LinkServerConfig;
 use tern_link::{
     ChannelName, Continuity, ErrorCode, Frame, FrameDecoder, Outcome, PROTOCOL_VERSION, Position,
     PublishMessage, Serial, encode_to_vec,
 };
-use tern_log::EmbeddedStore;
-use tern_log::net::{LogClient, LogServer, Subscription, SubscriptionEvent, tls};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tern_log::net::{Subscription, SubscriptionEvent};
+mod support;
+
+use support::node::Node;
 
 /// Every wait in these tests is bounded, so a bug fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Node {
-    addr: SocketAddr,
-    store: EmbeddedStore,
-    cert: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    served: Option<JoinHandle<Result<(), tern_log::net::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(link: LinkServerConfig) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            EmbeddedStore::open(&dir.path().join("data"), StoreConfig::default()).expect("open");
-        let cert = tls::ensure_self_signed(dir.path(), "127.0.0.1").expect("certificate");
-        let server = LogServer::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            &cert.files,
-            store.clone(),
-            &link,
-        )
-        .expect("bind");
-        let addr = server.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel();
-        let served = tokio::spawn(server.serve_until(async {
-            let _ = stopped.await;
-        }));
-        Node {
-            addr,
-            store,
-            cert: cert.files.cert,
-            stop: Some(stop),
-            served: Some(served),
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> LogClient {
-        LogClient::connect(self.addr, "localhost", &self.cert)
-            .await
-            .expect("connect")
-    }
-
-    /// A bare QUIC connection, to send frames the client would never send.
-    async fn raw(&self) -> quinn::Connection {
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(tls::client_config(&self.cert).expect("client tls"));
-        endpoint
-            .connect(self.addr, "localhost")
-            .expect("connect")
-            .await
-            .expect("handshake")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(served) = self.served.take() {
-            tokio::time::timeout(PATIENCE, served)
-                .await
-                .expect("server stops in time")
-                .expect("server task")
-                .expect("clean shutdown");
-        }
-    }
-}
 
 fn link() -> LinkServerConfig {
     LinkServerConfig::default()

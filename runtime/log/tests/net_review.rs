@@ -1,6 +1,6 @@
-//! Review tests for the link's network side: each test here demonstrates one bug found
-//! in review (real QUIC on 127.0.0.1:0, real `EmbeddedStore` in a tempdir). They are
-//! expected to FAIL until the bug they name is fixed.
+//! Limits and edge cases of the link's network side, each found in review as a bug
+//! and kept as a regression test (real QUIC on 127.0.0.1:0, real `EmbeddedStore` in a
+//! tempdir).
 //!
 //! Run with `cargo test -p tern-log --test net_review`.
 //!
@@ -8,104 +8,26 @@
 //! other tests running at the same time would disturb.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use tern_config::{LinkServerConfig, StoreConfig};
+use tern_config::LinkServerConfig;
 use tern_link::{
     ChannelName, ErrorCode, Frame, FrameDecoder, Outcome, PublishMessage, StoredMessage,
     encode_to_vec,
 };
-use tern_log::net::{
-    ClientError, LogClient, LogClientConfig, LogServer, Subscription, SubscriptionEvent, tls,
-};
-use tern_log::{AppendRequest, EmbeddedStore, LogStore};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tern_log::net::{ClientError, LogClientConfig, Subscription, SubscriptionEvent};
+use tern_log::{AppendRequest, LogStore};
+mod support;
+
+use support::node::Node;
 
 /// Every wait is bounded, so a bug fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Serialises the tests of this file (memory measurements are process-wide).
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Node {
-    addr: SocketAddr,
-    store: EmbeddedStore,
-    cert: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    served: Option<JoinHandle<Result<(), tern_log::net::ServerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(link: LinkServerConfig) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            EmbeddedStore::open(&dir.path().join("data"), StoreConfig::default()).expect("open");
-        let cert = tls::ensure_self_signed(dir.path(), "127.0.0.1").expect("certificate");
-        let server = LogServer::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            &cert.files,
-            store.clone(),
-            &link,
-        )
-        .expect("bind");
-        let addr = server.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel();
-        let served = tokio::spawn(server.serve_until(async {
-            let _ = stopped.await;
-        }));
-        Node {
-            addr,
-            store,
-            cert: cert.files.cert,
-            stop: Some(stop),
-            served: Some(served),
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> LogClient {
-        LogClient::connect(self.addr, "localhost", &self.cert)
-            .await
-            .expect("connect")
-    }
-
-    async fn client_with(&self, config: LogClientConfig) -> LogClient {
-        LogClient::connect_with(self.addr, "localhost", &self.cert, config)
-            .await
-            .expect("connect")
-    }
-
-    /// A bare QUIC connection, to behave as a peer the client never would.
-    async fn raw(&self) -> quinn::Connection {
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(tls::client_config(&self.cert).expect("client tls"));
-        endpoint
-            .connect(self.addr, "localhost")
-            .expect("connect")
-            .await
-            .expect("handshake")
-    }
-
-    fn begin_stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    async fn stop(mut self) {
-        self.begin_stop();
-        if let Some(served) = self.served.take() {
-            let _ = tokio::time::timeout(PATIENCE, served).await;
-        }
-    }
-}
 
 fn link() -> LinkServerConfig {
     LinkServerConfig::default()

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
