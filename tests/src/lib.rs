@@ -133,15 +133,20 @@ impl LogProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
-    pub fn terminate(mut self) -> bool {
+    /// Sends `signal` to the process (SIGSTOP freezes it, SIGCONT thaws it).
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
         // A plain signal to our own child; no memory is touched.
         #[allow(unsafe_code)]
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, signal);
         }
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        self.signal(libc::SIGTERM);
         for _ in 0..300 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.success();

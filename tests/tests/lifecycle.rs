@@ -73,3 +73,36 @@ fn wait_for_log(proc: &LogProcess, needle: &str) -> String {
     }
     panic!("{needle:?} never logged:\n{}", proc.log_text());
 }
+
+/// A node that stops answering (frozen with SIGSTOP) fails calls with a retryable
+/// `Timeout` after the configured time instead of hanging them; once thawed, the same
+/// client works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_times_calls_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proc = LogProcess::start(dir.path()).expect("tern log starts");
+    let client = LogClient::connect_with(
+        proc.addr,
+        "localhost",
+        &proc.cert,
+        tern_log::net::LogClientConfig {
+            request_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    client.ping().await.expect("ping while running");
+    proc.signal(libc::SIGSTOP);
+    let frozen = client
+        .ping()
+        .await
+        .expect_err("no answer from a frozen node");
+    assert!(
+        matches!(frozen, tern_log::net::ClientError::Timeout(_)) && frozen.is_retryable(),
+        "{frozen}"
+    );
+    proc.signal(libc::SIGCONT);
+    client.ping().await.expect("ping after thawing");
+    client.close().await;
+}

@@ -77,6 +77,11 @@ pub enum ClientError {
     /// The request does not fit in one frame (caller fault: send smaller batches).
     #[error("request too large: {0}")]
     TooLarge(EncodeError),
+    /// No answer came within `LogClientConfig::request_timeout`; the request may or
+    /// may not have been carried out (publishes are idempotent: retry with the same
+    /// keys). Retryable.
+    #[error("no answer from the log node within {0:?}")]
+    Timeout(Duration),
     /// The client was closed by its owner.
     #[error("the client is closed")]
     Closed,
@@ -88,7 +93,8 @@ impl ClientError {
         match self {
             ClientError::Connect { .. }
             | ClientError::ConnectionLost(_)
-            | ClientError::Protocol(_) => true,
+            | ClientError::Protocol(_)
+            | ClientError::Timeout(_) => true,
             ClientError::Server(error) => error.retryable,
             ClientError::Tls(_) | ClientError::TooLarge(_) | ClientError::Closed => false,
         }
@@ -124,6 +130,10 @@ pub struct LogClientConfig {
     /// Requests (publish, read, ping) in flight at once; more wait for a slot. Keep it
     /// at or below the node's `max_inflight_per_stream`. Default 64.
     pub max_inflight: usize,
+    /// How long a call waits for its answer before failing with
+    /// [`ClientError::Timeout`] (a node that could not decode a request answers with
+    /// an error that names no request). Default 30 s.
+    pub request_timeout: Duration,
 }
 
 impl Default for LogClientConfig {
@@ -131,6 +141,7 @@ impl Default for LogClientConfig {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_inflight: 64,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -426,7 +437,15 @@ impl LogClient {
             return Err(self.failure());
         }
         guard.armed = false;
-        match rx.await {
+        let answer = match tokio::time::timeout(inner.config.request_timeout, rx).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // Never answered: let the slot go, or it would leak for good.
+                inner.shared.waiters.lock().by_id.remove(&id);
+                return Err(ClientError::Timeout(inner.config.request_timeout));
+            }
+        };
+        match answer {
             Ok(Ok(Frame::RequestFailed { error, .. })) => Err(ClientError::Server(error)),
             Ok(answer) => answer,
             Err(_) => Err(self.failure()),
