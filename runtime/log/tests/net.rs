@@ -16,6 +16,8 @@ use tern_link::{
 use tern_log::net::{Subscription, SubscriptionEvent};
 mod support;
 
+use tern_log::conformance::channel;
+
 use support::node::Node;
 
 /// Every wait in these tests is bounded, so a bug fails the test instead of hanging it.
@@ -23,10 +25,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn link() -> LinkServerConfig {
     LinkServerConfig::default()
-}
-
-fn channel(name: &str) -> ChannelName {
-    ChannelName::parse(name).expect("valid channel")
 }
 
 fn message(channel: &str, key: &str, payload: &[u8]) -> PublishMessage {

@@ -21,6 +21,8 @@ use tern_log::net::{ClientError, LogClientConfig, Subscription, SubscriptionEven
 use tern_log::{AppendRequest, LogStore};
 mod support;
 
+use tern_log::conformance::channel;
+
 use support::node::Node;
 
 /// Every wait is bounded, so a bug fails the test instead of hanging it.
@@ -31,10 +33,6 @@ static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn link() -> LinkServerConfig {
     LinkServerConfig::default()
-}
-
-fn channel(name: &str) -> ChannelName {
-    ChannelName::parse(name).expect("valid channel")
 }
 
 fn message(channel: &str, key: &str, payload: &[u8]) -> PublishMessage {

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use tern_config::{FsyncPolicy, StoreConfig};
-use tern_link::{ChannelName, Epoch, Position, Serial};
+use tern_link::{ChannelName, Epoch, MAX_IDEMPOTENCY_KEY_BYTES, Position, Serial};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -46,7 +46,7 @@ use self::segment::{ScanError, SegmentScanner};
 use self::writer::{CLOSE_TIMEOUT, Checkpointer, Command, FailedFlag, Writer};
 use crate::store::{
     AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadLimit,
-    ReadResult, RetentionReport,
+    ReadResult, RecordError, RetentionReport,
 };
 
 /// Every decoder of on-disk data, for the `store_files` fuzz target.
@@ -350,17 +350,18 @@ impl LogStore for EmbeddedStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let bytes: usize = batch
-            .iter()
-            .map(|r| {
-                format::record_size(
-                    r.channel.as_str(),
-                    &r.idempotency_key,
-                    &r.headers,
-                    &r.payload,
-                )
+        // Checked here, on the caller's task, so the single writer thread only
+        // sequences and writes.
+        let max_message_bytes = self.inner.config.max_message_bytes;
+        let mut bytes = 0;
+        let batch: Vec<_> = batch
+            .into_iter()
+            .map(|req| {
+                let size = check(&req, max_message_bytes)?;
+                bytes += size;
+                Ok(req)
             })
-            .sum();
+            .collect();
         if bytes > self.inner.config.max_batch_bytes {
             return Err(LogError::BatchTooLarge {
                 size: bytes,
@@ -423,6 +424,34 @@ impl LogStore for EmbeddedStore {
             Err(_) => Err(LogError::Failed("close timed out".into())),
         }
     }
+}
+
+/// Checks one message against the limits; returns its encoded size.
+fn check(req: &AppendRequest, max_message_bytes: usize) -> Result<usize, RecordError> {
+    let key_len = req.idempotency_key.len();
+    if key_len == 0 || key_len > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(RecordError::InvalidKey(key_len));
+    }
+    if req.headers.len() > usize::from(u16::MAX) {
+        return Err(RecordError::TooManyHeaders(req.headers.len()));
+    }
+    let size = format::record_size(
+        req.channel.as_str(),
+        &req.idempotency_key,
+        &req.headers,
+        &req.payload,
+    );
+    let oversized_header = req
+        .headers
+        .iter()
+        .any(|(n, _)| n.len() > usize::from(u16::MAX));
+    if size > max_message_bytes || oversized_header {
+        return Err(RecordError::TooLarge {
+            size,
+            limit: max_message_bytes,
+        });
+    }
+    Ok(size)
 }
 
 /// Reads the meta file, or creates one for a new store. A store whose first open

@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tern_config::{FsyncPolicy, StoreConfig};
-use tern_link::{ChannelName, Epoch, MAX_IDEMPOTENCY_KEY_BYTES, Position, Serial, StoredMessage};
+use tern_link::{ChannelName, Epoch, Position, Serial, StoredMessage};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::checkpoint::{self, KeyFiles, Snapshot, Tip};
 use super::dedupe::{DedupeEntry, DedupeIndex};
 use super::files::{is_storage_full, now_ms, segment_path, sync_dir};
-use super::format::{BatchWriter, record_size};
+use super::format::BatchWriter;
 use super::index::{IndexUpdate, SegmentInfo, SharedIndex, WriterChannel};
 use super::meta::Meta;
 use crate::store::{
@@ -42,7 +42,9 @@ pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AppendOutcome>, LogErro
 /// What the store handle asks of the writer.
 pub(crate) enum Command {
     Append {
-        batch: Vec<AppendRequest>,
+        /// Each message, or why it was refused (checked by the caller, off this
+        /// thread).
+        batch: Vec<Result<AppendRequest, RecordError>>,
         bytes: usize,
         reply: AppendReply,
     },
@@ -246,7 +248,7 @@ impl Writer {
 
     fn append_group(
         &mut self,
-        group: Vec<(Vec<AppendRequest>, AppendReply)>,
+        group: Vec<(Vec<Result<AppendRequest, RecordError>>, AppendReply)>,
         syncer: &std_mpsc::Sender<SyncMsg>,
     ) {
         if let Some(reason) = self.failed.get() {
@@ -273,10 +275,13 @@ impl Writer {
         for (requests, reply) in group {
             let mut outcomes = Vec::with_capacity(requests.len());
             for req in requests {
-                if let Err(e) = self.check(&req) {
-                    outcomes.push(AppendOutcome::Rejected(e));
-                    continue;
-                }
+                let req = match req {
+                    Ok(req) => req,
+                    Err(e) => {
+                        outcomes.push(AppendOutcome::Rejected(e));
+                        continue;
+                    }
+                };
                 let id = self.channel_id(&req.channel);
                 let hash = self
                     .dedupe
@@ -379,33 +384,6 @@ impl Writer {
         if syncer.send(SyncMsg::Job(job)).is_err() {
             let _ = self.failed.set("the syncer thread is gone".into());
         }
-    }
-
-    fn check(&self, req: &AppendRequest) -> Result<(), RecordError> {
-        let key_len = req.idempotency_key.len();
-        if key_len == 0 || key_len > MAX_IDEMPOTENCY_KEY_BYTES {
-            return Err(RecordError::InvalidKey(key_len));
-        }
-        if req.headers.len() > usize::from(u16::MAX) {
-            return Err(RecordError::TooManyHeaders(req.headers.len()));
-        }
-        let size = record_size(
-            req.channel.as_str(),
-            &req.idempotency_key,
-            &req.headers,
-            &req.payload,
-        );
-        let oversized_header = req
-            .headers
-            .iter()
-            .any(|(n, _)| n.len() > usize::from(u16::MAX));
-        if size > self.config.max_message_bytes || oversized_header {
-            return Err(RecordError::TooLarge {
-                size,
-                limit: self.config.max_message_bytes,
-            });
-        }
-        Ok(())
     }
 
     fn channel_id(&mut self, name: &ChannelName) -> u32 {
