@@ -144,6 +144,26 @@ impl LogProcess {
         }
     }
 
+    /// Freezes the process with SIGSTOP and waits (bounded) until the kernel reports
+    /// it stopped: the signal is asynchronous, and a process running on another core
+    /// may still answer for a moment after `kill` returns.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.child.id());
+        for _ in 0..500 {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the parenthesised command name: "pid (comm) T ...".
+            if state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the process did not stop within 5 s of SIGSTOP");
+    }
+
     /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
     pub fn terminate(mut self) -> bool {
         self.signal(libc::SIGTERM);

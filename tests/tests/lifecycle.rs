@@ -93,7 +93,7 @@ async fn a_frozen_node_times_calls_out() {
     .await
     .expect("connect");
     client.ping().await.expect("ping while running");
-    proc.signal(libc::SIGSTOP);
+    proc.freeze();
     let frozen = client
         .ping()
         .await
