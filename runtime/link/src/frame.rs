@@ -63,21 +63,34 @@ pub enum Frame {
         /// Why.
         error: WireError,
     },
-    /// Edge → log: send every message of `channel` after `after` (all of them when
-    /// `None`), then keep sending new ones as they become durable.
+    /// Edge → log: send the stored messages of `channel` that `from` selects, then
+    /// keep sending new ones as they become durable. Answered by
+    /// [`Frame::Subscribed`].
     Subscribe {
         /// The channel to follow.
         channel: String,
-        /// The last position the edge already has.
-        after: Option<Position>,
+        /// Where delivery starts.
+        from: SubscribeFrom,
     },
     /// Log → edge: the subscription is in place; messages follow from `next_serial`.
+    ///
+    /// Also sent again mid-stream, with [`Continuity::Lost`], when retention removed
+    /// messages before they could be replayed; `previous` is then `None`.
     Subscribed {
         /// The channel subscribed to.
         channel: String,
         /// The serial of the next message this stream will deliver.
         next_serial: u64,
-        /// Whether `after` could be honoured exactly.
+        /// The position of the message with serial `next_serial - 1`, when the log
+        /// still stores that message at the time it answers. `None` when
+        /// `next_serial` is 1 (nothing came before) or when that message is no
+        /// longer stored (retention removed it, or everything before `next_serial`).
+        /// An edge following from [`SubscribeFrom::Latest`] uses it as the position
+        /// it has "already delivered".
+        previous: Option<Position>,
+        /// Whether the starting point asked for could be honoured exactly (always
+        /// [`Continuity::Kept`] for [`SubscribeFrom::Start`] and
+        /// [`SubscribeFrom::Latest`]).
         continuity: Continuity,
     },
     /// Edge → log: stop following `channel`.
@@ -173,6 +186,30 @@ pub enum Outcome {
     Rejected(WireError),
 }
 
+/// Where a subscription starts delivering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SubscribeFrom {
+    /// From the first message the log still stores (older ones may have been removed
+    /// by retention).
+    Start,
+    /// Right after this position, which the edge already has. If the log cannot
+    /// continue exactly from it, the answer says [`Continuity::Lost`] and where
+    /// delivery starts instead.
+    After(Position),
+    /// Only messages that become durable after the subscription is in place: nothing
+    /// stored before is replayed. [`Frame::Subscribed`]'s `previous` names the last
+    /// stored message at that moment.
+    Latest,
+}
+
+impl From<Option<Position>> for SubscribeFrom {
+    /// `None` is [`SubscribeFrom::Start`], `Some(p)` is [`SubscribeFrom::After`]:
+    /// "everything after what I have".
+    fn from(after: Option<Position>) -> Self {
+        after.map_or(SubscribeFrom::Start, SubscribeFrom::After)
+    }
+}
+
 /// How a subscription's starting point relates to what the edge asked for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Continuity {
@@ -256,5 +293,21 @@ impl WireError {
     pub fn fatal(mut self) -> Self {
         self.fatal = true;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Epoch, Serial};
+
+    #[test]
+    fn an_optional_position_means_start_or_after() {
+        let p = Position {
+            epoch: Epoch(4),
+            serial: Serial::FIRST,
+        };
+        assert_eq!(SubscribeFrom::from(None), SubscribeFrom::Start);
+        assert_eq!(SubscribeFrom::from(Some(p)), SubscribeFrom::After(p));
     }
 }

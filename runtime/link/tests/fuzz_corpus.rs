@@ -22,7 +22,7 @@ use bytes::Bytes;
 use codec_checks::{Event, check_events, check_round_trip, run};
 use tern_link::{
     Continuity, DecodeError, Epoch, ErrorCode, Frame, Outcome, PROTOCOL_VERSION, Position,
-    PublishMessage, Serial, StoredMessage, WireError, encode_frame, encode_to_vec,
+    PublishMessage, Serial, StoredMessage, SubscribeFrom, WireError, encode_frame, encode_to_vec,
 };
 
 /// Mutated inputs tried by [`mutated_streams_never_panic_and_errors_are_classified`].
@@ -137,20 +137,26 @@ fn samples() -> Vec<Frame> {
         },
         Frame::Subscribe {
             channel: "chat:lobby".into(),
-            after: Some(position(3, 42)),
+            from: SubscribeFrom::After(position(3, 42)),
         },
         Frame::Subscribe {
             channel: "ticker".into(),
-            after: None,
+            from: SubscribeFrom::Start,
+        },
+        Frame::Subscribe {
+            channel: "$functions".into(),
+            from: SubscribeFrom::Latest,
         },
         Frame::Subscribed {
             channel: "chat:lobby".into(),
             next_serial: 43,
+            previous: Some(position(3, 42)),
             continuity: Continuity::Kept,
         },
         Frame::Subscribed {
             channel: "ticker".into(),
             next_serial: 7,
+            previous: None,
             continuity: Continuity::Lost {
                 reason: "retention removed 1..=6".into(),
             },

@@ -12,8 +12,8 @@
 //!
 //! Key types: [`LogStore`] (the backend trait, with the [`conformance`] suite every
 //! backend passes), [`EmbeddedStore`] (segment files on local disk, the default),
-//! [`resolve`] (where a resuming subscriber continues), and in [`net`] the QUIC
-//! `LogServer` and `LogClient`.
+//! [`resolve`] (where a subscriber starts, and the position before it), and in
+//! [`net`] the QUIC `LogServer` and `LogClient`.
 //!
 //! # Positions and epochs
 //!

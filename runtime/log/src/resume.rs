@@ -1,35 +1,57 @@
-//! Where a subscription resumes: the pure continuity decision of DESIGN §2.4.
+//! Where a subscription starts: the pure continuity decision of DESIGN §2.4.
 
-use tern_link::{Continuity, Position, Serial};
+use tern_link::{Continuity, Position, Serial, SubscribeFrom};
 
 use crate::store::ChannelInfo;
 
-/// Where delivery starts for a subscriber that already has `after`.
+/// Where delivery starts for a subscriber, and what came before it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resume {
     /// The first serial that will be delivered.
     pub next: Serial,
-    /// Whether that is exactly the serial after `after`.
+    /// The position of serial `next - 1` if the log still stores that message (see
+    /// [`ChannelInfo::stored_position`]); `None` when `next` is the first serial or
+    /// that message was removed.
+    pub previous: Option<Position>,
+    /// Whether `next` is exactly where the subscriber asked to start.
     pub continuity: Continuity,
 }
 
-/// Decides where a subscriber holding `after` resumes in a channel described by
-/// `info`. A position is honoured only if the log still holds that exact
-/// `(epoch, serial)` history and everything after it; otherwise the answer says
-/// `Lost` with the reason and the first serial that will come, never a silent gap.
-pub fn resolve(info: &ChannelInfo, after: Option<Position>) -> Resume {
+/// Decides where a subscriber asking for `from` starts in a channel described by
+/// `info`.
+///
+/// - [`SubscribeFrom::Start`]: the first stored serial (the next one to be assigned
+///   when nothing is stored).
+/// - [`SubscribeFrom::Latest`]: the next serial to be assigned; nothing stored is
+///   replayed.
+/// - [`SubscribeFrom::After`]: the serial after that position, honoured only if the
+///   log still holds that exact `(epoch, serial)` history and everything after it;
+///   otherwise the answer says `Lost` with the reason and the first serial that will
+///   come, never a silent gap.
+pub fn resolve(info: &ChannelInfo, from: SubscribeFrom) -> Resume {
     let end = info.last.map_or(Serial::FIRST, |p| p.serial.next());
     let first_available = info.first_serial.unwrap_or(end);
-    let lost = |next: Serial, reason: String| Resume {
+    let (next, continuity) = match from {
+        SubscribeFrom::Start => (first_available, Continuity::Kept),
+        SubscribeFrom::Latest => (end, Continuity::Kept),
+        SubscribeFrom::After(after) => resolve_after(info, after, end, first_available),
+    };
+    let previous = Serial::new(next.get() - 1).and_then(|prev| info.stored_position(prev));
+    Resume {
         next,
-        continuity: Continuity::Lost { reason },
-    };
-    let Some(after) = after else {
-        return Resume {
-            next: first_available,
-            continuity: Continuity::Kept,
-        };
-    };
+        previous,
+        continuity,
+    }
+}
+
+/// [`resolve`] for a subscriber that has `after`.
+fn resolve_after(
+    info: &ChannelInfo,
+    after: Position,
+    end: Serial,
+    first_available: Serial,
+) -> (Serial, Continuity) {
+    let lost = |next: Serial, reason: String| (next, Continuity::Lost { reason });
     let Some(idx) = info.epochs.iter().position(|(e, _)| *e == after.epoch) else {
         return lost(
             first_available,
@@ -69,16 +91,14 @@ pub fn resolve(info: &ChannelInfo, after: Option<Position>) -> Resume {
             ),
         );
     }
-    Resume {
-        next,
-        continuity: Continuity::Kept,
-    }
+    (next, Continuity::Kept)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tern_link::Epoch;
+    use tern_link::SubscribeFrom::{After, Latest, Start};
 
     fn s(n: u64) -> Serial {
         Serial::new(n).expect("non-zero in tests")
@@ -101,33 +121,77 @@ mod tests {
 
     #[test]
     fn exact_positions_continue() {
-        assert_eq!(resolve(&info(), Some(p(10, 8))).next, s(9));
+        assert_eq!(resolve(&info(), After(p(10, 8))).next, s(9));
         assert_eq!(
-            resolve(&info(), Some(p(11, 20))).continuity,
+            resolve(&info(), After(p(11, 20))).continuity,
             Continuity::Kept
         );
-        assert_eq!(resolve(&info(), Some(p(11, 20))).next, s(21));
-        assert_eq!(resolve(&info(), None).next, s(3));
+        assert_eq!(resolve(&info(), After(p(11, 20))).next, s(21));
+        assert_eq!(resolve(&info(), Start).next, s(3));
     }
 
     #[test]
     fn replaced_history_is_reported() {
-        let r = resolve(&info(), Some(p(10, 10)));
+        let r = resolve(&info(), After(p(10, 10)));
         assert_eq!(r.next, s(9));
         assert!(matches!(r.continuity, Continuity::Lost { .. }));
     }
 
     #[test]
     fn retention_gap_unknown_epoch_and_future_are_reported() {
-        let r = resolve(&info(), Some(p(10, 1)));
+        let r = resolve(&info(), After(p(10, 1)));
         assert_eq!(r.next, s(3));
         assert!(matches!(r.continuity, Continuity::Lost { .. }));
         assert!(matches!(
-            resolve(&info(), Some(p(99, 1))).continuity,
+            resolve(&info(), After(p(99, 1))).continuity,
             Continuity::Lost { .. }
         ));
-        let r = resolve(&info(), Some(p(11, 25)));
+        let r = resolve(&info(), After(p(11, 25)));
         assert_eq!(r.next, s(21));
         assert!(matches!(r.continuity, Continuity::Lost { .. }));
+    }
+
+    #[test]
+    fn previous_is_the_stored_message_before_next() {
+        // Continuing from an exact position: previous is that position.
+        assert_eq!(resolve(&info(), After(p(10, 8))).previous, Some(p(10, 8)));
+        assert_eq!(resolve(&info(), After(p(11, 20))).previous, Some(p(11, 20)));
+        // From the start: serial 2 was removed by retention.
+        assert_eq!(resolve(&info(), Start).previous, None);
+        // A stale position: delivery restarts at 9, whose predecessor 8 is epoch 10's.
+        let r = resolve(&info(), After(p(10, 10)));
+        assert_eq!((r.next, r.previous), (s(9), Some(p(10, 8))));
+        // Ahead of the log: continues at the end, after the last message.
+        assert_eq!(resolve(&info(), After(p(11, 25))).previous, Some(p(11, 20)));
+    }
+
+    #[test]
+    fn latest_starts_after_the_last_message() {
+        let r = resolve(&info(), Latest);
+        assert_eq!(r.next, s(21));
+        assert_eq!(r.previous, Some(p(11, 20)));
+        assert_eq!(r.continuity, Continuity::Kept);
+        let empty = resolve(&ChannelInfo::default(), Latest);
+        assert_eq!((empty.next, empty.previous), (Serial::FIRST, None));
+        let start = resolve(&ChannelInfo::default(), Start);
+        assert_eq!((start.next, start.previous), (Serial::FIRST, None));
+        // Everything removed by retention: the last position is no longer stored.
+        let expired = ChannelInfo {
+            first_serial: None,
+            ..info()
+        };
+        let r = resolve(&expired, Latest);
+        assert_eq!((r.next, r.previous), (s(21), None));
+    }
+
+    #[test]
+    fn stored_position_follows_epoch_ranges() {
+        let info = info();
+        assert_eq!(info.stored_position(s(2)), None, "removed by retention");
+        assert_eq!(info.stored_position(s(3)), Some(p(10, 3)));
+        assert_eq!(info.stored_position(s(8)), Some(p(10, 8)));
+        assert_eq!(info.stored_position(s(9)), Some(p(11, 9)));
+        assert_eq!(info.stored_position(s(20)), Some(p(11, 20)));
+        assert_eq!(info.stored_position(s(21)), None, "not assigned yet");
     }
 }

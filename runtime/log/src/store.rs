@@ -168,6 +168,33 @@ pub struct ChannelInfo {
     pub epochs: Vec<(Epoch, Serial)>,
 }
 
+impl ChannelInfo {
+    /// The position of the message with `serial`, if the channel still stores it:
+    /// `serial` is between [`first_serial`](Self::first_serial) and the last durable
+    /// serial. Its epoch is the one whose range holds `serial` in
+    /// [`epochs`](Self::epochs). `None` for a serial never assigned or already removed
+    /// by retention.
+    pub fn stored_position(&self, serial: Serial) -> Option<Position> {
+        let first = self.first_serial?;
+        let last = self.last?;
+        if serial < first || serial > last.serial {
+            return None;
+        }
+        if serial == last.serial {
+            return Some(last);
+        }
+        // The newest epoch starting at or before `serial` assigned it; later epochs
+        // only replaced serials from their own start on.
+        let epoch = self
+            .epochs
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= serial)
+            .map(|(epoch, _)| *epoch)?;
+        Some(Position { epoch, serial })
+    }
+}
+
 /// Messages that just became durable, for live tails. Sent once per group commit.
 #[derive(Debug, Default)]
 pub struct CommittedBatch {

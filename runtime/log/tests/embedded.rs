@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tern_config::StoreConfig;
-use tern_link::{Continuity, Position, Serial};
+use tern_link::{Continuity, Position, Serial, SubscribeFrom};
 mod support;
 
 use support::{fill, segments, wait_unlocked};
@@ -180,7 +180,7 @@ async fn damaged_tail_is_cut_and_reported() {
             };
             assert!(
                 matches!(
-                    resolve(&info, Some(stale)).continuity,
+                    resolve(&info, SubscribeFrom::After(stale)).continuity,
                     Continuity::Lost { .. }
                 ),
                 "{damage}"
@@ -252,7 +252,7 @@ async fn retention_by_bytes_and_age() {
         .expect("read");
     assert_eq!(read.messages[0].position.serial, first);
     assert_eq!(read.first_serial, Some(first));
-    let r = resolve(&info, Some(positions[0]));
+    let r = resolve(&info, SubscribeFrom::After(positions[0]));
     assert_eq!(r.next, first);
     assert!(matches!(r.continuity, Continuity::Lost { .. }));
     let dup = store

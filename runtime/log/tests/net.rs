@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tern_config::LinkServerConfig;
 use tern_link::{
     ChannelName, Continuity, ErrorCode, Frame, FrameDecoder, Outcome, PROTOCOL_VERSION, Position,
-    PublishMessage, Serial, encode_to_vec,
+    PublishMessage, Serial, SubscribeFrom, encode_to_vec,
 };
 use tern_log::net::{Subscription, SubscriptionEvent};
 mod support;
@@ -239,16 +239,18 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
         }));
     }
     let mut subscription = client
-        .subscribe(&channel(ch), None)
+        .subscribe(&channel(ch), SubscribeFrom::Start)
         .await
         .expect("subscribe");
     match next_event(&mut subscription).await {
         SubscriptionEvent::Subscribed {
             next_serial,
+            previous,
             continuity,
             ..
         } => {
             assert_eq!(next_serial, Serial::FIRST);
+            assert_eq!(previous, None, "nothing comes before serial 1");
             assert_eq!(continuity, Continuity::Kept);
         }
         other => panic!("expected Subscribed first, got {other:?}"),
@@ -267,16 +269,18 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
     // Resuming after a known position continues right after it.
     let after = messages[99].position;
     let mut resumed = client
-        .subscribe(&channel(ch), Some(after))
+        .subscribe(&channel(ch), SubscribeFrom::After(after))
         .await
         .expect("resubscribe");
     match next_event(&mut resumed).await {
         SubscriptionEvent::Subscribed {
             next_serial,
+            previous,
             continuity,
             ..
         } => {
             assert_eq!(next_serial.get(), 101);
+            assert_eq!(previous, Some(after));
             assert_eq!(continuity, Continuity::Kept);
         }
         other => panic!("expected Subscribed, got {other:?}"),
@@ -297,7 +301,7 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
         serial: Serial::FIRST,
     };
     let mut lost = client
-        .subscribe(&channel(ch), Some(stale))
+        .subscribe(&channel(ch), SubscribeFrom::After(stale))
         .await
         .expect("subscribe");
     assert!(matches!(
@@ -310,6 +314,128 @@ async fn subscription_replays_then_tails_without_gaps_or_duplicates() {
     node.stop().await;
 }
 
+/// The first event of a fresh subscription: `(next_serial, previous)`, checking that
+/// continuity was kept.
+async fn subscribed(subscription: &mut Subscription) -> (Serial, Option<Position>) {
+    match next_event(subscription).await {
+        SubscriptionEvent::Subscribed {
+            next_serial,
+            previous,
+            continuity,
+            ..
+        } => {
+            assert_eq!(continuity, Continuity::Kept);
+            (next_serial, previous)
+        }
+        other => panic!("expected Subscribed first, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn latest_on_an_empty_channel_delivers_new_messages_from_serial_one() {
+    let node = Node::start(link()).await;
+    let client = node.client().await;
+    let ch = channel("chat:fresh");
+    let mut subscription = client
+        .subscribe(&ch, SubscribeFrom::Latest)
+        .await
+        .expect("subscribe");
+    assert_eq!(subscribed(&mut subscription).await, (Serial::FIRST, None));
+    let outcomes = client
+        .publish(
+            (0..3)
+                .map(|i| message(ch.as_str(), &format!("k{i}"), b"new"))
+                .collect(),
+        )
+        .await
+        .expect("publish");
+    let got = collect(&mut subscription, 3).await;
+    assert_dense(&got[&ch], 1);
+    let positions: Vec<Position> = got[&ch].iter().map(|m| m.position).collect();
+    assert_eq!(positions, outcomes.iter().map(appended).collect::<Vec<_>>());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn latest_skips_history_and_names_the_last_stored_position() {
+    // Small replay chunks: a replay of the history would show up in the first event.
+    let node = Node::start(LinkServerConfig {
+        read_batch: 4,
+        ..link()
+    })
+    .await;
+    let client = node.client().await;
+    let ch = channel("chat:history");
+    let old = client
+        .publish(
+            (0..10)
+                .map(|i| message(ch.as_str(), &format!("old{i}"), b"old"))
+                .collect(),
+        )
+        .await
+        .expect("publish history");
+    let last = appended(&old[9]);
+
+    // On a stream of its own, and added to a stream that already follows a channel.
+    let mut alone = client
+        .subscribe(&ch, SubscribeFrom::Latest)
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        subscribed(&mut alone).await,
+        (last.serial.next(), Some(last))
+    );
+    let other = channel("chat:other");
+    let mut shared = client
+        .subscribe(&other, SubscribeFrom::Start)
+        .await
+        .expect("subscribe other");
+    assert_eq!(subscribed(&mut shared).await, (Serial::FIRST, None));
+    shared
+        .add(&ch, SubscribeFrom::Latest)
+        .await
+        .expect("add latest");
+    assert_eq!(
+        subscribed(&mut shared).await,
+        (last.serial.next(), Some(last))
+    );
+
+    let new = client
+        .publish(
+            (0..3)
+                .map(|i| message(ch.as_str(), &format!("new{i}"), b"new"))
+                .collect(),
+        )
+        .await
+        .expect("publish new");
+    let new: Vec<Position> = new.iter().map(appended).collect();
+    for subscription in [&mut alone, &mut shared] {
+        let got = collect(subscription, 3).await;
+        assert_eq!(got.len(), 1, "only the new messages of {ch}: {got:?}");
+        let messages = &got[&ch];
+        assert_dense(messages, 11);
+        assert!(messages.iter().all(|m| m.payload == b"new"[..]));
+        assert_eq!(messages.iter().map(|m| m.position).collect::<Vec<_>>(), new);
+    }
+
+    // The other two starting points say what came before too.
+    let mut from_start = client
+        .subscribe(&ch, SubscribeFrom::Start)
+        .await
+        .expect("subscribe from start");
+    assert_eq!(subscribed(&mut from_start).await, (Serial::FIRST, None));
+    let mut after = client
+        .subscribe(&ch, SubscribeFrom::After(last))
+        .await
+        .expect("subscribe after");
+    assert_eq!(
+        subscribed(&mut after).await,
+        (last.serial.next(), Some(last))
+    );
+    assert_dense(&collect(&mut after, 3).await[&ch], 11);
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn two_channels_share_one_subscription_stream() {
     let node = Node::start(link()).await;
@@ -319,11 +445,11 @@ async fn two_channels_share_one_subscription_stream() {
         .await
         .expect("publish");
     let mut subscription = client
-        .subscribe(&channel("a"), None)
+        .subscribe(&channel("a"), SubscribeFrom::Start)
         .await
         .expect("subscribe a");
     subscription
-        .add(&channel("b"), None)
+        .add(&channel("b"), SubscribeFrom::Start)
         .await
         .expect("subscribe b");
     let mut subscribed = HashSet::new();
@@ -493,7 +619,10 @@ async fn slow_subscriber_is_dropped_while_publishing_goes_on() {
     let publisher = node.client().await;
     let subscriber = node.client().await;
     let ch = channel("chat:firehose");
-    let mut slow = subscriber.subscribe(&ch, None).await.expect("subscribe");
+    let mut slow = subscriber
+        .subscribe(&ch, SubscribeFrom::Start)
+        .await
+        .expect("subscribe");
     assert!(matches!(
         next_event(&mut slow).await,
         SubscriptionEvent::Subscribed { .. }
@@ -501,7 +630,10 @@ async fn slow_subscriber_is_dropped_while_publishing_goes_on() {
     // A healthy subscriber on another connection, read as fast as it comes, to show
     // it is unaffected.
     let batches = 300;
-    let mut healthy = publisher.subscribe(&ch, None).await.expect("subscribe");
+    let mut healthy = publisher
+        .subscribe(&ch, SubscribeFrom::Start)
+        .await
+        .expect("subscribe");
     let healthy = tokio::spawn(async move {
         let mut count = 0;
         while count < batches {
@@ -557,7 +689,7 @@ async fn shutdown_tells_clients_and_closes_the_store() {
     let node = Node::start(link()).await;
     let client = node.client().await;
     let mut subscription = client
-        .subscribe(&channel("c"), None)
+        .subscribe(&channel("c"), SubscribeFrom::Start)
         .await
         .expect("subscribe");
     assert!(matches!(

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use tern_config::LinkServerConfig;
 use tern_link::{
     ChannelName, ErrorCode, Frame, FrameDecoder, Outcome, PublishMessage, StoredMessage,
-    encode_to_vec,
+    SubscribeFrom, encode_to_vec,
 };
 use tern_log::net::{ClientError, LogClientConfig, Subscription, SubscriptionEvent};
 use tern_log::{AppendRequest, LogStore};
@@ -109,11 +109,14 @@ async fn one_commit_over_many_channels_does_not_drop_a_fast_subscriber() {
         .await
         .expect("publish before");
     let mut subscription = client
-        .subscribe(&channel(&names[0]), None)
+        .subscribe(&channel(&names[0]), SubscribeFrom::Start)
         .await
         .expect("subscribe");
     for name in &names[1..] {
-        subscription.add(&channel(name), None).await.expect("add");
+        subscription
+            .add(&channel(name), SubscribeFrom::Start)
+            .await
+            .expect("add");
     }
     collect_or_closed(&mut subscription, n)
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tern_config::{FsyncPolicy, StoreConfig};
-use tern_link::{Continuity, Epoch, Position, Serial};
+use tern_link::{Continuity, Epoch, Position, Serial, SubscribeFrom};
 mod support;
 
 use support::{copy_dir, fill, segments, wait_unlocked};
@@ -114,7 +114,7 @@ async fn segment_shorter_than_checkpoint_is_reported_with_a_new_epoch() {
         "lost acknowledged serials 41..=50 went unreported; report: {report:?}"
     );
     assert!(matches!(
-        resolve(&info, Some(seen)).continuity,
+        resolve(&info, SubscribeFrom::After(seen)).continuity,
         Continuity::Lost { .. }
     ));
     store.close().await.expect("close");
@@ -242,7 +242,7 @@ async fn unclean_interval_stop_starts_a_new_epoch_under_any_policy() {
     );
     assert!(
         matches!(
-            resolve(&info, Some(seen)).continuity,
+            resolve(&info, SubscribeFrom::After(seen)).continuity,
             Continuity::Lost { .. }
         ),
         "a subscriber holding the lost {seen} must be told"
@@ -381,7 +381,7 @@ fn resolve_skips_removed_serials_after_an_epoch_change() {
     };
     let r = resolve(
         &info,
-        Some(Position {
+        SubscribeFrom::After(Position {
             epoch: Epoch(10),
             serial: s(10),
         }),

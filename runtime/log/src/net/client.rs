@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use quinn::{RecvStream, SendStream};
 use tern_link::{
     ChannelName, DEFAULT_MAX_FRAME_BYTES, EncodeError, ErrorCode, Frame, FrameDecoder, Outcome,
-    Position, PublishMessage, Serial, WireError, encode_to_vec,
+    PublishMessage, Serial, SubscribeFrom, WireError, encode_to_vec,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{Instrument, debug, debug_span, warn};
@@ -378,12 +378,12 @@ impl LogClient {
         }
     }
 
-    /// Follows `channel` from after `after` (from its first stored message when `None`)
-    /// on a stream of its own. More channels can share it ([`Subscription::add`]).
+    /// Follows `channel` from where `from` says on a stream of its own. More channels
+    /// can share it ([`Subscription::add`]).
     pub async fn subscribe(
         &self,
         channel: &ChannelName,
-        after: Option<Position>,
+        from: SubscribeFrom,
     ) -> Result<Subscription, ClientError> {
         let (send, recv) = self
             .inner
@@ -392,7 +392,7 @@ impl LogClient {
             .await
             .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
         let mut subscription = Subscription::new(send, recv, self.inner.config.max_frame_bytes);
-        subscription.add(channel, after).await?;
+        subscription.add(channel, from).await?;
         Ok(subscription)
     }
 

@@ -14,7 +14,7 @@
 //! ```text
 //!  LogClient ──stream 0: Publish/Read/Ping ──────────────▶ stream task ─▶ store.append (pipelined)
 //!            ◀───────── PublishResult/ReadResult/Pong ──── (matched by request id)
-//!  Subscription ──stream n: Subscribe{ch, after} ────────▶ stream task ─▶ resolve, read (replay)
+//!  Subscription ──stream n: Subscribe{ch, from} ─────────▶ stream task ─▶ resolve, read (replay)
 //!               ◀── Subscribed, Messages, Messages … ───── store.tail() (live)
 //! ```
 //!

@@ -38,7 +38,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use quinn::{RecvStream, SendStream};
 use tern_link::{
     ChannelName, DecodeError, ErrorCode, Frame, FrameDecoder, Outcome, PublishMessage, Serial,
-    WireError, encode_frame,
+    SubscribeFrom, WireError, encode_frame,
 };
 use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{debug, info, warn};
@@ -541,7 +541,7 @@ impl<S: LogStore> StreamDriver<S> {
                 from_serial,
                 limit,
             } => self.handle_read(request_id, channel, from_serial, limit),
-            Frame::Subscribe { channel, after } => self.handle_subscribe(channel, after).await,
+            Frame::Subscribe { channel, from } => self.handle_subscribe(channel, from).await,
             Frame::Unsubscribe { channel } => {
                 if let Ok(name) = ChannelName::parse(&channel) {
                     self.subs.remove(&name);
@@ -682,7 +682,7 @@ impl<S: LogStore> StreamDriver<S> {
         }));
     }
 
-    async fn handle_subscribe(&mut self, channel: String, after: Option<tern_link::Position>) {
+    async fn handle_subscribe(&mut self, channel: String, from: SubscribeFrom) {
         let name = match ChannelName::parse(&channel) {
             Ok(name) => name,
             Err(error) => {
@@ -700,12 +700,16 @@ impl<S: LogStore> StreamDriver<S> {
         }
         match self.store.channel_info(&name).await {
             Ok(info) => {
-                let resume = resolve(&info, after);
-                debug!(%name, ?after, next = %resume.next, continuity = ?resume.continuity, "subscribed");
+                // For `Latest` the tail receiver above already exists, so whatever
+                // commits after `info` was taken reaches this subscriber by replay or
+                // tail; what `info` counted as stored is skipped.
+                let resume = resolve(&info, from);
+                debug!(%name, ?from, next = %resume.next, previous = ?resume.previous, continuity = ?resume.continuity, "subscribed");
                 self.subs.start(name, resume.next);
                 self.outbox.push_back(Frame::Subscribed {
                     channel,
                     next_serial: resume.next.get(),
+                    previous: resume.previous,
                     continuity: resume.continuity,
                 });
             }

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use quinn::{RecvStream, SendStream};
 use tern_link::{
     ChannelName, Continuity, ErrorCode, Frame, FrameDecoder, Position, Serial, StoredMessage,
-    WireError, encode_to_vec,
+    SubscribeFrom, WireError, encode_to_vec,
 };
 
 use super::client::{ClientError, READ_CHUNK};
@@ -29,13 +29,18 @@ use super::codes;
 #[non_exhaustive]
 pub enum SubscriptionEvent {
     /// `channel` is followed; the next message delivered for it has `next_serial`.
-    /// May come again mid-stream with [`Continuity::Lost`] if retention removed
-    /// messages before they could be replayed.
+    /// May come again mid-stream with [`Continuity::Lost`] (and no `previous`) if
+    /// retention removed messages before they could be replayed.
     Subscribed {
         /// The channel.
         channel: ChannelName,
         /// The serial of the next message delivered for it.
         next_serial: Serial,
+        /// The position of the message right before `next_serial`, if the node still
+        /// stored it when it answered; `None` when `next_serial` is the channel's
+        /// first serial or that message was removed by retention. After
+        /// [`SubscribeFrom::Latest`] it is the channel's last stored position.
+        previous: Option<Position>,
         /// Whether that continues the position asked for.
         continuity: Continuity,
     },
@@ -83,17 +88,16 @@ impl Subscription {
         }
     }
 
-    /// Also follows `channel` on this stream, from after `after` (from its first
-    /// stored message when `None`). Subscribing to a channel already followed restarts
-    /// it from `after`.
+    /// Also follows `channel` on this stream, from where `from` says. Subscribing to a
+    /// channel already followed restarts it from `from`.
     pub async fn add(
         &mut self,
         channel: &ChannelName,
-        after: Option<Position>,
+        from: SubscribeFrom,
     ) -> Result<(), ClientError> {
         self.send_frame(&Frame::Subscribe {
             channel: channel.to_string(),
-            after,
+            from,
         })
         .await
     }
@@ -164,16 +168,22 @@ impl Subscription {
             Frame::Subscribed {
                 channel,
                 next_serial,
+                previous,
                 continuity,
             } => match (ChannelName::parse(&channel), Serial::new(next_serial)) {
-                (Ok(channel), Some(next_serial)) => SubscriptionEvent::Subscribed {
-                    channel,
-                    next_serial,
-                    continuity,
-                },
+                (Ok(channel), Some(next_serial))
+                    if previous.is_none_or(|p| p.serial.next() == next_serial) =>
+                {
+                    SubscriptionEvent::Subscribed {
+                        channel,
+                        next_serial,
+                        previous,
+                        continuity,
+                    }
+                }
                 _ => {
                     return self.close(ClientError::Protocol(format!(
-                        "Subscribed frame with channel {channel:?} and serial {next_serial}"
+                        "Subscribed frame with channel {channel:?}, serial {next_serial} and previous {previous:?}"
                     )));
                 }
             },

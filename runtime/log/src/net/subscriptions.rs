@@ -23,7 +23,11 @@
 //!
 //! A gap found in replay (retention removed messages after the subscription was
 //! answered) is never silent: the client gets a second `Subscribed` with
-//! `Continuity::Lost` and the serial delivery continues from.
+//! `Continuity::Lost`, the serial delivery continues from and no `previous` (that
+//! message was removed too).
+//!
+//! A subscription from the latest position is no different here: it starts replay at
+//! the next serial to be assigned, so its first read finds only what committed since.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -151,6 +155,8 @@ impl Subscriptions {
                 frames.push(Frame::Subscribed {
                     channel: channel.to_string(),
                     next_serial: serial.get(),
+                    // The message before `serial` is among those just removed.
+                    previous: None,
                     continuity: Continuity::Lost {
                         reason: format!(
                             "retention removed serials {} to {} during replay",
