@@ -98,6 +98,13 @@ error_codes! {
     Forbidden = 40300, false;
     /// No such HTTP route.
     NotFound = 40400, false;
+    /// The HTTP route exists but not with this method.
+    MethodNotAllowed = 40500, false;
+    /// The position an ATTACH asked to continue from cannot be continued from
+    /// (retention removed what followed it, or its epoch was replaced); delivery
+    /// continues from the position given with this error instead. Carried in
+    /// ATTACHED's `error`, never silently.
+    ContinuityLost = 41000, false;
     /// The client sent nothing (not even a HEARTBEAT) for longer than the idle
     /// timeout, or did not CONNECT in time.
     IdleTimeout = 40800, true;
