@@ -4,34 +4,55 @@
 //! Config goes through two stages, as in vector:
 //!
 //! ```text
-//! TOML text ──toml + serde──▶ Raw*Config ──compile()──▶ LogNodeConfig
+//! TOML text ──toml + serde──▶ Raw*Config ──compile()──▶ LogNodeConfig / EdgeConfig
 //!             syntax, unknown     every field       validated, defaults filled in
 //!             keys, wrong types   optional, units   and every problem reported as
 //!             (first one, with    kept as written   `store.segment_bytes: 512 is
 //!             line and column)                      below the minimum of 65536`
 //! ```
 //!
-//! - Raw structs ([`log::RawLogNodeConfig`] and its sections) mirror the file, reject
-//!   unknown keys, and document each key's unit, default and bounds.
-//! - Compiled structs ([`LogNodeConfig`], [`StoreConfig`], [`FsyncPolicy`],
-//!   [`RetentionConfig`], [`DedupeConfig`], [`LinkServerConfig`]) hold checked values in
-//!   real types (`Duration`, `SocketAddr`, byte counts); their `Default` is the config of
-//!   an empty file, so tests can build them directly.
+//! Two configs live here:
+//!
+//! - [`log`]: a log node ([`LogNodeConfig`], with [`StoreConfig`], [`FsyncPolicy`],
+//!   [`RetentionConfig`], [`DedupeConfig`], [`LinkServerConfig`]);
+//!   `examples/log.toml` lists every key with its default.
+//! - [`edge`]: an edge ([`EdgeConfig`], with [`LinkClientConfig`] for the way to its log
+//!   node, [`EdgeLimitsConfig`] for client connections, and the [`ApiKey`]s clients
+//!   authenticate with: [`Capabilities`] map [`ChannelPattern`]s to [`Operations`],
+//!   and [`EdgeConfig::authenticate`] checks a presented key in constant time);
+//!   `examples/edge.toml` lists every key with its default.
+//!
+//! In both:
+//!
+//! - Raw structs ([`log::RawLogNodeConfig`], [`edge::RawEdgeConfig`] and their sections)
+//!   mirror the file, reject unknown keys, and document each key's unit, default and
+//!   bounds.
+//! - Compiled structs hold checked values in real types (`Duration`, `SocketAddr`, byte
+//!   counts); their `Default` is the config of an empty file, so tests can build them
+//!   directly.
 //! - [`ConfigError`] lists every [`Problem`] with its path; its fault is always the
-//!   operator's config, and retrying the same input cannot help.
+//!   operator's config, and retrying the same input cannot help. Problems about an API
+//!   key never quote it (it holds the secret), and `ApiKey`'s `Debug` hides the secret.
 //!
 //! In TOML, durations are humantime strings (`"10ms"`, `"24h"`, `"7days"`) and byte sizes
 //! are integers or strings with a unit (`"64KiB"`, `"128MiB"`, `"500kB"` = 500 000).
-//! `examples/log.toml` lists every key with its default.
 //!
-//! This crate does not open files beyond reading the one it is given, create `data_dir`,
-//! bind `listen`, watch for changes, or merge several sources (environment, flags):
-//! binaries do that before or after calling [`load_log_config`] / [`parse_log_config`].
+//! This crate does not open files beyond reading the one it is given (not even
+//! `log.ca`), create `data_dir`, bind `listen`, watch for changes, or merge several
+//! sources (environment, flags): binaries do that before or after calling
+//! [`load_log_config`] / [`parse_log_config`] or [`load_edge_config`] /
+//! [`parse_edge_config`].
 
+mod check;
+pub mod edge;
 mod error;
 pub mod log;
 mod units;
 
+pub use edge::{
+    ApiKey, Capabilities, ChannelPattern, EdgeConfig, EdgeLimitsConfig, LinkClientConfig,
+    Operation, Operations, PatternError, load_edge_config, parse_edge_config,
+};
 pub use error::{ConfigError, Problem};
 pub use log::{
     DedupeConfig, FsyncPolicy, LinkServerConfig, LogNodeConfig, RetentionConfig, StoreConfig,

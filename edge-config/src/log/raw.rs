@@ -4,7 +4,6 @@
 //! unparsed here so that `compile()` reports a bad unit with its path, together with
 //! every other problem.
 
-use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +14,9 @@ use super::{
     DAY, DedupeConfig, FsyncPolicy, GIB, KIB, LinkServerConfig, LogNodeConfig, MIB,
     RetentionConfig, StoreConfig,
 };
+use crate::check::{bytes, bytes_usize, count, duration, socket_addr};
 use crate::error::{ConfigError, Problems};
-use crate::units::{RawByteSize, parse_duration, show_duration};
+use crate::units::{RawByteSize, parse_duration};
 
 const SEGMENT_BYTES: RangeInclusive<u64> = 64 * KIB..=GIB;
 const CHECKPOINT_BYTES: RangeInclusive<u64> = 64 * KIB..=u64::MAX;
@@ -137,7 +137,7 @@ impl RawLogNodeConfig {
             None => None,
         };
         let listen = self.listen.as_deref().and_then(|text| {
-            listen_addr(text)
+            socket_addr(text, defaults.listen)
                 .map_err(|m| problems.push("listen", m))
                 .ok()
         });
@@ -378,146 +378,6 @@ impl RawLinkServerConfig {
             subscriber_queue_frames: subscriber_queue_frames
                 .unwrap_or(defaults.subscriber_queue_frames),
             read_batch: read_batch.unwrap_or(defaults.read_batch),
-        }
-    }
-}
-
-/// Parses `IP:PORT`, saying what is wrong in terms an operator recognises.
-fn listen_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let example = "expected IP:PORT like \"127.0.0.1:7400\" or \"[::1]:7400\"";
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} has no port: {example}"));
-    };
-    match port.parse::<u64>() {
-        Ok(port) if port > u64::from(u16::MAX) => {
-            return Err(format!("port {port} out of range (0..=65535)"));
-        }
-        Ok(_) => {}
-        Err(_) => return Err(format!("{port:?} is not a port number: {example}")),
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!(
-            "{host:?} is not an IP address (host names are not resolved): {example}"
-        ));
-    }
-    Err(format!("{text:?} is not a socket address: {example}"))
-}
-
-/// Checks `value` against `range`, recording why not under `path`.
-fn in_range<T: PartialOrd + Copy>(
-    problems: &mut Problems,
-    path: &str,
-    value: T,
-    range: &RangeInclusive<T>,
-    show: impl Fn(T) -> String,
-) -> Option<T> {
-    if value < *range.start() {
-        problems.push(
-            path,
-            format!(
-                "{} is below the minimum of {}",
-                show(value),
-                show(*range.start())
-            ),
-        );
-        None
-    } else if value > *range.end() {
-        problems.push(
-            path,
-            format!(
-                "{} is above the maximum of {}",
-                show(value),
-                show(*range.end())
-            ),
-        );
-        None
-    } else {
-        Some(value)
-    }
-}
-
-/// A byte size in `range`, `default` when absent, `None` (problem recorded) when invalid.
-fn bytes(
-    problems: &mut Problems,
-    path: &str,
-    raw: Option<&RawByteSize>,
-    default: u64,
-    range: RangeInclusive<u64>,
-) -> Option<u64> {
-    let Some(raw) = raw else {
-        return Some(default);
-    };
-    match raw.to_bytes() {
-        Ok(n) => in_range(problems, path, n, &range, |n| n.to_string()),
-        Err(message) => {
-            problems.push(path, message);
-            None
-        }
-    }
-}
-
-/// [`bytes`] for sizes held as `usize` (buffer lengths).
-fn bytes_usize(
-    problems: &mut Problems,
-    path: &str,
-    raw: Option<&RawByteSize>,
-    default: usize,
-    range: RangeInclusive<u64>,
-) -> Option<usize> {
-    let default = u64::try_from(default).unwrap_or(u64::MAX);
-    let n = bytes(problems, path, raw, default, range)?;
-    fits_usize(problems, path, n)
-}
-
-/// A count in `range`, `default` when absent, `None` (problem recorded) when invalid.
-fn count(
-    problems: &mut Problems,
-    path: &str,
-    raw: Option<i64>,
-    default: usize,
-    range: RangeInclusive<u64>,
-) -> Option<usize> {
-    let Some(raw) = raw else {
-        return Some(default);
-    };
-    let Ok(n) = u64::try_from(raw) else {
-        problems.push(path, format!("{raw} is negative"));
-        return None;
-    };
-    let n = in_range(problems, path, n, &range, |n| n.to_string())?;
-    fits_usize(problems, path, n)
-}
-
-fn fits_usize(problems: &mut Problems, path: &str, n: u64) -> Option<usize> {
-    match usize::try_from(n) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            problems.push(path, format!("{n} does not fit in this platform's memory"));
-            None
-        }
-    }
-}
-
-/// A duration in `range`, `default` when absent, `None` (problem recorded) when invalid.
-fn duration(
-    problems: &mut Problems,
-    path: &str,
-    raw: Option<&str>,
-    default: Duration,
-    range: RangeInclusive<Duration>,
-) -> Option<Duration> {
-    let Some(text) = raw else {
-        return Some(default);
-    };
-    match parse_duration(text) {
-        Ok(d) => in_range(problems, path, d, &range, show_duration),
-        Err(message) => {
-            problems.push(path, message);
-            None
         }
     }
 }
