@@ -81,10 +81,9 @@ pub enum Frame {
         channel: String,
         /// The serial of the next message this stream will deliver.
         next_serial: u64,
-        /// The position of the message with serial `next_serial - 1`, when the log
-        /// still stores that message at the time it answers. `None` when
-        /// `next_serial` is 1 (nothing came before) or when that message is no
-        /// longer stored (retention removed it, or everything before `next_serial`).
+        /// The position the log assigned to serial `next_serial - 1`, even if
+        /// retention removed that message since. `None` when `next_serial` is 1
+        /// (nothing came before) or after a mid-stream retention gap.
         /// An edge following from [`SubscribeFrom::Latest`] uses it as the position
         /// it has "already delivered".
         previous: Option<Position>,

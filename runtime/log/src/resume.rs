@@ -9,9 +9,8 @@ use crate::store::ChannelInfo;
 pub struct Resume {
     /// The first serial that will be delivered.
     pub next: Serial,
-    /// The position of serial `next - 1` if the log still stores that message (see
-    /// [`ChannelInfo::stored_position`]); `None` when `next` is the first serial or
-    /// that message was removed.
+    /// The position assigned to serial `next - 1`, even if retention removed it (see
+    /// [`ChannelInfo::assigned_position`]); `None` when `next` is the first serial.
     pub previous: Option<Position>,
     /// Whether `next` is exactly where the subscriber asked to start.
     pub continuity: Continuity,
@@ -36,7 +35,7 @@ pub fn resolve(info: &ChannelInfo, from: SubscribeFrom) -> Resume {
         SubscribeFrom::Latest => (end, Continuity::Kept),
         SubscribeFrom::After(after) => resolve_after(info, after, end, first_available),
     };
-    let previous = Serial::new(next.get() - 1).and_then(|prev| info.stored_position(prev));
+    let previous = Serial::new(next.get() - 1).and_then(|prev| info.assigned_position(prev));
     Resume {
         next,
         previous,
@@ -152,12 +151,12 @@ mod tests {
     }
 
     #[test]
-    fn previous_is_the_stored_message_before_next() {
+    fn previous_is_the_position_before_next() {
         // Continuing from an exact position: previous is that position.
         assert_eq!(resolve(&info(), After(p(10, 8))).previous, Some(p(10, 8)));
         assert_eq!(resolve(&info(), After(p(11, 20))).previous, Some(p(11, 20)));
-        // From the start: serial 2 was removed by retention.
-        assert_eq!(resolve(&info(), Start).previous, None);
+        // From the start: serial 2 was removed by retention but its position is known.
+        assert_eq!(resolve(&info(), Start).previous, Some(p(10, 2)));
         // A stale position: delivery restarts at 9, whose predecessor 8 is epoch 10's.
         let r = resolve(&info(), After(p(10, 10)));
         assert_eq!((r.next, r.previous), (s(9), Some(p(10, 8))));
@@ -175,23 +174,30 @@ mod tests {
         assert_eq!((empty.next, empty.previous), (Serial::FIRST, None));
         let start = resolve(&ChannelInfo::default(), Start);
         assert_eq!((start.next, start.previous), (Serial::FIRST, None));
-        // Everything removed by retention: the last position is no longer stored.
+        // Everything removed by retention: the last position is still known, and
+        // continuing after it loses nothing.
         let expired = ChannelInfo {
             first_serial: None,
             ..info()
         };
         let r = resolve(&expired, Latest);
-        assert_eq!((r.next, r.previous), (s(21), None));
+        assert_eq!((r.next, r.previous), (s(21), Some(p(11, 20))));
+        let again = resolve(&expired, After(p(11, 20)));
+        assert_eq!((again.next, again.continuity), (s(21), Continuity::Kept));
     }
 
     #[test]
     fn stored_position_follows_epoch_ranges() {
         let info = info();
-        assert_eq!(info.stored_position(s(2)), None, "removed by retention");
-        assert_eq!(info.stored_position(s(3)), Some(p(10, 3)));
-        assert_eq!(info.stored_position(s(8)), Some(p(10, 8)));
-        assert_eq!(info.stored_position(s(9)), Some(p(11, 9)));
-        assert_eq!(info.stored_position(s(20)), Some(p(11, 20)));
-        assert_eq!(info.stored_position(s(21)), None, "not assigned yet");
+        assert_eq!(
+            info.assigned_position(s(2)),
+            Some(p(10, 2)),
+            "removed by retention"
+        );
+        assert_eq!(info.assigned_position(s(3)), Some(p(10, 3)));
+        assert_eq!(info.assigned_position(s(8)), Some(p(10, 8)));
+        assert_eq!(info.assigned_position(s(9)), Some(p(11, 9)));
+        assert_eq!(info.assigned_position(s(20)), Some(p(11, 20)));
+        assert_eq!(info.assigned_position(s(21)), None, "not assigned yet");
     }
 }

@@ -169,15 +169,14 @@ pub struct ChannelInfo {
 }
 
 impl ChannelInfo {
-    /// The position of the message with `serial`, if the channel still stores it:
-    /// `serial` is between [`first_serial`](Self::first_serial) and the last durable
-    /// serial. Its epoch is the one whose range holds `serial` in
-    /// [`epochs`](Self::epochs). `None` for a serial never assigned or already removed
-    /// by retention.
-    pub fn stored_position(&self, serial: Serial) -> Option<Position> {
-        let first = self.first_serial?;
+    /// The position the message with `serial` was assigned, whether or not retention
+    /// has removed it since: its epoch is the one whose range holds `serial` in
+    /// [`epochs`](Self::epochs), which outlive the messages. `None` for a serial not
+    /// assigned yet. A subscriber holding this position can continue right after it
+    /// as long as the messages after it are stored.
+    pub fn assigned_position(&self, serial: Serial) -> Option<Position> {
         let last = self.last?;
-        if serial < first || serial > last.serial {
+        if serial > last.serial {
             return None;
         }
         if serial == last.serial {
