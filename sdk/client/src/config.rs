@@ -1,0 +1,187 @@
+//! The client's configuration and the check of its URL.
+
+use std::time::Duration;
+
+use tern_protocol::Format;
+
+use crate::error::ClientError;
+
+/// How to connect. Start from [`ClientConfig::new`] and change what you need.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The edge: `ws://host:port` (the path defaults to `/v1/ws`), or the edge's
+    /// `http://host:port` address, which means the same. TLS (`wss://`, `https://`)
+    /// is not supported yet.
+    pub url: String,
+    /// The API key, `app.keyid:secret`.
+    pub key: Option<String>,
+    /// An identity for this client, stamped by the server on its messages.
+    pub client_id: Option<String>,
+    /// The encoding: JSON (default) or MessagePack.
+    pub format: Format,
+    /// The first reconnect backoff (default 100 ms); doubles per failed attempt.
+    pub reconnect_min: Duration,
+    /// The longest reconnect backoff (default 10 s).
+    pub reconnect_max: Duration,
+    /// How long connecting, attaching and publishing may wait for an answer
+    /// (default 15 s).
+    pub request_timeout: Duration,
+    /// Events buffered per channel stream before the channel is paused (default 1024).
+    pub channel_buffer: usize,
+    /// Publishes waiting for an answer at once before `publish` refuses more
+    /// (default 10,000).
+    pub max_pending_publishes: usize,
+    /// The largest WebSocket message accepted from the server, in bytes (default 16 MiB).
+    pub max_message_bytes: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with the defaults for `url` and `key`.
+    pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key: Some(key.into()),
+            client_id: None,
+            format: Format::Json,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            channel_buffer: 1024,
+            max_pending_publishes: 10_000,
+            max_message_bytes: 16 << 20,
+        }
+    }
+
+    /// Sets the client id.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Sets the encoding.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets the reconnect backoff bounds.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Checks every field; returns the WebSocket URL to connect to.
+    pub(crate) fn validate(&self) -> Result<String, ClientError> {
+        let mut problems = Vec::new();
+        let url = websocket_url(&self.url).map_err(|e| problems.push(e)).ok();
+        if self.reconnect_min.is_zero() {
+            problems.push("reconnect_min must be above zero".to_owned());
+        }
+        if self.reconnect_max < self.reconnect_min {
+            problems.push("reconnect_max must be at least reconnect_min".to_owned());
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("request_timeout must be above zero".to_owned());
+        }
+        if self.channel_buffer < 2 {
+            problems.push("channel_buffer must be at least 2".to_owned());
+        }
+        if self.max_pending_publishes == 0 {
+            problems.push("max_pending_publishes must be above zero".to_owned());
+        }
+        if self.max_message_bytes < 1024 {
+            problems.push("max_message_bytes must be at least 1024".to_owned());
+        }
+        match (url, problems.is_empty()) {
+            (Some(url), true) => Ok(url),
+            _ => Err(ClientError::Config(problems.join("; "))),
+        }
+    }
+}
+
+/// The WebSocket URL for `url`: `http` becomes `ws`, an empty path becomes `/v1/ws`.
+fn websocket_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("url {url:?} has no scheme (expected ws://host:port)"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => {}
+        "wss" | "https" => {
+            return Err(format!(
+                "url {url:?}: TLS is not supported by this client yet; use ws://"
+            ));
+        }
+        other => return Err(format!("url {url:?}: unsupported scheme {other:?}")),
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!(
+            "url {url:?}: expected a host and port, without user info"
+        ));
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/v1/ws"
+    } else {
+        path
+    };
+    Ok(format!("ws://{authority}{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised_or_refused() {
+        for (given, expected) in [
+            ("ws://127.0.0.1:8080", "ws://127.0.0.1:8080/v1/ws"),
+            ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/v1/ws"),
+            ("WS://h:1/v1/ws?format=json", "ws://h:1/v1/ws?format=json"),
+            ("ws://h:1/custom", "ws://h:1/custom"),
+        ] {
+            assert_eq!(websocket_url(given).as_deref(), Ok(expected), "{given}");
+        }
+        for bad in [
+            "127.0.0.1:8080",
+            "wss://h:1",
+            "https://h",
+            "ftp://h",
+            "ws://",
+            "ws://u@h:1",
+        ] {
+            assert!(websocket_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut config = ClientConfig::new("wss://h:1", "app.k:s");
+        config.request_timeout = Duration::ZERO;
+        config.channel_buffer = 0;
+        let Err(ClientError::Config(text)) = config.validate() else {
+            panic!("accepted");
+        };
+        assert!(
+            text.contains("TLS")
+                && text.contains("request_timeout")
+                && text.contains("channel_buffer"),
+            "{text}"
+        );
+        assert!(
+            ClientConfig::new("ws://127.0.0.1:1", "k")
+                .validate()
+                .is_ok()
+        );
+    }
+}
