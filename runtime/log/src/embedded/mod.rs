@@ -29,7 +29,7 @@ mod writer;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tern_config::{FsyncPolicy, StoreConfig};
@@ -48,6 +48,9 @@ use crate::store::{
     AppendOutcome, AppendRequest, ChannelInfo, CommittedBatch, LogError, LogStore, ReadLimit,
     ReadResult, RecordError, RetentionReport,
 };
+
+/// How often `open` tries the lock (10 ms apart) before reporting it held.
+const LOCK_ATTEMPTS: u32 = 50;
 
 /// Every decoder of on-disk data, for the `store_files` fuzz target.
 #[cfg(fuzzing)]
@@ -175,8 +178,17 @@ impl EmbeddedStore {
             .map_err(io_err(format!("creating {}", segments_dir.display())))?;
         let lock_path = data_dir.join("lock");
         let lock = File::create(&lock_path).map_err(io_err("creating the lock file"))?;
-        if lock.try_lock().is_err() {
-            return Err(OpenError::Locked(data_dir.to_path_buf()));
+        // A lock released a moment ago can still look held: a process that forks
+        // (to spawn a command) while a store's lock file is open holds a copy of the
+        // descriptor, and so the lock, until its child execs. Such a hold lasts
+        // microseconds; another process holding the store lasts.
+        let mut attempts = 0;
+        while lock.try_lock().is_err() {
+            attempts += 1;
+            if attempts == LOCK_ATTEMPTS {
+                return Err(OpenError::Locked(data_dir.to_path_buf()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let meta_path = data_dir.join("meta");
         let segments = list_segments(&segments_dir).map_err(io_err("listing segments"))?;
