@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of Tern's decoders (cargo-fuzz + libFuzzer, AddressSanitizer):
-# `link_codec` (edge <-> log frames) and `store_files` (the embedded store's files).
+# `link_codec` (edge <-> log frames), `store_files` (the embedded store's files) and
+# `client_protocol` (client protocol v1 frames, JSON and MessagePack).
 #
 #   scripts/fuzz.sh [SECONDS]      # per target, default 60
 #
@@ -37,7 +38,8 @@ locked=()
 
 # Seeds come from tests that write real data in each target's input layout, which
 # reuses the test build: encoded frames of every variant for link_codec (tern-link's
-# mutation test) and the files of a real store for store_files.
+# mutation test), the files of a real store for store_files, and every client and
+# server frame in both encodings for client_protocol (tern-protocol's mutation test).
 seed() {
     local target="$1" package="$2" test="$3" name="$4"
     local corpus="fuzz/corpus/$target"
@@ -53,8 +55,9 @@ seed() {
 }
 seed link_codec tern-link fuzz_corpus write_fuzz_seeds
 seed store_files tern-log embedded write_store_fuzz_seeds
+seed client_protocol tern-protocol fuzz_corpus write_fuzz_seeds
 
-for target in link_codec store_files; do
+for target in link_codec store_files client_protocol; do
     echo "fuzz.sh: fuzzing $target for ${seconds}s"
     cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1

@@ -277,6 +277,13 @@ pub fn decode<F: Frames>(
             if trimmed.starts_with('[') {
                 let parts: Vec<&RawValue> = serde_json::from_str(trimmed)
                     .map_err(|e| FrameError::malformed(format!("malformed JSON: {e}")))?;
+                if parts.is_empty() {
+                    // As in MessagePack: a message without a frame is an error the
+                    // sender hears about, not silence.
+                    return Err(FrameError::malformed(
+                        "empty array: a message holds a frame",
+                    ));
+                }
                 Ok(parts
                     .into_iter()
                     .map(|raw| decode_json_frame(raw.get()))
@@ -568,6 +575,7 @@ mod tests {
         assert!(refused(Format::MsgPack, &[0xdf, 0xff, 0xff, 0xff, 0xff]));
         assert!(refused(Format::MsgPack, &[0xc6, 0xff, 0xff, 0xff, 0xff]));
         assert!(refused(Format::Json, &[0xff, 0xfe]));
+        assert!(refused(Format::Json, b" [ ] "));
     }
 
     #[test]

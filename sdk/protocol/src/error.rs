@@ -194,4 +194,41 @@ mod tests {
         assert!(ErrorCode::Other(50999).is_retryable());
         assert_eq!(ErrorCode::Forbidden.http_status(), 403);
     }
+
+    /// `docs/protocol.md` §11 has one row `| code | Name | Retryable | …` per code,
+    /// and no row for a code this crate does not know.
+    #[test]
+    fn every_code_is_documented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
+        let doc = std::fs::read_to_string(path).expect("docs/protocol.md is readable");
+        let rows: Vec<(u32, &str, &str)> = doc
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
+                let code = cells.next()?;
+                if code.len() != 5 {
+                    return None;
+                }
+                let code = code.parse().ok()?;
+                Some((code, cells.next()?, cells.next()?))
+            })
+            .collect();
+        for &code in ErrorCode::ALL {
+            let retryable = if code.is_retryable() { "yes" } else { "no" };
+            assert!(
+                rows.contains(&(code.as_u32(), code.name(), retryable)),
+                "docs/protocol.md has no row `| {} | {} | {retryable} |`",
+                code.as_u32(),
+                code.name()
+            );
+        }
+        for (code, name, _) in &rows {
+            assert_eq!(
+                ErrorCode::from_u32(*code).name(),
+                *name,
+                "docs/protocol.md documents code {code} as {name}"
+            );
+        }
+        assert_eq!(rows.len(), ErrorCode::ALL.len(), "one row per code");
+    }
 }
