@@ -3,13 +3,14 @@
 //! [`tern_binary`] builds the `tern` binary once per test process (a no-op when it is
 //! fresh) and returns its path; [`LogProcess`] starts `tern log` on a free loopback
 //! port, waits for its "listening" line, and kills it (SIGKILL or SIGTERM) on demand
-//! or when dropped, so no test leaves a process behind.
+//! or when dropped, so no test leaves a process behind. [`EdgeProcess`] does the same
+//! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -44,7 +45,7 @@ pub struct LogProcess {
     /// Its certificate, to trust when connecting.
     pub cert: PathBuf,
     /// Lines it printed on stderr (its logs), collected in the background.
-    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub logs: Logs,
 }
 
 impl LogProcess {
@@ -57,6 +58,21 @@ impl LogProcess {
     /// limit in bytes (`ulimit -f`) for the process.
     pub fn start_with(
         data_dir: &Path,
+        extra: &[&str],
+        file_size_limit: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(data_dir, "127.0.0.1:0", extra, file_size_limit)
+    }
+
+    /// Starts `tern log` on `addr` (for a restart on the port an earlier process
+    /// used, so that edges find it again).
+    pub fn start_at(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::spawn(data_dir, &addr.to_string(), &[], None)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        listen: &str,
         extra: &[&str],
         file_size_limit: Option<u64>,
     ) -> anyhow::Result<Self> {
@@ -75,50 +91,15 @@ impl LogProcess {
         cmd.arg("log")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("spawning tern log")?;
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Ok(mut l) = logs.lock() {
-                        l.push(line);
-                    }
-                }
-            });
-        }
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut addr = None;
-        let mut cert = None;
-        while addr.is_none() || cert.is_none() {
-            let line = match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    bail!("tern log did not report its address within 60 s");
-                }
-            };
-            if let Some(a) = line.strip_prefix("tern log listening on ") {
-                addr = Some(a.trim().parse().context("listen address")?);
-            }
-            if let Some(c) = line.strip_prefix("tern log certificate ") {
-                cert = Some(PathBuf::from(c.trim()));
-            }
-        }
-        let cert = cert.context("certificate line")?;
-        let addr = addr.context("address line")?;
+            .args(["--listen", listen])
+            .args(extra);
+        let (child, logs, found) = spawn_reporting(
+            cmd,
+            "tern log",
+            &["tern log listening on ", "tern log certificate "],
+        )?;
+        let addr = found[0].parse().context("listen address")?;
+        let cert = PathBuf::from(&found[1]);
         Ok(Self {
             child,
             addr,
@@ -185,6 +166,121 @@ impl LogProcess {
 }
 
 impl Drop for LogProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` with piped output, collects its stderr lines in the background, and
+/// waits (at most 60 s) until its stdout has printed a line starting with each of
+/// `prefixes`; returns the rest of each such line, in `prefixes` order.
+fn spawn_reporting(
+    mut cmd: Command,
+    what: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<(Child, Logs, Vec<String>)> {
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
+    let logs: Logs = Arc::new(Mutex::new(Vec::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = logs.lock() {
+                    l.push(line);
+                }
+            }
+        });
+    }
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+    while found.iter().any(Option::is_none) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            bail!("{what} did not report {prefixes:?} within 60 s; its log:\n{stderr}");
+        };
+        for (prefix, slot) in prefixes.iter().zip(found.iter_mut()) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                *slot = Some(rest.trim().to_owned());
+            }
+        }
+    }
+    Ok((child, logs, found.into_iter().flatten().collect()))
+}
+
+/// Lines a child process printed on stderr, collected in the background.
+pub type Logs = Arc<Mutex<Vec<String>>>;
+
+/// The API key every [`EdgeProcess`] accepts, allowed everything on every channel.
+pub const TEST_KEY: &str = "test.main:0123456789abcdef-secret";
+
+/// A running `tern edge` child process, linked to one `tern log`.
+pub struct EdgeProcess {
+    child: Child,
+    /// Where it serves HTTP and WebSocket.
+    pub addr: SocketAddr,
+    /// Lines it printed on stderr (its logs), collected in the background.
+    pub logs: Logs,
+}
+
+impl EdgeProcess {
+    /// Writes `DIR/NAME.toml` (listen on a free loopback port, link to `log_addr`
+    /// trusting `log_cert`, fast link reconnects and a 3 s log request timeout, the [`TEST_KEY`], then `extra` TOML
+    /// appended: e.g. a `[limits]` section), starts `tern edge --config` with it and
+    /// waits until it listens.
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        log_addr: SocketAddr,
+        log_cert: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        let config = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[edge]\nname = {name:?}\nlisten = \"127.0.0.1:0\"\n\n\
+             [log]\naddr = \"{log_addr}\"\nca = {cert:?}\nrequest_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n\n\
+             [[keys]]\nkey = {TEST_KEY:?}\ncapabilities = {{ \"*\" = [\"*\"] }}\n\n{extra}\n",
+            cert = log_cert.display().to_string(),
+        );
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        let mut cmd = Command::new(tern_binary());
+        cmd.arg("edge").arg("--config").arg(&config);
+        let (child, logs, found) =
+            spawn_reporting(cmd, "tern edge", &["tern edge listening on http://"])?;
+        let addr = found[0].parse().context("edge listen address")?;
+        Ok(Self { child, addr, logs })
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for EdgeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
