@@ -1,0 +1,533 @@
+//! The edge's HTTP routes, all on the listener's one port.
+//!
+//! ```text
+//! GET  /v1/ws                              WebSocket upgrade (tern.v1.json | tern.v1.msgpack)
+//! POST /v1/channels/{channel}/messages     publish one message or an array → 201 {"results": […]}
+//! GET  /v1/channels/{channel}/messages     history ?from=<serial>&limit=<n> → {"messages": […], "next": …}
+//! GET  /healthz  /readyz  /metrics         liveness, link readiness, Prometheus text
+//! ```
+//!
+//! Errors are `{"error": ErrorInfo}` with the HTTP status of the code (`40300` → 403).
+//! Keys come from `Authorization: Basic` (user `app.keyid`, password the secret),
+//! `Authorization: Bearer app.keyid:secret`, or `?key=app.keyid:secret`.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tern_config::{ApiKey, Operation as KeyOperation};
+use tern_link::Serial;
+use tern_protocol::{ErrorCode, ErrorInfo, Format, Message, MessageFrame, PublishResult};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::debug;
+
+use crate::convert::{to_client_message, to_client_position, to_publish_message};
+use crate::link::{PublishJob, ReplyTo};
+use crate::metrics::Route;
+use crate::server::Shared;
+use crate::session::{check_messages, forbidden, parse_channel};
+use crate::ws;
+
+/// The response type of every route.
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
+
+/// Answers one HTTP request.
+pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> HttpResponse {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match segments.as_slice() {
+        ["v1", "ws"] => {
+            shared.metrics.http_request(Route::WebSocket);
+            if method != Method::GET {
+                return method_not_allowed("GET");
+            }
+            upgrade(request, shared)
+        }
+        ["v1", "channels", channel, "messages"] => {
+            let channel = match percent_decode(channel) {
+                Some(channel) => channel,
+                None => {
+                    return error_response(ErrorInfo::new(
+                        ErrorCode::InvalidChannel,
+                        "the channel in the path is not valid percent-encoded UTF-8",
+                    ));
+                }
+            };
+            match method {
+                Method::POST => {
+                    shared.metrics.http_request(Route::Publish);
+                    publish(request, shared, channel).await
+                }
+                Method::GET => {
+                    shared.metrics.http_request(Route::History);
+                    history(&request, &shared, &channel).await
+                }
+                _ => {
+                    shared.metrics.http_request(Route::Other);
+                    method_not_allowed("GET, POST")
+                }
+            }
+        }
+        ["healthz"] | ["readyz"] | ["metrics"] => {
+            shared.metrics.http_request(Route::Admin);
+            if method != Method::GET && method != Method::HEAD {
+                return method_not_allowed("GET");
+            }
+            match segments[0] {
+                "healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+                "readyz" if shared.metrics.link_is_up() => {
+                    text(StatusCode::OK, "ready\n".into(), "text/plain")
+                }
+                "readyz" => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the link to the log is down\n".into(),
+                    "text/plain",
+                ),
+                _ => text(
+                    StatusCode::OK,
+                    shared.metrics.render(),
+                    "text/plain; version=0.0.4",
+                ),
+            }
+        }
+        _ => {
+            shared.metrics.http_request(Route::Other);
+            error_response(ErrorInfo::new(
+                ErrorCode::NotFound,
+                format!("no route {path}"),
+            ))
+        }
+    }
+}
+
+/// Checks the WebSocket handshake, answers 101 and hands the socket to a connection
+/// task once hyper releases it.
+fn upgrade(mut request: Request<Incoming>, shared: Arc<Shared>) -> HttpResponse {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return error_response(ErrorInfo::new(
+            ErrorCode::InvalidValue,
+            "GET /v1/ws needs a WebSocket upgrade (Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return error_response(ErrorInfo::new(
+            ErrorCode::InvalidValue,
+            "only WebSocket version 13 is spoken here",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return error_response(ErrorInfo::new(
+            ErrorCode::InvalidValue,
+            "the WebSocket handshake lacks Sec-WebSocket-Key",
+        ));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    // The subprotocol header wins; without it, `?format=msgpack` may choose.
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (format, subprotocol) = if offered.is_empty() {
+        let msgpack = query_param(request.uri().query(), "format").as_deref() == Some("msgpack");
+        (if msgpack { Format::MsgPack } else { Format::Json }, None)
+    } else {
+        match offered.iter().find_map(|p| Format::from_subprotocol(p)) {
+            Some(format) => (format, Some(format.subprotocol())),
+            None => {
+                return error_response(ErrorInfo::new(
+                    ErrorCode::InvalidValue,
+                    format!(
+                        "none of the offered subprotocols {offered:?} is spoken here; offer {} or {}",
+                        tern_protocol::SUBPROTOCOL_JSON,
+                        tern_protocol::SUBPROTOCOL_MSGPACK
+                    ),
+                ));
+            }
+        }
+    };
+    let limits = &shared.config.limits;
+    if shared.metrics.open_connections() >= limits.max_connections as u64 {
+        shared.metrics.connection_refused_limit();
+        return error_response(ErrorInfo::new(
+            ErrorCode::TooManyConnections,
+            "this edge has too many connections; try another or later",
+        ));
+    }
+    if shared.is_shutting_down() {
+        return error_response(ErrorInfo::new(
+            ErrorCode::ShuttingDown,
+            "the edge is shutting down",
+        ));
+    }
+    shared.metrics.connection_opened();
+    let config = ws::websocket_config(limits.max_frame_bytes);
+    let conn = shared.next_conn();
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                ws::serve(socket, shared, format, conn).await;
+            }
+            Err(error) => {
+                debug!(%error, "WebSocket upgrade failed");
+                shared
+                    .metrics
+                    .connection_closed(crate::metrics::CloseReason::Transport);
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(subprotocol) = subprotocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(subprotocol),
+        );
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct PublishAnswer {
+    results: Vec<PublishResult>,
+}
+
+async fn publish(request: Request<Incoming>, shared: Arc<Shared>, channel: String) -> HttpResponse {
+    let key = match authenticate(&request, &shared) {
+        Ok(key) => key,
+        Err(error) => return error_response(error),
+    };
+    if let Err(error) = parse_channel(&channel) {
+        return error_response(error);
+    }
+    if !key.capabilities.allows(&channel, KeyOperation::Publish) {
+        return error_response(forbidden("publish to", &channel));
+    }
+    let max = shared.config.limits.max_frame_bytes;
+    let body = match Limited::new(request.into_body(), max).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return error_response(ErrorInfo::new(
+                ErrorCode::FrameTooLarge,
+                format!("the body is larger than the limit of {max} bytes"),
+            ));
+        }
+        Err(error) => {
+            return error_response(ErrorInfo::new(
+                ErrorCode::Malformed,
+                format!("cannot read the body: {error}"),
+            ));
+        }
+    };
+    let messages = match parse_messages(&body) {
+        Ok(messages) => messages,
+        Err(error) => return error_response(error),
+    };
+    let prefix = format!("http:{}", ws::random_hex(16));
+    let keys = match check_messages(&shared.config.limits, &messages, &prefix) {
+        Ok(keys) => keys,
+        Err(error) => return error_response(error),
+    };
+    let messages = messages
+        .into_iter()
+        .zip(keys)
+        .map(|(message, key)| to_publish_message(&channel, message, key, None))
+        .collect();
+    let (tx, rx) = oneshot::channel();
+    shared
+        .link
+        .publish(
+            PublishJob {
+                messages,
+                reply: ReplyTo::Oneshot(tx),
+            },
+            &shared.metrics,
+        )
+        .await;
+    match rx.await {
+        Ok(Ok(results)) => json(StatusCode::CREATED, &PublishAnswer { results }),
+        Ok(Err(error)) => error_response(error),
+        Err(_) => error_response(ErrorInfo::new(
+            ErrorCode::Internal,
+            "the publish was dropped without an answer",
+        )),
+    }
+}
+
+/// One message object or an array of them.
+fn parse_messages(body: &[u8]) -> Result<Vec<Message>, ErrorInfo> {
+    let malformed = |e: serde_json::Error| {
+        ErrorInfo::new(
+            ErrorCode::Malformed,
+            format!("the body must be a message object or an array of them: {e}"),
+        )
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+    if value.is_array() {
+        serde_json::from_value(value).map_err(malformed)
+    } else {
+        serde_json::from_value(value).map(|m| vec![m]).map_err(malformed)
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryAnswer {
+    messages: Vec<MessageFrame>,
+    next: Option<u64>,
+}
+
+async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) -> HttpResponse {
+    let key = match authenticate(request, shared) {
+        Ok(key) => key,
+        Err(error) => return error_response(error),
+    };
+    let name = match parse_channel(channel) {
+        Ok(name) => name,
+        Err(error) => return error_response(error),
+    };
+    if !key.capabilities.allows(channel, KeyOperation::History) {
+        return error_response(forbidden("read the history of", channel));
+    }
+    let query = request.uri().query();
+    let from = match query_param(query, "from").map(|v| v.parse::<u64>()) {
+        None => Serial::FIRST,
+        Some(Ok(n)) => match Serial::new(n) {
+            Some(serial) => serial,
+            None => return error_response(invalid("`from` starts at 1")),
+        },
+        Some(Err(_)) => return error_response(invalid("`from` must be a serial number")),
+    };
+    let max = shared.config.limits.history_max_limit;
+    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
+        None => 100.min(max),
+        Some(Ok(n)) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            return error_response(invalid(&format!(
+                "`limit` must be a number from 1 to {max}"
+            )));
+        }
+    };
+    let Some(client) = shared.link.client() else {
+        return error_response(ErrorInfo::new(
+            ErrorCode::LogUnavailable,
+            "the link to the log is down",
+        ));
+    };
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    let result = match client.read(&name, from, limit).await {
+        Ok(result) => result,
+        Err(error) => {
+            return error_response(ErrorInfo::new(
+                ErrorCode::LogUnavailable,
+                format!("the log could not be read: {error}"),
+            ));
+        }
+    };
+    let next = result
+        .messages
+        .last()
+        .filter(|_| result.more)
+        .map(|m| m.position.serial.get() + 1);
+    let messages = result
+        .messages
+        .iter()
+        .map(|stored| MessageFrame {
+            channel: channel.to_owned(),
+            position: to_client_position(stored.position),
+            message: to_client_message(stored),
+        })
+        .collect();
+    json(StatusCode::OK, &HistoryAnswer { messages, next })
+}
+
+/// The key the request presents, checked against the config.
+fn authenticate<'a>(request: &Request<Incoming>, shared: &'a Shared) -> Result<&'a ApiKey, ErrorInfo> {
+    let presented = match request.headers().get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value.to_str().unwrap_or("");
+            if let Some(token) = strip_scheme(value, "Bearer") {
+                Some(token.trim().to_owned())
+            } else if let Some(encoded) = strip_scheme(value, "Basic") {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok());
+                match decoded.as_deref().and_then(|d| d.split_once(':')) {
+                    Some((user, password)) => Some(format!("{user}:{password}")),
+                    None => {
+                        return Err(ErrorInfo::new(
+                            ErrorCode::InvalidCredentials,
+                            "Basic credentials must be base64(app.keyid:secret)",
+                        ));
+                    }
+                }
+            } else {
+                return Err(ErrorInfo::new(
+                    ErrorCode::InvalidCredentials,
+                    "Authorization must be Basic or Bearer",
+                ));
+            }
+        }
+        None => query_param(request.uri().query(), "key"),
+    };
+    let Some(presented) = presented else {
+        return Err(ErrorInfo::new(
+            ErrorCode::Unauthorized,
+            "an API key is needed: Authorization: Bearer app.keyid:secret, Basic auth, or ?key=",
+        ));
+    };
+    shared
+        .config
+        .authenticate(&presented)
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidCredentials, "the API key is not valid"))
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (first, rest) = value.split_once(' ')?;
+    first.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// The percent-decoded value of `name` in a query string.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| percent_decode(value))
+}
+
+/// Decodes `%XX` escapes; None if the result is not UTF-8 or an escape is broken.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn invalid(why: &str) -> ErrorInfo {
+    ErrorInfo::new(ErrorCode::InvalidValue, why)
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a ErrorInfo,
+}
+
+/// `{"error": …}` with the code's HTTP status.
+pub(crate) fn error_response(error: ErrorInfo) -> HttpResponse {
+    let status = StatusCode::from_u16(error.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &ErrorBody { error: &error })
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error_response(ErrorInfo::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this route takes {allow}"),
+    ));
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_paths_decode() {
+        assert_eq!(percent_decode("chat%3Aroom").as_deref(), Some("chat:room"));
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("cut%4"), None);
+        assert_eq!(
+            query_param(Some("from=3&key=a.b%3Asecret"), "key").as_deref(),
+            Some("a.b:secret")
+        );
+        assert_eq!(query_param(Some("from=3"), "limit"), None);
+    }
+
+    #[test]
+    fn bodies_hold_one_message_or_many() {
+        assert_eq!(parse_messages(br#"{"data":"x"}"#).expect("one").len(), 1);
+        assert_eq!(
+            parse_messages(br#"[{"data":"x"},{"data":{"base64":"AAE="}}]"#)
+                .expect("many")
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_messages(b"[1]").expect_err("bad").code,
+            ErrorCode::Malformed
+        );
+    }
+}

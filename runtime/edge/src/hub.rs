@@ -1,0 +1,686 @@
+//! [`Hub`]: the edge's channel registry and fan-out (sans-IO: no sockets, no tasks).
+//!
+//! One upstream subscription per channel however many local subscribers it has; per
+//! subscriber a cursor (the next serial it gets). The link driver feeds the hub what the
+//! log sends and carries out what [`Hub::poll_output`] asks (subscribe, unsubscribe, read).
+//!
+//! ```text
+//!  ATTACH ─▶ Waiting ──upstream Subscribed──▶ Live{next} ◀───────────────┐
+//!               │                                 │ gap (serial > next)  │ caught up
+//!               └─ from / rewind ─▶ Reading{next} ◀┘ ──read from log──────┘
+//!  upstream Messages ─▶ encode once per format ─▶ push the same bytes to every Live
+//!                       subscriber whose next == serial (skip serial < next)
+//! ```
+//!
+//! Catch-up (ATTACH `from` or `rewind`, or a subscriber that fell behind the upstream)
+//! reads from the log by serial; serials are dense per channel, so the reads and the
+//! live stream join exactly: a reader turns live once its cursor reached the upstream's,
+//! and from then on skips what it already read. Nothing is buffered in the hub; the log
+//! is the buffer. A catch-up waits while its connection's outbox is more than half full.
+//!
+//! When the upstream loses continuity (the log came back in a new epoch, or retention
+//! removed what a resubscribe needed), every subscriber gets a fresh
+//! `ATTACHED{resumed: false, error: ContinuityLost, position}` and delivery continues
+//! from the log's answer: never a silent gap.
+//!
+//! Resume checks (`from = p`): the first read starts at `p.serial`. The position is
+//! honoured when the log holds `p` itself, or (retention removed `p`) the message right
+//! after it in the same epoch. Otherwise continuity is lost: when retention removed
+//! messages after `p`, delivery starts at the first stored one (ATTACHED.position is
+//! the position just before it, in its epoch); when `p` was replaced by another epoch
+//! or lies beyond the log's end, delivery starts at the live point.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tern_link::{ChannelName, Continuity, Position, Serial, StoredMessage, SubscribeFrom};
+use tern_log::ReadResult;
+use tern_protocol::{
+    Attached, Detached, ErrorCode, ErrorInfo, Format, MessageFrame, Operation, ServerFrame,
+};
+
+use crate::convert::{to_client_message, to_client_position};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::session::AttachFrom;
+
+/// Identifies a connection inside the edge (not the protocol's connection id).
+pub(crate) type ConnKey = u64;
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+pub(crate) struct HubConfig {
+    /// How long a channel without subscribers stays subscribed upstream.
+    pub(crate) linger: Duration,
+    /// Messages per catch-up read.
+    pub(crate) read_batch: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(5),
+            read_batch: 256,
+        }
+    }
+}
+
+/// What the hub asks the link driver to do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum HubOutput {
+    /// Follow `channel` upstream from `from` (on the edge's subscription stream).
+    Subscribe {
+        channel: ChannelName,
+        from: SubscribeFrom,
+    },
+    /// Stop following `channel` upstream.
+    Unsubscribe { channel: ChannelName },
+    /// Read `channel` from `from` for one subscriber; answer with
+    /// [`Hub::handle_read_result`] quoting `conn` and `generation`.
+    Read {
+        channel: ChannelName,
+        conn: ConnKey,
+        generation: u64,
+        from: Serial,
+        limit: u32,
+    },
+}
+
+/// A subscriber being attached: where its frames go.
+#[derive(Clone, Debug)]
+pub(crate) struct SubscriberHandle {
+    pub(crate) conn: ConnKey,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ReadPhase {
+    /// First read of a resume from this position.
+    Verify(Position),
+    /// First read of a rewind that starts at this serial.
+    Rewind(Serial),
+    /// Catching up.
+    Continue,
+}
+
+#[derive(Debug)]
+enum SubState {
+    /// Waiting for the upstream subscription.
+    Waiting(AttachFrom),
+    /// Reading from the log; `in_flight` false means parked (link down, outbox full,
+    /// read failed) until the next tick.
+    Reading {
+        phase: ReadPhase,
+        next: Serial,
+        in_flight: bool,
+    },
+    /// Fed by the upstream.
+    Live { next: Serial },
+}
+
+#[derive(Debug)]
+struct Sub {
+    handle: SubscriberHandle,
+    granted: Vec<Operation>,
+    generation: u64,
+    state: SubState,
+}
+
+impl Sub {
+    fn send(&self, frame: &ServerFrame) -> bool {
+        self.handle
+            .outbox
+            .push(Bytes::from(tern_protocol::encode(self.handle.format, frame)))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    /// True once the upstream answered the current subscribe.
+    subscribed: bool,
+    /// The serial the upstream delivers next (None before its first answer).
+    next: Option<Serial>,
+    /// The position of the last message the upstream delivered (or the one before
+    /// `next` it named).
+    last: Option<Position>,
+    subs: HashMap<ConnKey, Sub>,
+    /// When the last subscriber left.
+    idle_since: Option<Instant>,
+}
+
+impl Channel {
+    fn subscribe_from(&self) -> SubscribeFrom {
+        match (self.next, self.last) {
+            (None, _) => SubscribeFrom::Latest,
+            (Some(_), Some(last)) => SubscribeFrom::After(last),
+            (Some(_), None) => SubscribeFrom::Start,
+        }
+    }
+}
+
+/// The channel registry. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+    channels: HashMap<ChannelName, Channel>,
+    link_up: bool,
+    next_generation: u64,
+    outputs: VecDeque<HubOutput>,
+}
+
+impl Hub {
+    pub(crate) fn new(config: HubConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            metrics,
+            channels: HashMap::new(),
+            link_up: false,
+            next_generation: 1,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the link driver to do.
+    pub(crate) fn poll_output(&mut self) -> Option<HubOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// A session attached (or re-attached) `channel`.
+    pub(crate) fn handle_attach(
+        &mut self,
+        handle: SubscriberHandle,
+        channel: ChannelName,
+        from: AttachFrom,
+        granted: Vec<Operation>,
+    ) {
+        let generation = self.generation();
+        let link_up = self.link_up;
+        let channel_state = self.channels.entry(channel.clone()).or_insert_with(|| {
+            if link_up {
+                self.outputs.push_back(HubOutput::Subscribe {
+                    channel: channel.clone(),
+                    from: SubscribeFrom::Latest,
+                });
+            }
+            Channel::default()
+        });
+        channel_state.idle_since = None;
+        let conn = handle.conn;
+        channel_state.subs.insert(
+            conn,
+            Sub {
+                handle,
+                granted,
+                generation,
+                state: SubState::Waiting(from),
+            },
+        );
+        self.metrics.set_channels(self.channels.len());
+        if self.channels[&channel].subscribed {
+            self.start(&channel, conn);
+        }
+    }
+
+    /// A session detached `channel` (asked for, or refused with `error`): DETACHED
+    /// follows whatever was sent for the channel before.
+    pub(crate) fn handle_detach(
+        &mut self,
+        now: Instant,
+        conn: ConnKey,
+        channel: &ChannelName,
+        error: Option<ErrorInfo>,
+    ) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if let Some(sub) = state.subs.remove(&conn) {
+            sub.send(&ServerFrame::Detached(Detached {
+                channel: channel.to_string(),
+                error,
+            }));
+        }
+        if state.subs.is_empty() {
+            state.idle_since = Some(now);
+        }
+    }
+
+    /// A connection ended: it leaves every channel in `channels` silently.
+    pub(crate) fn handle_connection_closed<'a>(
+        &mut self,
+        now: Instant,
+        conn: ConnKey,
+        channels: impl IntoIterator<Item = &'a ChannelName>,
+    ) {
+        for channel in channels {
+            if let Some(state) = self.channels.get_mut(channel) {
+                state.subs.remove(&conn);
+                if state.subs.is_empty() {
+                    state.idle_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// The link (or a new subscription stream) is up: every channel is subscribed again
+    /// from the last position delivered.
+    pub(crate) fn handle_link_up(&mut self) {
+        self.link_up = true;
+        for (channel, state) in &mut self.channels {
+            state.subscribed = false;
+            self.outputs.push_back(HubOutput::Subscribe {
+                channel: channel.clone(),
+                from: state.subscribe_from(),
+            });
+        }
+    }
+
+    /// The link (or the subscription stream) is down.
+    pub(crate) fn handle_link_down(&mut self) {
+        self.link_up = false;
+        for state in self.channels.values_mut() {
+            state.subscribed = false;
+        }
+    }
+
+    /// The upstream answered a subscribe of `channel`.
+    pub(crate) fn handle_subscribed(
+        &mut self,
+        channel: &ChannelName,
+        next_serial: Serial,
+        previous: Option<Position>,
+        continuity: Continuity,
+    ) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let first = state.next.is_none();
+        state.subscribed = true;
+        state.next = Some(next_serial);
+        if previous.is_some() || first || matches!(continuity, Continuity::Lost { .. }) {
+            state.last = previous;
+        }
+        if let Continuity::Lost { reason } = continuity {
+            self.metrics.continuity_lost();
+            let error = ErrorInfo::new(
+                ErrorCode::ContinuityLost,
+                format!("continuity lost: {reason}"),
+            );
+            for sub in state.subs.values_mut() {
+                if matches!(sub.state, SubState::Waiting(_)) {
+                    continue;
+                }
+                sub.generation = self.next_generation;
+                self.next_generation += 1;
+                sub.state = SubState::Live { next: next_serial };
+                sub.send(&attached(
+                    channel,
+                    previous,
+                    false,
+                    &sub.granted,
+                    Some(error.clone()),
+                ));
+            }
+        }
+        let waiting: Vec<ConnKey> = state
+            .subs
+            .iter()
+            .filter(|(_, sub)| matches!(sub.state, SubState::Waiting(_)))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in waiting {
+            self.start(channel, conn);
+        }
+    }
+
+    /// Durable messages of `channel` from the upstream, in serial order.
+    pub(crate) fn handle_messages(&mut self, channel: &ChannelName, messages: &[StoredMessage]) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if !state.subscribed {
+            // From a subscription that was replaced; the new one delivers them again.
+            return;
+        }
+        for stored in messages {
+            let serial = stored.position.serial;
+            if state.next.is_some_and(|next| serial < next) {
+                continue;
+            }
+            state.next = Some(serial.next());
+            state.last = Some(stored.position);
+            let mut frame = None;
+            let mut encoded: [Option<Bytes>; 2] = [None, None];
+            for (conn, sub) in &mut state.subs {
+                let SubState::Live { next } = &mut sub.state else {
+                    continue;
+                };
+                if serial < *next {
+                    continue;
+                }
+                if serial > *next {
+                    // The upstream skipped serials this subscriber lacks: read them.
+                    let from = *next;
+                    sub.state = SubState::Reading {
+                        phase: ReadPhase::Continue,
+                        next: from,
+                        in_flight: true,
+                    };
+                    self.outputs.push_back(HubOutput::Read {
+                        channel: channel.clone(),
+                        conn: *conn,
+                        generation: sub.generation,
+                        from,
+                        limit: self.config.read_batch,
+                    });
+                    continue;
+                }
+                *next = serial.next();
+                let frame = frame.get_or_insert_with(|| message_frame(channel, stored));
+                let slot = match sub.handle.format {
+                    Format::Json => 0,
+                    Format::MsgPack => 1,
+                };
+                let bytes = encoded[slot].get_or_insert_with(|| {
+                    Bytes::from(tern_protocol::encode(sub.handle.format, &*frame))
+                });
+                if sub.handle.outbox.push(bytes.clone()) {
+                    self.metrics.delivered(1);
+                }
+            }
+        }
+    }
+
+    /// The answer to a [`HubOutput::Read`].
+    pub(crate) fn handle_read_result(
+        &mut self,
+        channel: &ChannelName,
+        conn: ConnKey,
+        generation: u64,
+        result: Result<ReadResult, String>,
+    ) {
+        let read_batch = self.config.read_batch;
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let (upstream_next, upstream_last, subscribed) =
+            (state.next, state.last, state.subscribed);
+        let Some(sub) = state.subs.get_mut(&conn) else {
+            return;
+        };
+        if sub.generation != generation {
+            return;
+        }
+        let SubState::Reading { phase, next, .. } = sub.state else {
+            return;
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::debug!(%channel, conn, %error, "catch-up read failed; retrying later");
+                sub.state = SubState::Reading {
+                    phase,
+                    next,
+                    in_flight: false,
+                };
+                return;
+            }
+        };
+        let messages = &result.messages[..];
+        let live_point = upstream_next.unwrap_or(next);
+        // What to send first, which messages to deliver, and where to continue.
+        let (skip, go_live) = match phase {
+            ReadPhase::Continue => (0, false),
+            ReadPhase::Verify(p) => match messages.first() {
+                Some(m) if m.position == p => {
+                    sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+                    (1, false)
+                }
+                Some(m) if m.position.serial == p.serial.next() && m.position.epoch == p.epoch => {
+                    sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+                    (0, false)
+                }
+                Some(m) if m.position.serial > p.serial => {
+                    let error = lost(format!(
+                        "messages after {p} are no longer stored; delivery continues at {}",
+                        m.position
+                    ));
+                    let before = position_before(m.position);
+                    sub.send(&attached(channel, before, false, &sub.granted, Some(error)));
+                    (0, false)
+                }
+                Some(m) => {
+                    let error = lost(format!(
+                        "{p} was replaced by {} in the log's history; delivery continues with new messages",
+                        m.position
+                    ));
+                    sub.send(&attached(channel, upstream_last, false, &sub.granted, Some(error)));
+                    (0, true)
+                }
+                None => {
+                    let error = lost(format!(
+                        "{p} is beyond the log's last position; delivery continues with new messages"
+                    ));
+                    sub.send(&attached(channel, upstream_last, false, &sub.granted, Some(error)));
+                    (0, true)
+                }
+            },
+            ReadPhase::Rewind(start) => match messages.first() {
+                Some(m) if m.position.serial < start => {
+                    sub.send(&attached(channel, Some(m.position), false, &sub.granted, None));
+                    (1, false)
+                }
+                Some(m) => {
+                    let before = position_before(m.position);
+                    sub.send(&attached(channel, before, false, &sub.granted, None));
+                    (0, false)
+                }
+                None => {
+                    sub.send(&attached(channel, upstream_last, false, &sub.granted, None));
+                    (0, true)
+                }
+            },
+        };
+        if go_live {
+            sub.state = SubState::Live { next: live_point };
+            return;
+        }
+        let mut next = match (phase, messages.get(skip)) {
+            (ReadPhase::Continue, _) => next,
+            (_, Some(first)) => first.position.serial,
+            (ReadPhase::Verify(p), None) => p.serial.next(),
+            (ReadPhase::Rewind(start), None) => start,
+        };
+        for stored in &messages[skip.min(messages.len())..] {
+            if stored.position.serial < next {
+                continue;
+            }
+            next = stored.position.serial.next();
+            if !sub.send(&message_frame(channel, stored)) {
+                return;
+            }
+            self.metrics.delivered(1);
+        }
+        if result.more || !subscribed || next < live_point {
+            let room = sub.handle.outbox.queued_bytes() < sub.handle.outbox.budget() / 2;
+            let in_flight = room && subscribed;
+            sub.state = SubState::Reading {
+                phase: ReadPhase::Continue,
+                next,
+                in_flight,
+            };
+            if in_flight {
+                self.outputs.push_back(HubOutput::Read {
+                    channel: channel.clone(),
+                    conn,
+                    generation,
+                    from: next,
+                    limit: read_batch,
+                });
+            }
+        } else {
+            sub.state = SubState::Live { next };
+        }
+    }
+
+    /// Time passes: channels idle past the linger are dropped upstream; parked
+    /// catch-up reads are retried.
+    pub(crate) fn handle_tick(&mut self, now: Instant) {
+        let linger = self.config.linger;
+        let link_up = self.link_up;
+        let mut dropped = Vec::new();
+        self.channels.retain(|channel, state| {
+            let expired = state.subs.is_empty()
+                && state
+                    .idle_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= linger);
+            if expired {
+                dropped.push(channel.clone());
+            }
+            !expired
+        });
+        for channel in dropped {
+            if link_up {
+                self.outputs.push_back(HubOutput::Unsubscribe { channel });
+            }
+        }
+        self.metrics.set_channels(self.channels.len());
+        if !link_up {
+            return;
+        }
+        for (channel, state) in &mut self.channels {
+            if !state.subscribed {
+                continue;
+            }
+            for (conn, sub) in &mut state.subs {
+                if let SubState::Reading {
+                    phase,
+                    next,
+                    in_flight: in_flight @ false,
+                } = &mut sub.state
+                {
+                    let outbox = &sub.handle.outbox;
+                    if outbox.queued_bytes() >= outbox.budget() / 2 {
+                        continue;
+                    }
+                    *in_flight = true;
+                    self.outputs.push_back(HubOutput::Read {
+                        channel: channel.clone(),
+                        conn: *conn,
+                        generation: sub.generation,
+                        from: read_start(*phase, *next),
+                        limit: self.config.read_batch,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts delivery for a subscriber whose channel is subscribed upstream.
+    fn start(&mut self, channel: &ChannelName, conn: ConnKey) {
+        let read_batch = self.config.read_batch;
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let (Some(next), last) = (state.next, state.last) else {
+            return;
+        };
+        let Some(sub) = state.subs.get_mut(&conn) else {
+            return;
+        };
+        let SubState::Waiting(from) = sub.state else {
+            return;
+        };
+        let phase = match from {
+            AttachFrom::After(p) if Some(p) == last => {
+                sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+                sub.state = SubState::Live { next };
+                return;
+            }
+            AttachFrom::After(p) => ReadPhase::Verify(p),
+            AttachFrom::Rewind(n) => {
+                let start = next.get().saturating_sub(u64::from(n)).max(1);
+                match Serial::new(start).filter(|start| *start < next) {
+                    Some(start) => ReadPhase::Rewind(start),
+                    None => {
+                        sub.send(&attached(channel, last, false, &sub.granted, None));
+                        sub.state = SubState::Live { next };
+                        return;
+                    }
+                }
+            }
+            AttachFrom::Now => {
+                sub.send(&attached(channel, last, false, &sub.granted, None));
+                sub.state = SubState::Live { next };
+                return;
+            }
+        };
+        sub.state = SubState::Reading {
+            phase,
+            next,
+            in_flight: true,
+        };
+        self.outputs.push_back(HubOutput::Read {
+            channel: channel.clone(),
+            conn,
+            generation: sub.generation,
+            from: read_start(phase, next),
+            limit: read_batch,
+        });
+    }
+
+    fn generation(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        generation
+    }
+}
+
+/// The first serial a read of `phase` asks for.
+fn read_start(phase: ReadPhase, next: Serial) -> Serial {
+    match phase {
+        ReadPhase::Verify(p) => p.serial,
+        // One before the start, to learn the position ATTACHED reports.
+        ReadPhase::Rewind(start) => Serial::new(start.get() - 1).unwrap_or(start),
+        ReadPhase::Continue => next,
+    }
+}
+
+/// The position right before `position`, in its epoch (None before serial 1).
+fn position_before(position: Position) -> Option<Position> {
+    Serial::new(position.serial.get() - 1).map(|serial| Position {
+        epoch: position.epoch,
+        serial,
+    })
+}
+
+fn lost(reason: String) -> ErrorInfo {
+    ErrorInfo::new(ErrorCode::ContinuityLost, format!("continuity lost: {reason}"))
+}
+
+fn attached(
+    channel: &ChannelName,
+    position: Option<Position>,
+    resumed: bool,
+    granted: &[Operation],
+    error: Option<ErrorInfo>,
+) -> ServerFrame {
+    ServerFrame::Attached(Attached {
+        channel: channel.to_string(),
+        position: position.map(to_client_position),
+        resumed,
+        granted: granted.to_vec(),
+        error,
+    })
+}
+
+fn message_frame(channel: &ChannelName, stored: &StoredMessage) -> ServerFrame {
+    ServerFrame::Message(MessageFrame {
+        channel: channel.to_string(),
+        position: to_client_position(stored.position),
+        message: to_client_message(stored),
+    })
+}

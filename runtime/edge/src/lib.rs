@@ -1,0 +1,35 @@
+//! `tern-edge`: the edge node. Clients connect to it over WebSocket (client protocol
+//! v1, `tern-protocol`) or HTTP, publish to channels and receive their messages in
+//! order; every message goes through the channel's log node (`tern-log`) first.
+//!
+//! ```text
+//!  client ──WS /v1/ws──▶ ws driver ─▶ Session (sans-IO: auth, limits, state machine)
+//!                           ▲   │ publish                     │ attach / detach
+//!                   outbox  │   ▼                             ▼
+//!                           │ batcher ──LogClient::publish──▶ LOG ──Subscribed/Messages──┐
+//!                           └──────────── Hub (one upstream subscription per channel) ◀──┘
+//!  client ──HTTP──▶ POST/GET /v1/channels/{ch}/messages, /healthz, /readyz, /metrics
+//! ```
+//!
+//! Key types: [`Edge::start`] → [`EdgeHandle`] (address, readiness, graceful
+//! shutdown); [`session::Session`], the per-connection protocol state machine, usable
+//! without sockets. Inside: the hub (channel registry, cursors and fan-out: each
+//! MESSAGE encoded once per format and shared by every subscriber), the link driver
+//! (reconnect with backoff, resubscribe after the last delivered position, publish
+//! batching), per-connection outboxes bounded in bytes (a slow reader is disconnected,
+//! never waited for), the HTTP routes and typed metrics.
+//!
+//! Not here yet: message functions (WASM), SSE and MQTT transports, tokens,
+//! connection resume, rate limits per key, TLS on the client listener.
+
+mod convert;
+mod http;
+mod hub;
+mod link;
+mod metrics;
+mod outbox;
+mod server;
+pub mod session;
+mod ws;
+
+pub use server::{Edge, EdgeError, EdgeHandle};

@@ -1,0 +1,204 @@
+//! [`Outbox`]: what is waiting to be written to one client connection.
+//!
+//! Everyone who has something for the connection pushes into its outbox without ever
+//! waiting: the hub (ATTACHED, MESSAGE, DETACHED), the publish batcher (publish
+//! outcomes) and the connection's own session (ACK, ERROR, HEARTBEAT…). The connection
+//! driver is woken, drains the frames and writes them, several per WebSocket message.
+//!
+//! Frames are already encoded in the connection's format; a MESSAGE frame's bytes are
+//! shared (reference counted) by every subscriber of the same format. The frames
+//! queued may take at most the byte budget (`limits.outbound_queue_bytes`); a push
+//! past it drops the queue and marks the connection a slow consumer, which the driver
+//! then disconnects. The log is the buffer, not the edge.
+//!
+//! ```text
+//! hub ──push(frame)──┐
+//! batcher ─reply()───┼─▶ Outbox{frames ≤ budget, replies} ──notify──▶ connection driver ─▶ socket
+//! session ──push()───┘
+//! ```
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tern_protocol::{ErrorInfo, PublishResult};
+use tokio::sync::Notify;
+
+/// The link's answer to one PUBLISH.
+#[derive(Debug)]
+pub(crate) struct PublishReply {
+    /// The PUBLISH answered.
+    pub(crate) msg_serial: u64,
+    /// Its results, or why it failed.
+    pub(crate) result: Result<Vec<PublishResult>, ErrorInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    replies: VecDeque<PublishReply>,
+    /// Set when a push went over the budget; nothing more is queued.
+    overflowed: bool,
+    /// Set when the connection is gone; pushes are dropped.
+    closed: bool,
+}
+
+/// One connection's outbound queue. Shared (`Arc`) between the connection driver and
+/// whoever sends to it.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    budget: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `budget` bytes of frames.
+    pub(crate) fn new(budget: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            budget,
+        }
+    }
+
+    /// Queues an encoded frame. Returns false if it was not queued (the connection is
+    /// closed or over its budget; in the latter case the driver is told).
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
+        {
+            let mut queue = self.queue.lock();
+            if queue.closed || queue.overflowed {
+                return false;
+            }
+            if queue.bytes + frame.len() > self.budget {
+                queue.overflowed = true;
+                queue.frames = VecDeque::new();
+                queue.bytes = 0;
+            } else {
+                queue.bytes += frame.len();
+                queue.frames.push_back(frame);
+            }
+        }
+        self.notify.notify_one();
+        self.accepts()
+    }
+
+    /// Queues the answer to a PUBLISH (not counted against the budget: their number is
+    /// bounded by `max_inflight_publishes`).
+    pub(crate) fn reply(&self, reply: PublishReply) {
+        {
+            let mut queue = self.queue.lock();
+            if queue.closed {
+                return;
+            }
+            queue.replies.push_back(reply);
+        }
+        self.notify.notify_one();
+    }
+
+    /// True while pushes are queued (not closed, not over budget).
+    pub(crate) fn accepts(&self) -> bool {
+        let queue = self.queue.lock();
+        !queue.closed && !queue.overflowed
+    }
+
+    /// Bytes of frames queued.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queue.lock().bytes
+    }
+
+    /// The byte budget.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Takes up to about `max_bytes` of frames (at least one if any is queued).
+    pub(crate) fn drain_frames(&self, max_bytes: usize) -> Vec<Bytes> {
+        let mut queue = self.queue.lock();
+        let mut frames = Vec::new();
+        let mut taken = 0;
+        while let Some(frame) = queue.frames.front() {
+            if !frames.is_empty() && taken + frame.len() > max_bytes {
+                break;
+            }
+            taken += frame.len();
+            if let Some(frame) = queue.frames.pop_front() {
+                frames.push(frame);
+            }
+        }
+        queue.bytes -= taken;
+        if queue.frames.is_empty() && queue.frames.capacity() > 64 {
+            // A burst is over: give its memory back (idle connections stay small).
+            queue.frames = VecDeque::new();
+        }
+        frames
+    }
+
+    /// Takes every publish answer queued.
+    pub(crate) fn take_replies(&self) -> Vec<PublishReply> {
+        self.queue.lock().replies.drain(..).collect()
+    }
+
+    /// True once a push went over the budget.
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.queue.lock().overflowed
+    }
+
+    /// True when frames are queued.
+    pub(crate) fn has_frames(&self) -> bool {
+        !self.queue.lock().frames.is_empty()
+    }
+
+    /// Marks the connection gone: later pushes are dropped, queued ones freed.
+    pub(crate) fn close(&self) {
+        let mut queue = self.queue.lock();
+        queue.closed = true;
+        queue.frames = VecDeque::new();
+        queue.bytes = 0;
+        queue.replies = VecDeque::new();
+    }
+
+    /// Resolves when something was pushed since the last call (or is pending).
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_budget_drops_the_queue_and_says_so() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert_eq!(outbox.queued_bytes(), 10);
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+        assert!(!outbox.accepts());
+        assert!(outbox.is_overflowed());
+        assert!(outbox.drain_frames(usize::MAX).is_empty());
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+    }
+
+    #[test]
+    fn drain_takes_at_least_one_frame_and_respects_the_size() {
+        let outbox = Outbox::new(100);
+        for _ in 0..4 {
+            outbox.push(Bytes::from_static(b"0123456789"));
+        }
+        outbox.reply(PublishReply {
+            msg_serial: 1,
+            result: Ok(vec![]),
+        });
+        assert_eq!(outbox.drain_frames(25).len(), 2);
+        assert_eq!(outbox.take_replies().len(), 1);
+        assert_eq!(outbox.queued_bytes(), 20);
+        assert_eq!(outbox.drain_frames(1).len(), 1);
+        assert_eq!(outbox.drain_frames(1000).len(), 1);
+        assert!(!outbox.has_frames());
+        outbox.close();
+        assert!(!outbox.push(Bytes::from_static(b"x")));
+    }
+}

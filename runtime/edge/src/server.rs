@@ -1,0 +1,230 @@
+//! [`Edge::start`]: binds the listener, starts the link and serves HTTP and WebSocket
+//! on one port until [`EdgeHandle::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tern_config::EdgeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::http;
+use crate::hub::{Hub, HubConfig};
+use crate::link::{self, LinkHandle};
+use crate::metrics::Metrics;
+
+/// How long [`EdgeHandle::shutdown`] waits for clients to take their DISCONNECTED.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the edge could not start (the operator's config or environment).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// `log.ca` is not set: the link to the log is TLS and needs a CA to trust.
+    #[error("log.ca is not set: the edge needs the CA certificate of its log node (for `tern log`, its tls/cert.pem)")]
+    MissingCa,
+    /// The CA file cannot be used.
+    #[error("log.ca {path}: {reason}")]
+    BadCa {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What every connection and route shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<EdgeConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) link: LinkHandle,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    next_conn: AtomicU64,
+    /// The url-safe prefix of connection ids (from the edge's name).
+    id_prefix: String,
+}
+
+impl Shared {
+    /// A fresh internal connection number.
+    pub(crate) fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh protocol connection id: `<edge name>-<16 hex digits>`.
+    pub(crate) fn connection_id(&self) -> String {
+        format!("{}-{}", self.id_prefix, crate::ws::random_hex(8))
+    }
+
+    /// True once the edge is shutting down.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// The edge node.
+#[derive(Debug)]
+pub struct Edge;
+
+impl Edge {
+    /// Checks the config's CA, binds `config.listen`, starts the link to the log (it
+    /// keeps reconnecting in the background) and serves until
+    /// [`EdgeHandle::shutdown`]. Must be called inside a tokio runtime.
+    pub async fn start(config: EdgeConfig) -> Result<EdgeHandle, EdgeError> {
+        let ca = config.log.ca.clone().ok_or(EdgeError::MissingCa)?;
+        tern_log::net::tls::client_config(&ca).map_err(|error| EdgeError::BadCa {
+            path: ca.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| EdgeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let hub = Hub::new(HubConfig::default(), Arc::clone(&metrics));
+        let (link, mut tasks) = link::start(
+            config.log.clone(),
+            ca,
+            hub,
+            Arc::clone(&metrics),
+            shutdown_rx.clone(),
+        );
+        let id_prefix: String = config
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(32)
+            .collect();
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            metrics,
+            link,
+            shutdown: shutdown_rx,
+            next_conn: AtomicU64::new(1),
+            id_prefix: if id_prefix.is_empty() {
+                "edge".to_owned()
+            } else {
+                id_prefix
+            },
+        });
+        info!(addr = %local_addr, name = %shared.config.name, "edge listening");
+        tasks.push(tokio::spawn(accept(listener, Arc::clone(&shared))));
+        Ok(EdgeHandle {
+            local_addr,
+            shared,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+}
+
+/// A running edge.
+#[derive(Debug)]
+pub struct EdgeHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl EdgeHandle {
+    /// The address the listener is bound to (the real port when `listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// True while the link to the log is up (what `/readyz` reports).
+    pub fn ready(&self) -> bool {
+        self.shared.metrics.link_is_up()
+    }
+
+    /// Stops accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
+    /// elsewhere}`, waits (up to 5 s) for them to go, then stops the link.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let waited = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while self.shared.metrics.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            warn!(
+                open = self.shared.metrics.open_connections(),
+                "connections still open after the drain timeout"
+            );
+        }
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                debug!("a background task did not stop in time");
+            }
+        }
+        info!("edge stopped");
+    }
+}
+
+/// Accepts TCP connections and serves HTTP/1 on each (WebSocket upgrades leave the
+/// HTTP task and run in one of their own).
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut shutdown = shared.shutdown.clone();
+            let service = service_fn(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, std::convert::Infallible>(http::handle(request, shared).await) }
+            });
+            let connection = http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,385 @@
+//! The WebSocket connection driver: one task per client connection owning its socket,
+//! its [`Session`] and its [`Outbox`].
+//!
+//! ```text
+//!  socket ──read──▶ decode ──▶ Session ──outputs──▶ outbox (frames) / link (publish, attach)
+//!  outbox ──drain, join several frames──▶ one WebSocket message ──▶ socket
+//!  timer ──▶ Session::handle_tick (heartbeat, idle, connect timeouts)
+//! ```
+//!
+//! The driver polls reading, writing, its outbox and its timer by hand
+//! ([`std::future::poll_fn`]), so a client that stops reading still gets noticed: its
+//! outbox overflows, and it is disconnected as a slow consumer while writes are stuck.
+//! Reading never buffers more than `limits.max_frame_bytes` for one message: the
+//! WebSocket layer refuses a frame by its header.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Sink, Stream};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tern_protocol::{ClientFrame, ErrorCode, Format, ServerFrame};
+use tokio::io::AsyncReadExt as _;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode as WsCloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info_span, Instrument as _};
+
+use crate::hub::{ConnKey, SubscriberHandle};
+use crate::link::{HubCommand, PublishJob, ReplyTo};
+use crate::metrics::CloseReason;
+use crate::outbox::Outbox;
+use crate::server::Shared;
+use crate::session::{CloseCode, Session, SessionOutput, SessionParams};
+
+/// The socket type after the HTTP upgrade.
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Most bytes of frames joined into one WebSocket message.
+const WRITE_CHUNK: usize = 16 * 1024;
+/// How long the last frames and the close handshake may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded after closing, so the client reads our last frame
+/// before the socket goes (closing with unread input would reset the connection).
+const CLOSE_DRAIN_BYTES: usize = 32 * 1024 * 1024;
+
+/// The WebSocket settings of every connection: small buffers (idle connections stay
+/// small), and messages over `max_frame_bytes` refused by their header.
+pub(crate) fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WRITE_CHUNK.max(max_frame_bytes) * 4)
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// What woke the driver.
+enum Wake {
+    Incoming(Option<Result<Message, WsError>>),
+    Outbox,
+    Wrote,
+    WriteFailed(WsError),
+    Tick,
+    Shutdown,
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub(crate) async fn serve(socket: Socket, shared: Arc<Shared>, format: Format, conn: ConnKey) {
+    let connection_id = shared.connection_id();
+    let span = info_span!("conn", id = %connection_id);
+    async move {
+        debug!(?format, "WebSocket open");
+        let reason = run(socket, &shared, format, conn, connection_id).await;
+        shared.metrics.connection_closed(reason);
+        debug!(?reason, "WebSocket closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn run(
+    mut socket: Socket,
+    shared: &Arc<Shared>,
+    format: Format,
+    conn: ConnKey,
+    connection_id: String,
+) -> CloseReason {
+    let outbox = Arc::new(Outbox::new(shared.config.limits.outbound_queue_bytes));
+    let params = SessionParams {
+        connection_id,
+        connection_key: random_hex(16),
+    };
+    let mut session = Session::new(Arc::clone(&shared.config), params, Instant::now());
+    let mut shutdown = shared.shutdown.clone();
+    let mut flushing = false;
+    let mut last_words: Option<Bytes> = None;
+    let mut client_closed = false;
+    let mut overflowed = false;
+    let close = loop {
+        // Carry out what the session asked for.
+        let mut close = None;
+        while let Some(output) = session.poll_output() {
+            match output {
+                SessionOutput::Send(frame) => {
+                    let bytes = Bytes::from(tern_protocol::encode(format, &frame));
+                    if matches!(frame, ServerFrame::Disconnected(_) | ServerFrame::Closed(_)) {
+                        last_words = Some(bytes);
+                    } else {
+                        outbox.push(bytes);
+                    }
+                }
+                SessionOutput::Publish {
+                    msg_serial,
+                    messages,
+                } => {
+                    let reply = ReplyTo::Outbox {
+                        outbox: Arc::clone(&outbox),
+                        msg_serial,
+                    };
+                    shared
+                        .link
+                        .publish(PublishJob { messages, reply }, &shared.metrics)
+                        .await;
+                }
+                SessionOutput::Attach {
+                    channel,
+                    from,
+                    granted,
+                } => {
+                    let handle = SubscriberHandle {
+                        conn,
+                        outbox: Arc::clone(&outbox),
+                        format,
+                    };
+                    shared
+                        .link
+                        .command(HubCommand::Attach {
+                            handle,
+                            channel,
+                            from,
+                            granted,
+                        })
+                        .await;
+                }
+                SessionOutput::Detach { channel, error } => {
+                    shared
+                        .link
+                        .command(HubCommand::Detach {
+                            conn,
+                            channel,
+                            error,
+                        })
+                        .await;
+                }
+                SessionOutput::Close(code) => close = Some(code),
+            }
+        }
+        if let Some(code) = close {
+            break Some(code);
+        }
+        if client_closed {
+            break None;
+        }
+
+        let deadline = session
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let wake = {
+            let mut sleep = pin!(tokio::time::sleep_until(deadline));
+            let mut notified = pin!(outbox.notified());
+            let mut stopping = pin!(shutdown.changed());
+            poll_fn(|cx| {
+                if let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
+                    if changed.is_err() || *shared.shutdown.borrow() {
+                        return Poll::Ready(Wake::Shutdown);
+                    }
+                }
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox);
+                }
+                // Write: start a message when the socket takes one, then flush it.
+                if !flushing && outbox.has_frames() {
+                    match std::pin::Pin::new(&mut socket).poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let frames = outbox.drain_frames(WRITE_CHUNK);
+                            if !frames.is_empty() {
+                                let message = ws_message(format, &frames);
+                                if let Err(error) = std::pin::Pin::new(&mut socket).start_send(message) {
+                                    return Poll::Ready(Wake::WriteFailed(error));
+                                }
+                                flushing = true;
+                            }
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Wake::WriteFailed(error)),
+                        Poll::Pending => {}
+                    }
+                }
+                if flushing {
+                    match std::pin::Pin::new(&mut socket).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => {
+                            flushing = false;
+                            return Poll::Ready(Wake::Wrote);
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Wake::WriteFailed(error)),
+                        Poll::Pending => {}
+                    }
+                }
+                if let Poll::Ready(message) = std::pin::Pin::new(&mut socket).poll_next(cx) {
+                    return Poll::Ready(Wake::Incoming(message));
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Tick);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        let now = Instant::now();
+        match wake {
+            Wake::Shutdown => session.handle_shutdown(),
+            Wake::Tick => session.handle_tick(now),
+            Wake::Wrote => session.handle_sent(now),
+            Wake::WriteFailed(error) => {
+                debug!(%error, "write failed");
+                break None;
+            }
+            Wake::Outbox => {
+                for reply in outbox.take_replies() {
+                    session.handle_publish_result(reply.msg_serial, reply.result);
+                }
+                if outbox.is_overflowed() && !overflowed {
+                    overflowed = true;
+                    session.handle_slow_consumer();
+                }
+            }
+            Wake::Incoming(None) => client_closed = true,
+            Wake::Incoming(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
+                session.handle_frame_too_large();
+            }
+            Wake::Incoming(Some(Err(error))) => {
+                debug!(%error, "WebSocket read failed");
+                break None;
+            }
+            Wake::Incoming(Some(Ok(message))) => match message {
+                Message::Text(text) => handle_message(&mut session, &shared.metrics, format, text.as_bytes(), now),
+                Message::Binary(bytes) => handle_message(&mut session, &shared.metrics, format, &bytes, now),
+                Message::Close(_) => client_closed = true,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            },
+        }
+    };
+    shared
+        .link
+        .command(HubCommand::Closed {
+            conn,
+            channels: session.channels().cloned().collect(),
+        })
+        .await;
+    let reason = match session.disconnect_code() {
+        Some(ErrorCode::SlowConsumer) => CloseReason::SlowConsumer,
+        Some(ErrorCode::FrameTooLarge) => CloseReason::FrameTooLarge,
+        Some(ErrorCode::ShuttingDown) => CloseReason::Shutdown,
+        Some(ErrorCode::IdleTimeout) => CloseReason::IdleTimeout,
+        Some(_) => CloseReason::Refused,
+        None if close.is_some() || client_closed => CloseReason::Client,
+        None => CloseReason::Transport,
+    };
+    if let Some(code) = close {
+        let graceful = finish(&mut socket, &outbox, format, last_words, code, overflowed);
+        if tokio::time::timeout(CLOSE_GRACE, graceful).await.is_err() {
+            debug!("close handshake timed out");
+        }
+    }
+    outbox.close();
+    reason
+}
+
+fn handle_message(
+    session: &mut Session,
+    metrics: &crate::metrics::Metrics,
+    format: Format,
+    bytes: &[u8],
+    now: Instant,
+) {
+    match tern_protocol::decode::<ClientFrame>(format, bytes) {
+        Ok(frames) => {
+            for frame in frames {
+                match frame {
+                    Ok(frame) => {
+                        metrics.frame_received();
+                        session.handle_frame(now, frame);
+                    }
+                    Err(error) => {
+                        metrics.decode_error();
+                        session.handle_decode_error(now, error);
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            metrics.decode_error();
+            session.handle_decode_error(now, error);
+        }
+    }
+}
+
+/// Several encoded frames as one WebSocket message of the connection's format.
+fn ws_message(format: Format, frames: &[Bytes]) -> Message {
+    let payload = match frames {
+        [one] => one.clone(),
+        many => Bytes::from(tern_protocol::join(format, many)),
+    };
+    let opcode = if format.is_text() { Data::Text } else { Data::Binary };
+    // JSON frames are UTF-8 by construction: sent as a raw text frame, not re-validated.
+    Message::Frame(Frame::message(payload, OpCode::Data(opcode), true))
+}
+
+/// Sends what is queued (unless the client was too slow for it), the last frame, the
+/// WebSocket close, then reads until the client closes too.
+async fn finish(
+    socket: &mut Socket,
+    outbox: &Outbox,
+    format: Format,
+    last_words: Option<Bytes>,
+    code: CloseCode,
+    overflowed: bool,
+) {
+    use futures::SinkExt as _;
+    if !overflowed {
+        loop {
+            let frames = outbox.drain_frames(WRITE_CHUNK);
+            if frames.is_empty() {
+                break;
+            }
+            if socket.feed(ws_message(format, &frames)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(bytes) = last_words
+        && socket.feed(ws_message(format, &[bytes])).await.is_err()
+    {
+        return;
+    }
+    let (code, reason) = match code {
+        CloseCode::Normal => (WsCloseCode::Normal, "closed"),
+        CloseCode::TooLarge => (WsCloseCode::Size, "message too large"),
+        CloseCode::GoingAway => (WsCloseCode::Away, "shutting down"),
+        CloseCode::Policy => (WsCloseCode::Policy, "disconnected"),
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    if socket.send(close).await.is_err() {
+        return;
+    }
+    // Read (and drop) until the client closes its side.
+    let io = socket.get_mut();
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < CLOSE_DRAIN_BYTES {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
