@@ -1,0 +1,908 @@
+//! `docs/protocol.md`, checked against a real `tern dev`.
+//!
+//! Written only from the document, with a plain WebSocket library and hand-written
+//! JSON — no `tern-protocol`, no `tern-client` — so that what the document promises is
+//! what a client written from it gets. Each assertion names the section it checks
+//! (`§4`); when one fails, either the edge or the document is wrong.
+//!
+//! ```text
+//!  test ──WebSocket tern.v1.json──▶ tern dev --port 0 --data-dir <tmp>
+//!       ──HTTP/1.1 (by hand)──────▶   (edge + log in one process)
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tern_tests::tern_binary;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for any single answer; generous for a loaded 2-core CI machine. Not a
+/// timing assertion: only a bound so that a missing answer fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running `tern dev`, killed on drop.
+struct Dev {
+    child: Child,
+    addr: SocketAddr,
+    key: String,
+    _data: tempfile::TempDir,
+}
+
+impl Dev {
+    /// `tern dev --port 0 --data-dir <tmp>`: waits for its first line,
+    /// `tern dev listening on http://ADDR`, and for the dev key it prints.
+    fn start() -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut child = Command::new(tern_binary())
+            .args(["dev", "--port", "0", "--data-dir"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning tern dev")?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut dev = Dev {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: String::new(),
+            _data: data,
+        };
+        let mut lines = Vec::new();
+        while dev.addr.port() == 0 || dev.key.is_empty() {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+                bail!("tern dev printed no address and key within 120 s; it printed {lines:#?}");
+            };
+            if lines.is_empty() {
+                let addr = line
+                    .strip_prefix("tern dev listening on http://")
+                    .with_context(|| format!("first line of tern dev: {line:?}"))?;
+                dev.addr = addr.trim().parse().context("tern dev's address")?;
+            } else if let Some(key) = find_key(&line) {
+                dev.key = key;
+            }
+            lines.push(line);
+        }
+        Ok(dev)
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An API key `app.keyid:secret` (§10) among the words of a line.
+fn find_key(line: &str) -> Option<String> {
+    line.split(|c: char| c.is_whitespace() || "\"'`=,;<>()".contains(c))
+        .map(|word| word.trim_end_matches(['.', ',']))
+        .find(|word| {
+            let Some((id, secret)) = word.split_once(':') else {
+                return false;
+            };
+            let Some((app, key_id)) = id.split_once('.') else {
+                return false;
+            };
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
+            plain(app) && plain(key_id) && secret.len() >= 16 && !secret.contains('/')
+        })
+        .map(str::to_owned)
+}
+
+/// A WebSocket client speaking `tern.v1.json`, one frame at a time.
+struct Ws {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames received but not looked at yet (a message may hold several, §1.2).
+    pending: VecDeque<Value>,
+}
+
+impl Ws {
+    /// Opens `/v1/ws` offering `tern.v1.json` and checks it is selected (§1.1).
+    async fn open(dev: &Dev) -> anyhow::Result<Self> {
+        let mut request = dev.ws_url().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "tern.v1.json".parse()?);
+        let (socket, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .context("WebSocket handshake timed out")??;
+        // §1.1: the selected subprotocol is echoed in the handshake answer.
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("tern.v1.json")
+        );
+        Ok(Self {
+            socket,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Sends one WebSocket text message (one frame, or an array of frames).
+    async fn send(&mut self, message: &Value) -> anyhow::Result<()> {
+        self.send_text(message.to_string()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> anyhow::Result<()> {
+        tokio::time::timeout(WAIT, self.socket.send(WsMessage::text(text)))
+            .await
+            .context("send timed out")??;
+        Ok(())
+    }
+
+    async fn send_binary(&mut self, text: String) -> anyhow::Result<()> {
+        let message = WsMessage::Binary(Bytes::from(text.into_bytes()));
+        tokio::time::timeout(WAIT, self.socket.send(message))
+            .await
+            .context("send timed out")??;
+        Ok(())
+    }
+
+    /// The next frame from the server, skipping the server's own heartbeats (§8: they
+    /// carry no `id` and may come at any time).
+    async fn next(&mut self) -> anyhow::Result<Value> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                if frame["type"] == "HEARTBEAT" && frame.get("id").is_none() {
+                    continue;
+                }
+                return Ok(frame);
+            }
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .context("no frame from the server in time")?
+                .context("the WebSocket ended")??;
+            match message {
+                // §1.1: JSON connections get text messages.
+                WsMessage::Text(text) => self.push(text.as_str())?,
+                WsMessage::Binary(_) => bail!("a binary message on a tern.v1.json connection"),
+                WsMessage::Close(close) => bail!("the WebSocket closed: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// §1.2: one frame object, or an array of frame objects.
+    fn push(&mut self, text: &str) -> anyhow::Result<()> {
+        match serde_json::from_str(text)? {
+            Value::Array(frames) => {
+                ensure!(!frames.is_empty(), "an empty array from the server");
+                self.pending.extend(frames);
+            }
+            frame @ Value::Object(_) => self.pending.push_back(frame),
+            other => bail!("not a frame: {other}"),
+        }
+        Ok(())
+    }
+
+    /// The next frame, which must be of type `kind`.
+    async fn expect(&mut self, kind: &str) -> anyhow::Result<Value> {
+        let frame = self.next().await?;
+        ensure!(frame["type"] == kind, "expected {kind}, got {frame}");
+        Ok(frame)
+    }
+
+    /// Frames until the WebSocket closes; returns them and the close code.
+    async fn until_closed(&mut self) -> anyhow::Result<(Vec<Value>, Option<CloseCode>)> {
+        let mut frames: Vec<Value> = self.pending.drain(..).collect();
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .context("the server did not close the WebSocket in time")?;
+            match message {
+                Some(Ok(WsMessage::Text(text))) => {
+                    self.push(text.as_str())?;
+                    frames.extend(self.pending.drain(..));
+                }
+                Some(Ok(WsMessage::Close(close))) => {
+                    return Ok((frames, close.map(|c| c.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ok((frames, None)),
+            }
+        }
+    }
+
+    /// CONNECT with `key` and client id `alice`; returns CONNECTED.
+    async fn connect(&mut self, key: &str) -> anyhow::Result<Value> {
+        self.send(&json!({"type": "CONNECT", "key": key, "client_id": "alice"}))
+            .await?;
+        self.expect("CONNECTED").await
+    }
+}
+
+/// The `code` of a frame's `error`.
+fn code(frame: &Value) -> &Value {
+    &frame["error"]["code"]
+}
+
+/// §2.2: `{"epoch": u64, "serial": u64}`.
+fn position(value: &Value) -> (u64, u64) {
+    let epoch = value["epoch"].as_u64().expect("position.epoch is a u64");
+    let serial = value["serial"].as_u64().expect("position.serial is a u64");
+    (epoch, serial)
+}
+
+/// §2.2: an ErrorInfo is `{"code": u32, "message": string, "retryable": bool}`.
+fn check_error_info(frame: &Value, expected_code: u64, retryable: bool) {
+    let error = &frame["error"];
+    assert_eq!(error["code"], expected_code, "{frame}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{frame}"
+    );
+    assert_eq!(error["retryable"], retryable, "{frame}");
+}
+
+/// One HTTP/1.1 exchange, by hand: `Connection: close`, read to the end.
+struct HttpAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> anyhow::Result<HttpAnswer> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(auth) = auth {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.take(16 << 20).read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .context("HTTP exchange timed out")??;
+    parse_http(&raw)
+}
+
+fn parse_http(raw: &[u8]) -> anyhow::Result<HttpAnswer> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().context("no status line")?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("chunk size line")?;
+            let size_text = std::str::from_utf8(&rest[..line_end])?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            ensure!(rest.len() >= size + 2, "short chunk");
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = out;
+    }
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The documented session (§13), and each documented answer along the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
+    let dev = Dev::start()?;
+    let channel = "doc:lobby";
+
+    // ---- Before CONNECT (§4): only HEARTBEAT and CLOSE are served.
+    let mut ws = Ws::open(&dev).await?;
+    ws.send(&json!({"type": "HEARTBEAT", "id": 1})).await?;
+    // §3.6: answered with the same id, also before CONNECT.
+    assert_eq!(ws.expect("HEARTBEAT").await?["id"], 1);
+    // §1.1: a binary message on a JSON connection is read as JSON.
+    ws.send_binary(json!({"type": "HEARTBEAT", "id": 11}).to_string())
+        .await?;
+    assert_eq!(ws.expect("HEARTBEAT").await?["id"], 11);
+    ws.send(&json!({"type": "ATTACH", "channel": channel}))
+        .await?;
+    let error = ws.expect("ERROR").await?;
+    // §4: ATTACH before CONNECT → ERROR NotConnected, with the channel it named.
+    check_error_info(&error, 40005, false);
+    assert_eq!(error["channel"], channel);
+    ws.send(&json!({"type": "PUBLISH", "msg_serial": 9, "channel": channel, "messages": [{"data": "x"}]}))
+        .await?;
+    // §4: PUBLISH before CONNECT → NACK NotConnected with its msg_serial.
+    let nack = ws.expect("NACK").await?;
+    assert_eq!(nack["msg_serial"], 9);
+    check_error_info(&nack, 40005, false);
+
+    // ---- CONNECT → CONNECTED (§3.2).
+    let connected = ws.connect(&dev.key).await?;
+    let connection_id = connected["connection_id"]
+        .as_str()
+        .context("connection_id is a string")?
+        .to_owned();
+    // §3.2: opaque, URL-safe, without ':'.
+    assert!(!connection_id.is_empty());
+    assert!(
+        connection_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)),
+        "{connection_id}"
+    );
+    assert!(connected["connection_key"].is_string(), "{connected}");
+    assert_eq!(connected["client_id"], "alice");
+    assert!(
+        connected["heartbeat_interval_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0)
+    );
+    assert!(
+        connected["idle_timeout_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0)
+    );
+    assert_eq!(connected["state_ttl_ms"], 120_000);
+    assert!(
+        connected.get("error").is_none(),
+        "no resume asked: {connected}"
+    );
+    let limits = &connected["limits"];
+    for field in [
+        "max_frame_bytes",
+        "max_message_bytes",
+        "max_messages_per_publish",
+        "max_inflight_publishes",
+        "max_channels",
+    ] {
+        assert!(
+            limits[field].as_u64().is_some_and(|n| n > 0),
+            "limits.{field}: {connected}"
+        );
+    }
+    let max_frame_bytes = limits["max_frame_bytes"]
+        .as_u64()
+        .context("max_frame_bytes")?;
+
+    // §4: a second CONNECT → ERROR AlreadyConnected; the connection stays.
+    ws.send(&json!({"type": "CONNECT", "key": dev.key})).await?;
+    check_error_info(&ws.expect("ERROR").await?, 40004, false);
+
+    // ---- ATTACH → ATTACHED (§3.8, §5).
+    ws.send(&json!({"type": "ATTACH", "channel": channel}))
+        .await?;
+    let attached = ws.expect("ATTACHED").await?;
+    assert_eq!(attached["channel"], channel);
+    // §5: a plain attach is never `resumed`, and carries no error.
+    assert_eq!(attached["resumed"], false);
+    assert!(attached.get("error").is_none(), "{attached}");
+    // §10: `tern dev`'s key is allowed everything on every channel.
+    let granted = attached["granted"]
+        .as_array()
+        .context("granted is a list")?;
+    for op in ["publish", "subscribe", "history"] {
+        assert!(granted.contains(&json!(op)), "{attached}");
+    }
+    // §3.8: absent when the channel had no message before (a fresh channel).
+    assert!(attached.get("position").is_none(), "{attached}");
+
+    // ---- Several frames in one WebSocket message (§1.2): PUBLISH + HEARTBEATs.
+    ws.send(&json!([
+        {"type": "PUBLISH", "msg_serial": 0, "channel": channel, "messages": [
+            {"id": "m-1", "name": "chat.message", "data": "hello", "content_type": "text/plain",
+             "headers": {"trace": "abc"}},
+            {"data": {"base64": "AAH/"}},
+        ]},
+        {"type": "HEARTBEAT"},
+        {"type": "HEARTBEAT", "id": 2},
+    ]))
+    .await?;
+    // §3.6: a HEARTBEAT without id is not answered, so the next answer is for id 2;
+    // §7: answers come in the order of the frames, except ACK/NACK.
+    let mut ack = None;
+    let mut messages = Vec::new();
+    let mut heartbeat = None;
+    while ack.is_none() || messages.len() < 2 || heartbeat.is_none() {
+        let frame = ws.next().await?;
+        match frame["type"].as_str() {
+            Some("ACK") => ack = Some(frame),
+            Some("MESSAGE") => messages.push(frame),
+            Some("HEARTBEAT") => {
+                ensure!(heartbeat.is_none(), "a second HEARTBEAT answer: {frame}");
+                heartbeat = Some(frame);
+            }
+            _ => bail!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(heartbeat.context("heartbeat")?["id"], 2);
+    let ack = ack.context("ack")?;
+    // §3.11: one result per message, in PUBLISH order, with increasing positions.
+    assert_eq!(ack["msg_serial"], 0);
+    let results = ack["results"].as_array().context("results is a list")?;
+    assert_eq!(results.len(), 2, "{ack}");
+    let (epoch, first) = position(&results[0]["position"]);
+    assert_eq!(
+        position(&results[1]["position"]),
+        (epoch, first + 1),
+        "{ack}"
+    );
+    // §2.2: serials count 1, 2, 3, … per channel.
+    assert_eq!(first, 1, "{ack}");
+    assert!(results.iter().all(|r| r["duplicate"] == false), "{ack}");
+
+    // §3.10 and §2.4: MESSAGE with position, id, timestamp, client_id and the fields
+    // as published; text stays text, binary stays binary. §7: in order, no gap.
+    let text = &messages[0];
+    assert_eq!(text["channel"], channel);
+    assert_eq!(position(&text["position"]), (epoch, first));
+    let m = &text["message"];
+    assert_eq!(m["id"], "m-1");
+    assert_eq!(m["name"], "chat.message");
+    assert_eq!(m["data"], "hello");
+    assert_eq!(m["content_type"], "text/plain");
+    assert_eq!(m["headers"], json!({"trace": "abc"}));
+    assert_eq!(m["client_id"], "alice");
+    assert!(
+        m["timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000),
+        "{text}"
+    );
+    let binary = &messages[1];
+    assert_eq!(position(&binary["position"]), (epoch, first + 1));
+    let m = &binary["message"];
+    // §6.3: without id, the key and delivered id is <connection_id>:<msg_serial>:<index>.
+    assert_eq!(m["id"], format!("{connection_id}:0:1"));
+    assert_eq!(m["data"], json!({"base64": "AAH/"}));
+    assert_eq!(m["client_id"], "alice");
+    assert!(m["timestamp"].is_u64(), "{binary}");
+    // §2.4: absent fields are left out.
+    assert!(
+        m.get("name").is_none() && m.get("headers").is_none(),
+        "{binary}"
+    );
+
+    // ---- Idempotency (§6.3): the same id again is a duplicate with the original
+    // position, and nothing new is stored (the next message gets the next serial).
+    ws.send(
+        &json!({"type": "PUBLISH", "msg_serial": 1, "channel": channel,
+        "messages": [{"id": "m-1", "data": "hello again?"}]}),
+    )
+    .await?;
+    let dup = ws.expect("ACK").await?;
+    assert_eq!(dup["msg_serial"], 1);
+    assert_eq!(dup["results"][0]["duplicate"], true, "{dup}");
+    assert_eq!(position(&dup["results"][0]["position"]), (epoch, first));
+    ws.send(
+        &json!({"type": "PUBLISH", "msg_serial": 2, "channel": channel,
+        "messages": [{"id": "m-3", "data": "three"}]}),
+    )
+    .await?;
+    let (mut got_ack, mut got_message) = (false, false);
+    while !(got_ack && got_message) {
+        let frame = ws.next().await?;
+        match frame["type"].as_str() {
+            Some("ACK") => {
+                assert_eq!(frame["msg_serial"], 2);
+                assert_eq!(
+                    position(&frame["results"][0]["position"]),
+                    (epoch, first + 2)
+                );
+                got_ack = true;
+            }
+            Some("MESSAGE") => {
+                // §7: no repeat, no gap: the duplicate was not delivered.
+                assert_eq!(position(&frame["position"]), (epoch, first + 2), "{frame}");
+                assert_eq!(frame["message"]["id"], "m-3");
+                got_message = true;
+            }
+            _ => bail!("unexpected {frame}"),
+        }
+    }
+
+    // ---- Documented errors; the connection stays (§4, §5, §6.1).
+    ws.send(&json!({"type": "SUBSCRIBE", "channel": channel}))
+        .await?;
+    let unknown = ws.expect("ERROR").await?;
+    check_error_info(&unknown, 40001, false);
+    ws.send_text("{\"type\": \"ATTACH\",".into()).await?;
+    check_error_info(&ws.expect("ERROR").await?, 40000, false);
+    ws.send_text("[]".into()).await?;
+    check_error_info(&ws.expect("ERROR").await?, 40000, false);
+    ws.send(&json!({"type": "PUBLISH", "msg_serial": 3, "channel": channel, "messages": "nope"}))
+        .await?;
+    let nack = ws.expect("NACK").await?;
+    assert_eq!(nack["msg_serial"], 3);
+    check_error_info(&nack, 40000, false);
+    ws.send(&json!({"type": "PUBLISH", "msg_serial": 4, "channel": channel, "messages": []}))
+        .await?;
+    let nack = ws.expect("NACK").await?;
+    assert_eq!(
+        (&nack["msg_serial"], code(&nack)),
+        (&json!(4), &json!(40003))
+    );
+    ws.send(
+        &json!({"type": "PUBLISH", "msg_serial": 5, "channel": channel,
+        "messages": [{"data": "x", "headers": {"tern-name": "sneaky"}}]}),
+    )
+    .await?;
+    let nack = ws.expect("NACK").await?;
+    assert_eq!(
+        (&nack["msg_serial"], code(&nack)),
+        (&json!(5), &json!(40003))
+    );
+    ws.send(
+        &json!({"type": "PUBLISH", "msg_serial": 6, "channel": "$system",
+        "messages": [{"data": "x"}]}),
+    )
+    .await?;
+    let nack = ws.expect("NACK").await?;
+    assert_eq!(
+        (&nack["msg_serial"], code(&nack)),
+        (&json!(6), &json!(40002))
+    );
+    ws.send(&json!({"type": "ATTACH", "channel": "$system"}))
+        .await?;
+    let refused = ws.expect("DETACHED").await?;
+    assert_eq!(refused["channel"], "$system");
+    check_error_info(&refused, 40002, false);
+    ws.send(
+        &json!({"type": "ATTACH", "channel": "doc:other", "rewind": 1,
+        "from": {"epoch": epoch, "serial": 1}}),
+    )
+    .await?;
+    let refused = ws.expect("DETACHED").await?;
+    assert_eq!(refused["channel"], "doc:other");
+    check_error_info(&refused, 40003, false);
+    // §3.4: DETACH of a channel that is not attached → DETACHED without error.
+    ws.send(&json!({"type": "DETACH", "channel": "doc:never"}))
+        .await?;
+    let detached = ws.expect("DETACHED").await?;
+    assert_eq!(detached["channel"], "doc:never");
+    assert!(detached.get("error").is_none(), "{detached}");
+    // Still connected and attached: HEARTBEAT answered.
+    ws.send(&json!({"type": "HEARTBEAT", "id": 3})).await?;
+    assert_eq!(ws.expect("HEARTBEAT").await?["id"], 3);
+
+    // ---- HTTP publish (§12.1) while the WebSocket is attached: delivered to it too.
+    let bearer = format!("Bearer {}", dev.key);
+    let path = format!("/v1/channels/{channel}/messages");
+    let answer = http(
+        dev.addr,
+        "POST",
+        &path,
+        Some(&bearer),
+        Some(
+            &json!([{"id": "order-17", "name": "order", "data": "{\"total\":12}",
+                       "content_type": "application/json"},
+                      {"data": {"base64": "AAE="}}]),
+        ),
+    )
+    .await?;
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body = answer.json();
+    let results = body["results"].as_array().context("results")?;
+    assert_eq!(results.len(), 2, "{body}");
+    assert_eq!(position(&results[0]["position"]), (epoch, first + 3));
+    assert_eq!(position(&results[1]["position"]), (epoch, first + 4));
+    let one = ws.expect("MESSAGE").await?;
+    assert_eq!(position(&one["position"]), (epoch, first + 3));
+    assert_eq!(one["message"]["id"], "order-17");
+    assert_eq!(one["message"]["content_type"], "application/json");
+    let two = ws.expect("MESSAGE").await?;
+    assert_eq!(position(&two["position"]), (epoch, first + 4));
+    // §12.1: a message without id gets `http:<uuid>:<index>`.
+    let id = two["message"]["id"].as_str().context("id")?;
+    assert!(id.starts_with("http:") && id.ends_with(":1"), "{id}");
+    assert_eq!(two["message"]["data"], json!({"base64": "AAE="}));
+    // §12.1: one Message object (not an array) is accepted too.
+    let answer = http(
+        dev.addr,
+        "POST",
+        &path,
+        Some(&bearer),
+        Some(&json!({"data": "solo"})),
+    )
+    .await?;
+    assert_eq!(answer.status, 201);
+    assert_eq!(
+        position(&answer.json()["results"][0]["position"]),
+        (epoch, first + 5)
+    );
+    assert_eq!(
+        position(&ws.expect("MESSAGE").await?["position"]),
+        (epoch, first + 5)
+    );
+
+    // ---- CLOSE → CLOSED, then WebSocket close 1000 (§3.7, §1.3).
+    ws.send(&json!({"type": "CLOSE"})).await?;
+    let (frames, close) = ws.until_closed().await?;
+    let frames: Vec<&Value> = frames.iter().filter(|f| f["type"] != "HEARTBEAT").collect();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "CLOSED");
+    assert_eq!(close, Some(CloseCode::Normal));
+
+    // ---- Reconnect and resume with `from` (§5, §7).
+    let mut ws = Ws::open(&dev).await?;
+    let again = ws.connect(&dev.key).await?;
+    assert_ne!(
+        again["connection_id"],
+        json!(connection_id),
+        "a new connection"
+    );
+    let from = json!({"epoch": epoch, "serial": first + 2});
+    ws.send(&json!({"type": "ATTACH", "channel": channel, "from": from}))
+        .await?;
+    let attached = ws.expect("ATTACHED").await?;
+    // §5: `from` still continuable → position = from, resumed, no error.
+    assert_eq!(attached["resumed"], true, "{attached}");
+    assert_eq!(attached["position"], from);
+    assert!(attached.get("error").is_none(), "{attached}");
+    for serial in first + 3..=first + 5 {
+        let message = ws.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, serial));
+    }
+    // §5: rewind N delivers the last N stored messages first.
+    ws.send(&json!({"type": "ATTACH", "channel": "doc:rewound"}))
+        .await?;
+    ws.expect("ATTACHED").await?;
+    ws.send(&json!({"type": "ATTACH", "channel": channel, "rewind": 2}))
+        .await?;
+    let attached = ws.expect("ATTACHED").await?;
+    assert_eq!(position(&attached["position"]), (epoch, first + 3));
+    assert_eq!(attached["resumed"], false);
+    for serial in first + 4..=first + 5 {
+        let message = ws.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, serial));
+    }
+    // §3.4: DETACH of an attached channel → DETACHED without error.
+    ws.send(&json!({"type": "DETACH", "channel": channel}))
+        .await?;
+    let detached = ws.expect("DETACHED").await?;
+    assert_eq!(detached["channel"], channel);
+    assert!(detached.get("error").is_none());
+
+    // ---- A message over max_frame_bytes ends the session: DISCONNECTED
+    // FrameTooLarge, reconnect retry, close 1009 (§1.2, §1.3).
+    let huge = "x".repeat(usize::try_from(max_frame_bytes)? + 1024);
+    // The server may stop reading (and close) before the whole message is sent.
+    let _ = ws
+        .send(&json!({"type": "HEARTBEAT", "padding": huge}))
+        .await;
+    let (frames, close) = ws.until_closed().await?;
+    let disconnected = frames
+        .iter()
+        .find(|f| f["type"] == "DISCONNECTED")
+        .with_context(|| format!("no DISCONNECTED in {frames:?}"))?;
+    check_error_info(disconnected, 40009, false);
+    assert_eq!(disconnected["reconnect"], "retry");
+    assert_eq!(close, Some(CloseCode::Size));
+
+    // ---- CONNECT with a wrong key: DISCONNECTED InvalidCredentials, never, 1008 (§10).
+    let mut ws = Ws::open(&dev).await?;
+    ws.send(&json!({"type": "CONNECT", "key": "nope.nope:0123456789abcdef0123"}))
+        .await?;
+    let (frames, close) = ws.until_closed().await?;
+    let disconnected = frames
+        .iter()
+        .find(|f| f["type"] == "DISCONNECTED")
+        .with_context(|| format!("no DISCONNECTED in {frames:?}"))?;
+    check_error_info(disconnected, 40101, false);
+    assert_eq!(disconnected["reconnect"], "never");
+    assert_eq!(close, Some(CloseCode::Policy));
+
+    // ---- HTTP history (§12.2), with each documented way to give the key (§10).
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(&dev.key)
+    );
+    let page = http(
+        dev.addr,
+        "GET",
+        &format!("{path}?from=1&limit=2"),
+        Some(&basic),
+        None,
+    )
+    .await?;
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{:?}",
+        page.headers
+    );
+    let body = page.json();
+    let listed = body["messages"].as_array().context("messages")?;
+    assert_eq!(listed.len(), 2, "{body}");
+    assert_eq!(listed[0]["channel"], channel);
+    assert_eq!(position(&listed[0]["position"]), (epoch, 1));
+    assert_eq!(listed[0]["message"]["id"], "m-1");
+    assert_eq!(listed[0]["message"]["data"], "hello");
+    assert_eq!(listed[0]["message"]["client_id"], "alice");
+    assert_eq!(position(&listed[1]["position"]), (epoch, 2));
+    assert_eq!(listed[1]["message"]["data"], json!({"base64": "AAH/"}));
+    assert_eq!(body["next"], 3, "{body}");
+    let last = http(
+        dev.addr,
+        "GET",
+        &format!("{path}?from=6&key={}", dev.key),
+        None,
+        None,
+    )
+    .await?;
+    assert_eq!(last.status, 200);
+    let body = last.json();
+    assert_eq!(body["messages"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["messages"][0]["message"]["data"], "solo");
+    assert_eq!(body["next"], Value::Null, "{body}");
+    let bad = http(
+        dev.addr,
+        "GET",
+        &format!("{path}?limit=0"),
+        Some(&bearer),
+        None,
+    )
+    .await?;
+    assert_eq!(bad.status, 400);
+    check_error_info(&bad.json(), 40003, false);
+
+    // ---- HTTP errors (§12, §10).
+    let missing = http(dev.addr, "GET", &path, None, None).await?;
+    assert_eq!(missing.status, 401);
+    check_error_info(&missing.json(), 40100, false);
+    let wrong = http(
+        dev.addr,
+        "GET",
+        &path,
+        Some("Bearer nope.nope:0123456789abcdef0123"),
+        None,
+    )
+    .await?;
+    assert_eq!(wrong.status, 401);
+    check_error_info(&wrong.json(), 40101, false);
+    let invalid = http(
+        dev.addr,
+        "POST",
+        "/v1/channels/$system/messages",
+        Some(&bearer),
+        Some(&json!({"data": "x"})),
+    )
+    .await?;
+    assert_eq!(invalid.status, 400);
+    check_error_info(&invalid.json(), 40002, false);
+    let not_found = http(dev.addr, "GET", "/v1/nothing-here", Some(&bearer), None).await?;
+    assert_eq!(not_found.status, 404);
+    check_error_info(&not_found.json(), 40400, false);
+    let method = http(dev.addr, "DELETE", &path, Some(&bearer), None).await?;
+    assert_eq!(method.status, 405);
+    check_error_info(&method.json(), 40500, false);
+    let health = http(dev.addr, "GET", "/healthz", None, None).await?;
+    assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
+    // `tern dev` has published through its log above, so its link is up.
+    let ready = http(dev.addr, "GET", "/readyz", None, None).await?;
+    assert_eq!(ready.status, 200);
+    let metrics = http(dev.addr, "GET", "/metrics", None, None).await?;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        metrics.headers
+    );
+    Ok(())
+}
+
+#[test]
+fn keys_are_found_in_printed_lines() {
+    assert_eq!(
+        find_key("  key: dev.local:0123456789abcdef0123"),
+        Some("dev.local:0123456789abcdef0123".into())
+    );
+    assert_eq!(
+        find_key(
+            "curl -H \"Authorization: Bearer dev.k1:abcdefghijklmnopq\" http://127.0.0.1:8080/"
+        ),
+        Some("dev.k1:abcdefghijklmnopq".into())
+    );
+    assert_eq!(
+        find_key("tern dev listening on http://127.0.0.1:8080"),
+        None
+    );
+    assert_eq!(find_key("ws://127.0.0.1:8080/v1/ws"), None);
+}
+
+#[test]
+fn chunked_http_bodies_are_joined() {
+    let raw =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    let answer = parse_http(raw).expect("parses");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"abcde");
+}
