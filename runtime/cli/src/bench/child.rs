@@ -93,6 +93,11 @@ impl ChildServer {
         }
     }
 
+    /// The process id (none once it has been waited for).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Fails if the process has exited.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait() {

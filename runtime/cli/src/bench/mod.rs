@@ -3,15 +3,18 @@
 //! One file per concept: [`log`] is `tern bench log` (flags, the order of runs,
 //! ratios); [`workload`] the load and its measurement, shared by every target;
 //! [`inproc`], [`quic`] and [`jetstream`] the systems under test; [`child`] the
-//! servers started as child processes; [`report`] the output lines.
+//! servers started as child processes; [`report`] the output lines. [`ws`] is
+//! `tern bench ws` (WebSocket subscribers and publishers against an edge and
+//! nats-server), a module of its own that reuses [`child`] and [`jetstream`].
 //!
 //! ```text
 //! tern bench log ─▶ for each --channels: inproc ─▶ quic ─▶ jetstream ─▶ ratio
 //!                                  each: workload::drive(target) ─▶ report::Row
+//! tern bench ws  ─▶ tern (tern dev or --url) ─▶ nats (WebSocket) ─▶ ratios
 //! ```
 //!
 //! Every run is bounded (`--timeout`), prints progress on stderr, and stops every
-//! process it started. It does not yet drive subscribers, functions or edges.
+//! process it started. Functions are not benchmarked yet.
 
 mod child;
 mod inproc;
@@ -20,6 +23,7 @@ mod log;
 mod quic;
 mod report;
 mod workload;
+mod ws;
 
 use clap::{Args, Subcommand};
 
@@ -35,11 +39,16 @@ enum BenchCommand {
     /// Publish to the ordered log (in-process, over QUIC) and to JetStream; print
     /// msgs/s and per-batch latency percentiles.
     Log(log::LogBenchArgs),
+    /// Drive WebSocket subscribers and publishers against an edge (and nats-server);
+    /// print deliveries/s, publish -> deliver latency percentiles, memory per
+    /// idle connection.
+    Ws(ws::WsBenchArgs),
 }
 
 /// Runs the chosen benchmark.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Log(args) => log::run(args).await,
+        BenchCommand::Ws(args) => ws::run(args).await,
     }
 }

@@ -1,0 +1,95 @@
+//! What the benchmark asks of the operating system: enough file descriptors for its
+//! connections, and a server's resident memory.
+
+use anyhow::{Context, bail};
+
+/// File descriptors a process needs besides its connections (standard streams,
+/// epoll, pipes to children, the runtime's own, a server's files).
+pub(super) const SPARE_FDS: u64 = 256;
+
+/// The open-files limit (`RLIMIT_NOFILE`) of this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FdLimit {
+    pub(super) soft: u64,
+    pub(super) hard: u64,
+}
+
+/// Reads the open-files limit.
+pub(super) fn fd_limit() -> anyhow::Result<FdLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(FdLimit {
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
+    })
+}
+
+/// Raises the soft open-files limit to at least `needed` (children started later
+/// inherit it). Within the hard limit this always works; above it only a
+/// privileged process may, and the error says what to do.
+pub(super) fn raise_fd_limit(needed: u64) -> anyhow::Result<FdLimit> {
+    let current = fd_limit()?;
+    if current.soft >= needed {
+        return Ok(current);
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: needed,
+        rlim_max: current.hard.max(needed),
+    };
+    // SAFETY: `wanted` is a valid rlimit read by the call; nothing is retained.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!(
+            "{needed} open files are needed but RLIMIT_NOFILE is {} (hard {}) and cannot be \
+             raised ({error}); run fewer connections or raise the hard limit (ulimit -Hn) first",
+            current.soft,
+            current.hard
+        );
+    }
+    fd_limit()
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub(super) fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_vm_rss(&status).with_context(|| format!("{path} has no VmRSS line"))
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let value: u64 = fields.next()?.parse().ok()?;
+    (fields.next() == Some("kB")).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_of_this_process() {
+        let status = "Name:\ttern\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(12345));
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(vm_rss_kib(std::process::id()).expect("readable") > 0);
+    }
+
+    #[test]
+    fn the_limit_never_goes_down() {
+        let before = fd_limit().expect("readable");
+        let after = raise_fd_limit(before.soft.min(64)).expect("already enough");
+        assert_eq!(after, before);
+    }
+}
