@@ -3,6 +3,8 @@
 //! Thin by design: it parses arguments, builds the config, sets up logging and
 //! signals, and calls a library. Subcommands live one per file:
 //!
+//! - `tern dev` ([`dev_cmd`]): a log node and an edge in one process, for development.
+//! - `tern edge` ([`edge_cmd`]): run an edge node (client WebSocket and HTTP API).
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
 //!
@@ -10,6 +12,8 @@
 //! few lines other programs wait for, such as `tern log listening on <addr>`.
 
 mod bench;
+mod dev_cmd;
+mod edge_cmd;
 mod log_cmd;
 
 use std::io::IsTerminal;
@@ -28,6 +32,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a log node and an edge in one process, for development (start here).
+    Dev(dev_cmd::DevArgs),
+    /// Run an edge node: client WebSocket and HTTP API, linked to a log node.
+    Edge(edge_cmd::EdgeArgs),
     /// Run a log node: the durable, ordered log edges publish to and subscribe from.
     Log(log_cmd::LogArgs),
     /// Drive load against the log (and JetStream) and print throughput and latency.
@@ -40,7 +48,7 @@ fn main() -> ExitCode {
     // only warnings unless RUST_LOG says otherwise.
     init_logging(match cli.command {
         Command::Bench(_) => "warn",
-        Command::Log(_) => "info",
+        Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
     });
     ignore_sigxfsz();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -55,6 +63,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Dev(args) => dev_cmd::run(args).await,
+            Command::Edge(args) => edge_cmd::run(args).await,
             Command::Log(args) => log_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -66,6 +76,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for SIGTERM or SIGINT; returns which came. A second one exits at once.
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
+        }
+        eprintln!("second signal; exiting now");
+        std::process::exit(130);
+    });
+    Ok(name)
 }
 
 fn init_logging(default: &str) {

@@ -1,0 +1,156 @@
+//! `tern dev`: a log node and an edge in one process, for trying Tern on one machine.
+//!
+//! Data lives in `--data-dir` (default `./.tern`): the embedded store and its
+//! development certificate in `log/`, and the development API key in `dev-key`,
+//! created on first start (random secret, allowed everything on every channel) and
+//! reused after. The log listens on 127.0.0.1 on a free port; the edge on
+//! 127.0.0.1:`--port` (default 8080; 0 picks a free one).
+//!
+//! Prints on stdout, first line stable for scripts:
+//!
+//! ```text
+//! tern dev listening on http://127.0.0.1:8080
+//! WebSocket  ws://127.0.0.1:8080/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)
+//! API key    dev.local:3f9c…
+//! …and a curl publish and history example
+//! ```
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use tern_config::{
+    ApiKey, Capabilities, ChannelPattern, EdgeConfig, LinkServerConfig, LogNodeConfig, Operations,
+};
+use tern_edge::Edge;
+use tern_log::EmbeddedStore;
+use tern_log::net::{LogServer, tls};
+use tracing::info;
+
+/// The dev key's app and id.
+const DEV_APP: &str = "dev";
+const DEV_KEY_ID: &str = "local";
+
+/// Flags of `tern dev`.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Port of the edge on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Directory for the log's data, its certificate and the dev key.
+    #[arg(long, value_name = "DIR", default_value = "./.tern")]
+    data_dir: PathBuf,
+}
+
+/// Runs the log and the edge until SIGINT or SIGTERM.
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir;
+    let log_dir = data_dir.join("log");
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create data directory {}", log_dir.display()))?;
+    let key = dev_key(&data_dir.join("dev-key"))?;
+
+    let log_config = LogNodeConfig::default();
+    let cert = tls::ensure_self_signed(&log_dir, "127.0.0.1")?;
+    let store_config = log_config.store.clone();
+    let open_dir = log_dir.clone();
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&open_dir, store_config))
+        .await
+        .context("store opening task failed")?
+        .with_context(|| format!("cannot open the store in {}", log_dir.display()))?;
+    let server = LogServer::bind(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        &cert.files,
+        store,
+        &LinkServerConfig::default(),
+    )?;
+    let log_addr = server.local_addr().context("cannot read the log's address")?;
+    let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
+    let log = tokio::spawn(server.serve_until(async {
+        let _ = log_stopped.await;
+    }));
+    info!(%log_addr, "log node serving");
+
+    let mut config = EdgeConfig {
+        name: "dev".to_owned(),
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
+        keys: vec![key.clone()],
+        ..EdgeConfig::default()
+    };
+    config.log.addr = log_addr;
+    config.log.ca = Some(cert.files.cert.clone());
+    let edge = Edge::start(config).await.context("cannot start the edge")?;
+    let addr = edge.local_addr();
+    let key_text = format!("{}.{}:{}", key.app, key.key_id, key.secret);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "tern dev listening on http://{addr}")?;
+        writeln!(out, "WebSocket  ws://{addr}/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)")?;
+        writeln!(out, "API key    {key_text}")?;
+        writeln!(out, "Data       {}", data_dir.display())?;
+        writeln!(out, "Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages")?;
+        writeln!(out, "History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'")?;
+        out.flush()?;
+    }
+    let signal = crate::wait_for_signal().await?;
+    info!(signal, "stopping");
+    edge.shutdown().await;
+    let _ = stop_log.send(());
+    log.await.context("log task failed")??;
+    info!("stopped");
+    Ok(())
+}
+
+/// The dev key in `path`, created (mode 0600) with a random secret if missing.
+fn dev_key(path: &Path) -> anyhow::Result<ApiKey> {
+    let secret = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            let Some(secret) = text.strip_prefix(&format!("{DEV_APP}.{DEV_KEY_ID}:")) else {
+                bail!(
+                    "{} does not hold a dev key ({DEV_APP}.{DEV_KEY_ID}:<secret>); delete it to get a new one",
+                    path.display()
+                );
+            };
+            if secret.len() < tern_config::edge::MIN_SECRET_CHARS {
+                bail!("the secret in {} is too short; delete the file to get a new one", path.display());
+            }
+            secret.to_owned()
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_secret();
+            write_private(path, &format!("{DEV_APP}.{DEV_KEY_ID}:{secret}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            info!(path = %path.display(), "created a dev API key");
+            secret
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let everything = ChannelPattern::parse("*").context("the pattern `*`")?;
+    Ok(ApiKey {
+        app: DEV_APP.to_owned(),
+        key_id: DEV_KEY_ID.to_owned(),
+        secret,
+        capabilities: Capabilities::new([(everything, Operations::ALL)]),
+    })
+}
+
+fn random_secret() -> String {
+    use rand::RngCore as _;
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
