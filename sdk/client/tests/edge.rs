@@ -1,0 +1,417 @@
+//! `tern-client` against a real edge (`tern_edge::Edge`) and a real log node
+//! (`tern_log::net::LogServer` on the embedded store), in this process, on
+//! 127.0.0.1:0. Transport drops are forced through a TCP proxy that can cut every
+//! connection at once, and by restarting the edge on its port.
+//!
+//! Run: `cargo test -p tern-client --test edge`
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use futures::StreamExt;
+use tern_client::{
+    AttachFrom, ChannelEvent, ChannelStream, Client, ClientConfig, ClientError, ConnectionState,
+};
+use tern_config::{
+    ApiKey, Capabilities, ChannelPattern, EdgeConfig, LinkServerConfig, Operation, Operations,
+    StoreConfig,
+};
+use tern_edge::{Edge, EdgeHandle};
+use tern_log::EmbeddedStore;
+use tern_log::net::{LogServer, tls};
+use tern_protocol::{Data, ErrorCode, Format, Message, Position};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, oneshot};
+
+/// Every wait ends by then.
+const PATIENCE: Duration = Duration::from_secs(20);
+const KEY: &str = "app.all:all-secret-0123456789";
+const SUBSCRIBE_ONLY: &str = "app.reader:reader-secret-0123456789";
+
+/// A log node and an edge linked to it.
+struct Node {
+    _dir: tempfile::TempDir,
+    _log: oneshot::Sender<()>,
+    log_addr: SocketAddr,
+    cert: std::path::PathBuf,
+    edge: Option<EdgeHandle>,
+}
+
+fn key(text: &str, ops: &[Operation]) -> anyhow::Result<ApiKey> {
+    let (app, rest) = text.split_once('.').context("app")?;
+    let (key_id, secret) = rest.split_once(':').context("secret")?;
+    Ok(ApiKey {
+        app: app.into(),
+        key_id: key_id.into(),
+        secret: secret.into(),
+        capabilities: Capabilities::new([(
+            ChannelPattern::parse("*").map_err(anyhow::Error::msg)?,
+            ops.iter().copied().collect::<Operations>(),
+        )]),
+    })
+}
+
+impl Node {
+    async fn start() -> anyhow::Result<Node> {
+        let dir = tempfile::tempdir()?;
+        let cert = tls::ensure_self_signed(dir.path(), "127.0.0.1")?;
+        let store = EmbeddedStore::open(&dir.path().join("data"), StoreConfig::default())?;
+        let files = tls::TlsFiles::in_data_dir(dir.path());
+        let server = LogServer::bind(
+            "127.0.0.1:0".parse()?,
+            &files,
+            store,
+            &LinkServerConfig::default(),
+        )?;
+        let log_addr = server.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.serve_until(async {
+            let _ = stopped.await;
+        }));
+        let mut node = Node {
+            _dir: dir,
+            _log: stop,
+            log_addr,
+            cert: cert.files.cert.clone(),
+            edge: None,
+        };
+        node.start_edge("127.0.0.1:0".parse()?).await?;
+        Ok(node)
+    }
+
+    async fn start_edge(&mut self, listen: SocketAddr) -> anyhow::Result<()> {
+        let mut config = EdgeConfig {
+            name: "client-test".into(),
+            listen,
+            ..EdgeConfig::default()
+        };
+        config.log.addr = self.log_addr;
+        config.log.ca = Some(self.cert.clone());
+        config.log.reconnect_min = Duration::from_millis(20);
+        config.log.reconnect_max = Duration::from_millis(200);
+        config.keys = vec![
+            key(KEY, &Operation::ALL)?,
+            key(SUBSCRIBE_ONLY, &[Operation::Subscribe])?,
+        ];
+        let edge = Edge::start(config).await?;
+        tokio::time::timeout(PATIENCE, async {
+            while !edge.ready() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .context("edge ready")?;
+        self.edge = Some(edge);
+        Ok(())
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.edge
+            .as_ref()
+            .map_or(self.log_addr, EdgeHandle::local_addr)
+    }
+
+    /// Shuts the edge down (clients are told to go elsewhere) and starts a new one on
+    /// the same port.
+    async fn restart_edge(&mut self) -> anyhow::Result<()> {
+        let addr = self.addr();
+        if let Some(edge) = self.edge.take() {
+            edge.shutdown().await;
+        }
+        self.start_edge(addr).await
+    }
+}
+
+/// A TCP proxy in front of `upstream` whose `cut` drops every connection through it.
+struct Proxy {
+    addr: SocketAddr,
+    cut: broadcast::Sender<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> anyhow::Result<Arc<Proxy>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let proxy = Arc::new(Proxy {
+            addr: listener.local_addr()?,
+            cut: broadcast::channel(16).0,
+        });
+        let cut = proxy.cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.recv() => {}
+                    }
+                });
+            }
+        });
+        Ok(proxy)
+    }
+
+    fn cut(&self) {
+        let _ = self.cut.send(());
+    }
+}
+
+fn config(addr: SocketAddr, format: Format) -> ClientConfig {
+    ClientConfig::new(format!("ws://{addr}"), KEY)
+        .format(format)
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(15))
+}
+
+/// The data of the next `n` messages of `stream`, with their positions.
+async fn take(stream: &mut ChannelStream, n: usize) -> anyhow::Result<Vec<(String, Position)>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let event = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .with_context(|| format!("{} of {n} messages in time", got.len()))?;
+        match event {
+            Some(ChannelEvent::Message { position, message }) => {
+                let text = match message.data {
+                    Data::Text(text) => text,
+                    Data::Binary(bytes) => format!("bin:{:?}", bytes.to_vec()),
+                };
+                got.push((text, position));
+            }
+            other => bail!("unexpected {other:?} after {} messages", got.len()),
+        }
+    }
+    Ok(got)
+}
+
+fn texts(got: &[(String, Position)]) -> Vec<&str> {
+    got.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_attach_modes() -> anyhow::Result<()> {
+    let node = Node::start().await?;
+    for format in Format::ALL {
+        let channel = format!("modes:{format:?}");
+        let client = Client::connect(config(node.addr(), format).client_id("me")).await?;
+        let results = client
+            .publish(
+                channel.as_str(),
+                vec![
+                    Message::new("a"),
+                    Message::new(vec![0u8, 255]),
+                    Message::new("c"),
+                ],
+            )
+            .await?;
+        let positions: Vec<Position> = results.iter().map(|r| r.position).collect();
+        ensure!(results.iter().all(|r| !r.duplicate), "{results:?}");
+        for pair in positions.windows(2) {
+            ensure!(pair[1].serial == pair[0].serial + 1, "{positions:?}");
+        }
+
+        let mut now = client.attach(channel.as_str(), AttachFrom::Now).await?;
+        ensure!(
+            now.attached_at() == Some(positions[2]),
+            "{:?}",
+            now.attached_at()
+        );
+        let mut rewind = client
+            .attach(format!("{channel}:r"), AttachFrom::Now)
+            .await?;
+        drop(rewind);
+        let reader = Client::connect(config(node.addr(), format)).await?;
+        rewind = reader
+            .attach(channel.as_str(), AttachFrom::Rewind(2))
+            .await?;
+        let mut after = reader
+            .attach(format!("{channel}:x"), AttachFrom::Now)
+            .await?;
+        drop(after);
+        after = Client::connect(config(node.addr(), format))
+            .await?
+            .attach(channel.as_str(), AttachFrom::After(positions[0]))
+            .await?;
+
+        let d = client
+            .publish(channel.as_str(), vec![Message::new("d")])
+            .await?;
+        let got = take(&mut now, 1).await?;
+        ensure!(got == [("d".to_owned(), d[0].position)], "{got:?}");
+        let mut message_seen = None;
+        if let Some(ChannelEvent::Message { message, .. }) =
+            tokio::time::timeout(PATIENCE, rewind.next()).await?
+        {
+            message_seen = Some(message);
+        }
+        let message = message_seen.context("rewind delivers")?;
+        ensure!(
+            message.data == Data::Binary(vec![0u8, 255].into()),
+            "{message:?}"
+        );
+        ensure!(message.client_id.as_deref() == Some("me"), "{message:?}");
+        ensure!(
+            message.id.is_some() && message.timestamp.is_some(),
+            "{message:?}"
+        );
+        ensure!(texts(&take(&mut rewind, 2).await?) == ["c", "d"]);
+        let got = take(&mut after, 3).await?;
+        ensure!(texts(&got) == ["bin:[0, 255]", "c", "d"], "{got:?}");
+        ensure!(got[0].1 == positions[1], "{got:?}");
+        client.close().await;
+        reader.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_typed() -> anyhow::Result<()> {
+    let node = Node::start().await?;
+    let bad = ClientConfig::new(
+        format!("ws://{}", node.addr()),
+        "app.all:wrong-secret-000000",
+    );
+    match Client::connect(bad).await {
+        Err(ClientError::Refused(info)) => {
+            ensure!(info.code == ErrorCode::InvalidCredentials, "{info}");
+        }
+        Err(other) => bail!("wrong error: {other}"),
+        Ok(_) => bail!("a wrong secret was accepted"),
+    }
+    let mut reader_config = config(node.addr(), Format::Json);
+    reader_config.key = Some(SUBSCRIBE_ONLY.into());
+    let reader = Client::connect(reader_config).await?;
+    let error = reader
+        .publish("news", vec![Message::new("x")])
+        .await
+        .err()
+        .context("publish without the capability")?;
+    ensure!(error.code() == Some(ErrorCode::Forbidden), "{error}");
+    let Err(error) = reader.attach("bad name", AttachFrom::Now).await else {
+        bail!("an invalid channel name was accepted");
+    };
+    ensure!(error.code() == Some(ErrorCode::InvalidChannel), "{error}");
+    let Err(error) = reader.attach("news", AttachFrom::Rewind(3)).await else {
+        bail!("rewind without the history capability was accepted");
+    };
+    ensure!(error.code() == Some(ErrorCode::Forbidden), "{error}");
+    Ok(())
+}
+
+/// Publishers and a subscriber behind a proxy that is cut again and again: every
+/// publish resolves, each message is stored once (a direct subscriber sees exactly
+/// them), and the proxied subscriber sees each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connections_lose_and_duplicate_nothing() -> anyhow::Result<()> {
+    let node = Node::start().await?;
+    let proxy = Proxy::start(node.addr()).await?;
+    let direct = Client::connect(config(node.addr(), Format::Json)).await?;
+    let mut watcher = direct.attach("cut", AttachFrom::Now).await?;
+    let subscriber = Client::connect(config(proxy.addr, Format::MsgPack)).await?;
+    let mut stream = subscriber.attach("cut", AttachFrom::Now).await?;
+    let publisher = Client::connect(config(proxy.addr, Format::Json)).await?;
+
+    const TASKS: usize = 8;
+    const EACH: usize = 25;
+    let total = TASKS * EACH;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publishing: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let publisher = publisher.clone();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                for i in 0..EACH {
+                    let result = publisher
+                        .publish("cut", vec![Message::new(format!("{t}-{i}"))])
+                        .await?;
+                    results.extend(result);
+                    progress.fetch_add(1, Ordering::SeqCst);
+                }
+                anyhow::Ok(results)
+            })
+        })
+        .collect();
+    // Cut every connection through the proxy at each sixth of the acknowledgements.
+    for k in 1..=5 {
+        tokio::time::timeout(PATIENCE, async {
+            while progress.load(Ordering::SeqCst) < k * total / 6 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .context("publishes progress")?;
+        proxy.cut();
+    }
+    let mut acked = HashSet::new();
+    let mut duplicates = 0;
+    for task in publishing {
+        for result in task.await?? {
+            ensure!(
+                acked.insert(result.position),
+                "{} acknowledged twice",
+                result.position
+            );
+            duplicates += usize::from(result.duplicate);
+        }
+    }
+    // How many re-sent publishes the log recognised (depends on where the cuts fell).
+    eprintln!("{duplicates} of {total} publishes were answered as duplicates after a re-send");
+    let total = TASKS * EACH;
+    let seen = take(&mut watcher, total).await?;
+    let got = take(&mut stream, total).await?;
+    ensure!(
+        got == seen,
+        "the proxied subscriber's order differs from the direct one's"
+    );
+    let unique: HashSet<&str> = texts(&got).into_iter().collect();
+    ensure!(
+        unique.len() == total,
+        "duplicates: {} unique of {total}",
+        unique.len()
+    );
+    let positions: HashSet<Position> = got.iter().map(|(_, p)| *p).collect();
+    ensure!(
+        positions == acked,
+        "delivered positions differ from acknowledged ones"
+    );
+    let last = publisher.publish("cut", vec![Message::new("last")]).await?;
+    ensure!(take(&mut watcher, 1).await? == [("last".to_owned(), last[0].position)]);
+    ensure!(take(&mut stream, 1).await? == [("last".to_owned(), last[0].position)]);
+    Ok(())
+}
+
+/// The edge shuts down (DISCONNECTED, reconnect elsewhere) and a new one starts on its
+/// port: the client reconnects and the channel continues after its last position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_restart_resumes_the_channel() -> anyhow::Result<()> {
+    let mut node = Node::start().await?;
+    let client = Client::connect(config(node.addr(), Format::Json)).await?;
+    let mut stream = client.attach("restart", AttachFrom::Now).await?;
+    let before = client
+        .publish("restart", vec![Message::new("1"), Message::new("2")])
+        .await?;
+    ensure!(texts(&take(&mut stream, 2).await?) == ["1", "2"]);
+    let id = match &*client.state().borrow() {
+        ConnectionState::Connected { connection_id } => connection_id.clone(),
+        other => bail!("not connected: {other:?}"),
+    };
+    node.restart_edge().await?;
+    // Published while the client may still be reconnecting: queued and sent after.
+    let after = client.publish("restart", vec![Message::new("3")]).await?;
+    ensure!(after[0].position.serial == before[1].position.serial + 1);
+    ensure!(take(&mut stream, 1).await? == [("3".to_owned(), after[0].position)]);
+    let mut state = client.state();
+    let now = state.borrow_and_update().clone();
+    ensure!(
+        !matches!(&now, ConnectionState::Connected { connection_id } if *connection_id == id),
+        "still on the old connection: {now:?}"
+    );
+    Ok(())
+}
