@@ -13,7 +13,8 @@
 //! MESSAGE is checked: its channel, and serials dense from ATTACHED's position.
 //!
 //! Without `--url` the benchmark starts `tern dev --port 0 --data-dir <tmp>` (this
-//! same binary) and reads its address and dev key from its output.
+//! same binary) and reads its address (`tern dev listening on http://ADDR`) and dev
+//! key (`API key    app.keyid:secret`) from its output.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -92,23 +93,11 @@ fn listening_addr(line: &str) -> Option<String> {
     Some(url.split_whitespace().next()?.to_owned())
 }
 
-/// An API key (`app.keyid:secret`) anywhere on the line.
+/// The key of `API key    app.keyid:secret`.
 fn dev_key(line: &str) -> Option<&str> {
-    line.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '=' | ','))
-        .find(|word| {
-            let Some((id, secret)) = word.split_once(':') else {
-                return false;
-            };
-            let Some((app, key_id)) = id.split_once('.') else {
-                return false;
-            };
-            let name = |s: &str| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            };
-            name(app) && name(key_id) && !secret.is_empty() && !secret.contains("//")
-        })
+    let key = line.strip_prefix("API key")?.trim();
+    let (id, secret) = key.split_once(':')?;
+    (id.contains('.') && !secret.is_empty() && !key.contains(char::is_whitespace)).then_some(key)
 }
 
 /// The `tern` side of a run.
@@ -477,14 +466,14 @@ mod tests {
         );
         assert_eq!(listening_addr("something else"), None);
         assert_eq!(
-            dev_key("  dev key: dev.k1:s3cr3t-XYZ"),
-            Some("dev.k1:s3cr3t-XYZ")
+            dev_key("API key    dev.local:4422a839b431c193"),
+            Some("dev.local:4422a839b431c193")
         );
         assert_eq!(
-            dev_key("curl -u 'dev.local:abc' http://127.0.0.1:1/v1"),
-            Some("dev.local:abc")
+            dev_key("WebSocket  ws://127.0.0.1:8080/v1/ws  (subprotocol tern.v1.json)"),
+            None
         );
-        assert_eq!(dev_key("ws://127.0.0.1:8080/v1/ws"), None);
-        assert_eq!(dev_key("no key here: none"), None);
+        assert_eq!(dev_key("API key    none"), None);
+        assert_eq!(dev_key("API key    dev.local:"), None);
     }
 }
