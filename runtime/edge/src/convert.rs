@@ -196,6 +196,12 @@ mod tests {
             .expect_err("rejected");
         assert_eq!(error.code, ErrorCode::LogRejected);
         assert!(error.message.contains("disk full"));
-        assert_eq!(to_link_position(Position { epoch: 1, serial: 0 }), None);
+        assert_eq!(
+            to_link_position(Position {
+                epoch: 1,
+                serial: 0
+            }),
+            None
+        );
     }
 }

@@ -156,7 +156,14 @@ fn upgrade(mut request: Request<Incoming>, shared: Arc<Shared>) -> HttpResponse 
         .collect();
     let (format, subprotocol) = if offered.is_empty() {
         let msgpack = query_param(request.uri().query(), "format").as_deref() == Some("msgpack");
-        (if msgpack { Format::MsgPack } else { Format::Json }, None)
+        (
+            if msgpack {
+                Format::MsgPack
+            } else {
+                Format::Json
+            },
+            None,
+        )
     } else {
         match offered.iter().find_map(|p| Format::from_subprotocol(p)) {
             Some(format) => (format, Some(format.subprotocol())),
@@ -305,7 +312,9 @@ fn parse_messages(body: &[u8]) -> Result<Vec<Message>, ErrorInfo> {
     if value.is_array() {
         serde_json::from_value(value).map_err(malformed)
     } else {
-        serde_json::from_value(value).map(|m| vec![m]).map_err(malformed)
+        serde_json::from_value(value)
+            .map(|m| vec![m])
+            .map_err(malformed)
     }
 }
 
@@ -380,7 +389,10 @@ async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) ->
 }
 
 /// The key the request presents, checked against the config.
-fn authenticate<'a>(request: &Request<Incoming>, shared: &'a Shared) -> Result<&'a ApiKey, ErrorInfo> {
+fn authenticate<'a>(
+    request: &Request<Incoming>,
+    shared: &'a Shared,
+) -> Result<&'a ApiKey, ErrorInfo> {
     let presented = match request.headers().get(header::AUTHORIZATION) {
         Some(value) => {
             let value = value.to_str().unwrap_or("");
@@ -464,8 +476,8 @@ struct ErrorBody<'a> {
 
 /// `{"error": …}` with the code's HTTP status.
 pub(crate) fn error_response(error: ErrorInfo) -> HttpResponse {
-    let status = StatusCode::from_u16(error.code.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(status, &ErrorBody { error: &error })
 }
 

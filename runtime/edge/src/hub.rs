@@ -131,9 +131,10 @@ struct Sub {
 
 impl Sub {
     fn send(&self, frame: &ServerFrame) -> bool {
-        self.handle
-            .outbox
-            .push(Bytes::from(tern_protocol::encode(self.handle.format, frame)))
+        self.handle.outbox.push(Bytes::from(tern_protocol::encode(
+            self.handle.format,
+            frame,
+        )))
     }
 }
 
@@ -406,8 +407,7 @@ impl Hub {
         let Some(state) = self.channels.get_mut(channel) else {
             return;
         };
-        let (upstream_next, upstream_last, subscribed) =
-            (state.next, state.last, state.subscribed);
+        let (upstream_next, upstream_last, subscribed) = (state.next, state.last, state.subscribed);
         let Some(sub) = state.subs.get_mut(&conn) else {
             return;
         };
@@ -457,20 +457,38 @@ impl Hub {
                         "{p} was replaced by {} in the log's history; delivery continues with new messages",
                         m.position
                     ));
-                    sub.send(&attached(channel, upstream_last, false, &sub.granted, Some(error)));
+                    sub.send(&attached(
+                        channel,
+                        upstream_last,
+                        false,
+                        &sub.granted,
+                        Some(error),
+                    ));
                     (0, true)
                 }
                 None => {
                     let error = lost(format!(
                         "{p} is beyond the log's last position; delivery continues with new messages"
                     ));
-                    sub.send(&attached(channel, upstream_last, false, &sub.granted, Some(error)));
+                    sub.send(&attached(
+                        channel,
+                        upstream_last,
+                        false,
+                        &sub.granted,
+                        Some(error),
+                    ));
                     (0, true)
                 }
             },
             ReadPhase::Rewind(start) => match messages.first() {
                 Some(m) if m.position.serial < start => {
-                    sub.send(&attached(channel, Some(m.position), false, &sub.granted, None));
+                    sub.send(&attached(
+                        channel,
+                        Some(m.position),
+                        false,
+                        &sub.granted,
+                        None,
+                    ));
                     (1, false)
                 }
                 Some(m) => {
@@ -658,7 +676,10 @@ fn position_before(position: Position) -> Option<Position> {
 }
 
 fn lost(reason: String) -> ErrorInfo {
-    ErrorInfo::new(ErrorCode::ContinuityLost, format!("continuity lost: {reason}"))
+    ErrorInfo::new(
+        ErrorCode::ContinuityLost,
+        format!("continuity lost: {reason}"),
+    )
 }
 
 fn attached(

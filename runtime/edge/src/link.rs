@@ -71,7 +71,10 @@ pub(crate) enum HubCommand {
 #[derive(Debug)]
 pub(crate) enum ReplyTo {
     /// A WebSocket connection's outbox, for this PUBLISH.
-    Outbox { outbox: Arc<Outbox>, msg_serial: u64 },
+    Outbox {
+        outbox: Arc<Outbox>,
+        msg_serial: u64,
+    },
     /// A REST request.
     Oneshot(oneshot::Sender<Result<Vec<PublishResult>, ErrorInfo>>),
 }
@@ -117,7 +120,8 @@ impl LinkHandle {
     pub(crate) async fn publish(&self, job: PublishJob, metrics: &Metrics) {
         metrics.published(job.messages.len());
         if let Err(mpsc::error::SendError(job)) = self.publishes.send(job).await {
-            job.reply.send(Err(unavailable("the edge is shutting down")), metrics);
+            job.reply
+                .send(Err(unavailable("the edge is shutting down")), metrics);
         }
     }
 
@@ -167,7 +171,12 @@ pub(crate) fn start(
     (handle, tasks)
 }
 
-type ReadAnswer = (ChannelName, ConnKey, u64, Result<tern_log::ReadResult, String>);
+type ReadAnswer = (
+    ChannelName,
+    ConnKey,
+    u64,
+    Result<tern_log::ReadResult, String>,
+);
 
 struct LinkTask {
     config: LinkClientConfig,
@@ -256,7 +265,8 @@ impl LinkTask {
                 request_timeout: config.request_timeout,
                 ..LogClientConfig::default()
             };
-            let attempt = LogClient::connect_with(config.addr, &config.server_name, &ca, client_config);
+            let attempt =
+                LogClient::connect_with(config.addr, &config.server_name, &ca, client_config);
             let result = match tokio::time::timeout(config.request_timeout, attempt).await {
                 Ok(result) => result,
                 Err(_) => Err(ClientError::Timeout(config.request_timeout)),
@@ -470,7 +480,9 @@ async fn batcher(
         let Some(client) = client else {
             for job in batch {
                 job.reply.send(
-                    Err(unavailable("the link to the log is down; nothing was stored")),
+                    Err(unavailable(
+                        "the link to the log is down; nothing was stored",
+                    )),
                     &metrics,
                 );
             }

@@ -186,7 +186,10 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         one(
             "tern_edge_connections_open",
@@ -326,7 +329,11 @@ mod tests {
         assert!(text.contains("tern_edge_http_requests_total{route=\"history\"} 1\n"));
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split(' ').nth(2).expect("name");
-            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
         }
     }
 }

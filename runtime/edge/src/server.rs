@@ -28,7 +28,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum EdgeError {
     /// `log.ca` is not set: the link to the log is TLS and needs a CA to trust.
-    #[error("log.ca is not set: the edge needs the CA certificate of its log node (for `tern log`, its tls/cert.pem)")]
+    #[error(
+        "log.ca is not set: the edge needs the CA certificate of its log node (for `tern log`, its tls/cert.pem)"
+    )]
     MissingCa,
     /// The CA file cannot be used.
     #[error("log.ca {path}: {reason}")]
@@ -91,12 +93,13 @@ impl Edge {
             path: ca.display().to_string(),
             reason: error.to_string(),
         })?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| EdgeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EdgeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind {
             addr: config.listen,
             source,
@@ -177,7 +180,10 @@ impl EdgeHandle {
             );
         }
         for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
                 debug!("a background task did not stop in time");
             }
         }

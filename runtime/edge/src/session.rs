@@ -350,9 +350,11 @@ impl Session {
                 ErrorCode::Unauthorized,
                 "CONNECT needs an API key (\"key\": \"app.keyid:secret\")",
             )),
-            (Some(presented), None) => self.config.authenticate(presented).cloned().ok_or_else(
-                || ErrorInfo::new(ErrorCode::InvalidCredentials, "the API key is not valid"),
-            ),
+            (Some(presented), None) => {
+                self.config.authenticate(presented).cloned().ok_or_else(|| {
+                    ErrorInfo::new(ErrorCode::InvalidCredentials, "the API key is not valid")
+                })
+            }
         };
         let key = match key {
             Ok(key) => key,

@@ -26,12 +26,14 @@ use hyper_util::rt::TokioIo;
 use tern_protocol::{ClientFrame, ErrorCode, Format, ServerFrame};
 use tokio::io::AsyncReadExt as _;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode as WsCloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{debug, info_span, Instrument as _};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{
+    CloseCode as WsCloseCode, Data, OpCode,
+};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tracing::{Instrument as _, debug, info_span};
 
 use crate::hub::{ConnKey, SubscriberHandle};
 use crate::link::{HubCommand, PublishJob, ReplyTo};
@@ -45,8 +47,9 @@ pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Most bytes of frames joined into one WebSocket message.
 const WRITE_CHUNK: usize = 16 * 1024;
-/// How long the last frames and the close handshake may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long the last frames and the close handshake may take (a slow reader gets this
+/// long to read up to its DISCONNECTED).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Most bytes read and discarded after closing, so the client reads our last frame
 /// before the socket goes (closing with unread input would reset the connection).
 const CLOSE_DRAIN_BYTES: usize = 32 * 1024 * 1024;
@@ -180,9 +183,12 @@ async fn run(
             let mut stopping = pin!(shutdown.changed());
             poll_fn(|cx| {
                 if let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
-                    if changed.is_err() || *shared.shutdown.borrow() {
-                        return Poll::Ready(Wake::Shutdown);
-                    }
+                    // A completed future is not polled again: wake either way.
+                    return Poll::Ready(if changed.is_err() || *shared.shutdown.borrow() {
+                        Wake::Shutdown
+                    } else {
+                        Wake::Tick
+                    });
                 }
                 if notified.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Outbox);
@@ -194,7 +200,9 @@ async fn run(
                             let frames = outbox.drain_frames(WRITE_CHUNK);
                             if !frames.is_empty() {
                                 let message = ws_message(format, &frames);
-                                if let Err(error) = std::pin::Pin::new(&mut socket).start_send(message) {
+                                if let Err(error) =
+                                    std::pin::Pin::new(&mut socket).start_send(message)
+                                {
                                     return Poll::Ready(Wake::WriteFailed(error));
                                 }
                                 flushing = true;
@@ -243,7 +251,9 @@ async fn run(
                 }
             }
             Wake::Incoming(None) => client_closed = true,
-            Wake::Incoming(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
+            Wake::Incoming(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
+                ..
+            })))) => {
                 session.handle_frame_too_large();
             }
             Wake::Incoming(Some(Err(error))) => {
@@ -251,8 +261,12 @@ async fn run(
                 break None;
             }
             Wake::Incoming(Some(Ok(message))) => match message {
-                Message::Text(text) => handle_message(&mut session, &shared.metrics, format, text.as_bytes(), now),
-                Message::Binary(bytes) => handle_message(&mut session, &shared.metrics, format, &bytes, now),
+                Message::Text(text) => {
+                    handle_message(&mut session, &shared.metrics, format, text.as_bytes(), now)
+                }
+                Message::Binary(bytes) => {
+                    handle_message(&mut session, &shared.metrics, format, &bytes, now)
+                }
                 Message::Close(_) => client_closed = true,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             },
@@ -319,7 +333,11 @@ fn ws_message(format: Format, frames: &[Bytes]) -> Message {
         [one] => one.clone(),
         many => Bytes::from(tern_protocol::join(format, many)),
     };
-    let opcode = if format.is_text() { Data::Text } else { Data::Binary };
+    let opcode = if format.is_text() {
+        Data::Text
+    } else {
+        Data::Binary
+    };
     // JSON frames are UTF-8 by construction: sent as a raw text frame, not re-validated.
     Message::Frame(Frame::message(payload, OpCode::Data(opcode), true))
 }
@@ -364,8 +382,20 @@ async fn finish(
     if socket.send(close).await.is_err() {
         return;
     }
-    // Read (and drop) until the client closes its side.
+    // Wait for the client's close. When reading has already failed (an oversized
+    // message), end our side and read (and drop) until the client closes too: closing
+    // with unread input would reset the connection and could destroy our last frame
+    // before the client reads it.
+    // After the client's close reply the server closes TCP first (RFC 6455 §7.1.1).
+    if !futures::stream::FusedStream::is_terminated(socket) {
+        while let Some(Ok(message)) = futures::StreamExt::next(socket).await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    }
     let io = socket.get_mut();
+    let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
     let mut buf = [0u8; 4096];
     let mut drained = 0;
     while drained < CLOSE_DRAIN_BYTES {

@@ -5,8 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::{ADMIN_KEY, Cluster, LIMITED_KEY, Next, http};
-use tern_config::EdgeLimitsConfig;
+use support::{ADMIN_KEY, Cluster, Next, http};
 use tern_protocol::{
     Attach, ClientFrame, Connect, Data, Detach, ErrorCode, Format, Heartbeat, Message, Position,
     Publish, Reconnect, ServerFrame,
@@ -96,7 +95,13 @@ async fn publish_and_receive_in_both_formats() {
         assert_eq!(first.message.name.as_deref(), Some("greeting"));
         assert_eq!(first.message.headers, text.headers);
         assert!(first.message.timestamp.is_some());
-        assert!(first.message.id.as_deref().is_some_and(|id| id.ends_with(":0:0")));
+        assert!(
+            first
+                .message
+                .id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(":0:0"))
+        );
         let second = message(&mut subscriber).await;
         assert_eq!(second.position, results[1].position);
         assert_eq!(second.message.data, binary.data);
@@ -157,7 +162,10 @@ async fn rest_publish_then_history_and_resume_from_a_position() {
     let (status, body) = http(
         cluster.addr(),
         "POST",
-        &format!("/v1/channels/hist/messages?key={}", ADMIN_KEY.replace(':', "%3A")),
+        &format!(
+            "/v1/channels/hist/messages?key={}",
+            ADMIN_KEY.replace(':', "%3A")
+        ),
         &[],
         br#"{"data":"one","id":"m-1"}"#,
     )
@@ -181,8 +189,7 @@ async fn rest_publish_then_history_and_resume_from_a_position() {
     assert_eq!(page["next"], 3);
 
     // A subscriber resuming after the first message gets the other two, then live ones.
-    let first: Position =
-        serde_json::from_value(results[0]["position"].clone()).expect("position");
+    let first: Position = serde_json::from_value(results[0]["position"].clone()).expect("position");
     let mut client = cluster.connected(Format::MsgPack, ADMIN_KEY).await;
     client
         .send(&ClientFrame::Attach(Attach {
@@ -194,12 +201,17 @@ async fn rest_publish_then_history_and_resume_from_a_position() {
     let at = attached(&mut client, "hist").await;
     assert!(at.resumed, "{at:?}");
     assert_eq!(at.position, Some(first));
-    assert_eq!(message(&mut client).await.message.data, Data::Text("two".into()));
+    assert_eq!(
+        message(&mut client).await.message.data,
+        Data::Text("two".into())
+    );
     assert_eq!(
         message(&mut client).await.message.data,
         Data::Binary(vec![0, 1].into())
     );
-    client.send(&publish(0, "hist", vec![Message::new("four")])).await;
+    client
+        .send(&publish(0, "hist", vec![Message::new("four")]))
+        .await;
     assert_eq!(message(&mut client).await.position.serial, 4);
 
     // Rewind 2 delivers the last two.
@@ -231,13 +243,17 @@ async fn heartbeats_detach_and_close() {
     client.send(&attach("d")).await;
     attached(&mut client, "d").await;
     client
-        .send(&ClientFrame::Detach(Detach { channel: "d".into() }))
+        .send(&ClientFrame::Detach(Detach {
+            channel: "d".into(),
+        }))
         .await;
     match client.recv().await {
         ServerFrame::Detached(d) => assert_eq!((d.channel.as_str(), d.error), ("d", None)),
         other => panic!("{other:?}"),
     }
-    client.send(&ClientFrame::Close(tern_protocol::Close {})).await;
+    client
+        .send(&ClientFrame::Close(tern_protocol::Close {}))
+        .await;
     assert_eq!(
         client.recv().await,
         ServerFrame::Closed(tern_protocol::Closed {})
@@ -250,7 +266,10 @@ async fn bad_keys_are_refused_for_good() {
     let cluster = Cluster::start().await;
     for (key, code) in [
         (None, ErrorCode::Unauthorized),
-        (Some("app.admin:wrong-secret-0123456789"), ErrorCode::InvalidCredentials),
+        (
+            Some("app.admin:wrong-secret-0123456789"),
+            ErrorCode::InvalidCredentials,
+        ),
         (Some("nonsense"), ErrorCode::InvalidCredentials),
     ] {
         let mut client = cluster.client(Format::Json).await;
@@ -269,7 +288,71 @@ async fn bad_keys_are_refused_for_good() {
         }
         assert!(matches!(client.next().await, Next::Closed(_)));
     }
-    let limits = EdgeLimitsConfig::default();
-    assert!(limits.max_frame_bytes > 0);
-    let _ = LIMITED_KEY;
+}
+
+#[tokio::test]
+async fn the_link_comes_back_after_the_log_restarts_without_loss_or_repeats() {
+    let mut cluster = Cluster::start().await;
+    let mut subscriber = cluster.connected(Format::Json, ADMIN_KEY).await;
+    subscriber.send(&attach("r")).await;
+    attached(&mut subscriber, "r").await;
+    let mut publisher = cluster.connected(Format::MsgPack, ADMIN_KEY).await;
+    for i in 0..5 {
+        publisher
+            .send(&publish(i, "r", vec![Message::new(format!("m{i}"))]))
+            .await;
+        ack(&mut publisher, i).await;
+    }
+    for serial in 1..=5 {
+        assert_eq!(message(&mut subscriber).await.position.serial, serial);
+    }
+
+    cluster.log.stop().await;
+    tokio::time::timeout(support::PATIENCE, async {
+        while cluster.edge.ready() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the edge notices the log is gone");
+    publisher
+        .send(&publish(5, "r", vec![Message::new("lost")]))
+        .await;
+    let error = nack(&mut publisher, 5).await;
+    assert!(
+        matches!(
+            error.code,
+            ErrorCode::LogUnavailable | ErrorCode::LogTimeout
+        ),
+        "{error:?}"
+    );
+    assert!(error.retryable);
+
+    cluster.log.serve().await;
+    cluster.wait_ready().await;
+    for i in 6..11 {
+        publisher
+            .send(&publish(i, "r", vec![Message::new(format!("m{i}"))]))
+            .await;
+        ack(&mut publisher, i).await;
+    }
+    // Serial 6 onwards, once each, in order (the NACKed publish was not stored).
+    for serial in 6..=10 {
+        let got = message(&mut subscriber).await;
+        assert_eq!(got.position.serial, serial, "{got:?}");
+    }
+    subscriber
+        .send(&ClientFrame::Heartbeat(Heartbeat { id: Some(1) }))
+        .await;
+    assert_eq!(
+        subscriber
+            .recv_matching(|f| match f {
+                ServerFrame::Message(m) => Some(Err(m.clone())),
+                ServerFrame::Heartbeat(Heartbeat { id: Some(1) }) => Some(Ok(())),
+                _ => None,
+            })
+            .await,
+        Ok(()),
+        "nothing more than the ten messages"
+    );
 }

@@ -20,10 +20,10 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Every wait is bounded so that a bug fails the test instead of hanging it.
@@ -100,14 +100,16 @@ fn key(text: &str, grants: &[(&str, &[Operation])]) -> ApiKey {
 }
 
 pub fn edge_config(log: &LogNode, limits: EdgeLimitsConfig) -> EdgeConfig {
-    let mut config = EdgeConfig::default();
-    config.name = "test-edge".into();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let mut config = EdgeConfig {
+        name: "test-edge".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        limits,
+        ..EdgeConfig::default()
+    };
     config.log.addr = log.addr;
     config.log.ca = Some(log.cert.clone());
     config.log.reconnect_min = Duration::from_millis(20);
     config.log.reconnect_max = Duration::from_millis(200);
-    config.limits = limits;
     config.keys = vec![
         key(ADMIN_KEY, &[("*", &Operation::ALL)]),
         key(
@@ -133,7 +135,9 @@ impl Cluster {
 
     pub async fn with_limits(limits: EdgeLimitsConfig) -> Cluster {
         let log = LogNode::start().await;
-        let edge = Edge::start(edge_config(&log, limits)).await.expect("edge starts");
+        let edge = Edge::start(edge_config(&log, limits))
+            .await
+            .expect("edge starts");
         let cluster = Cluster { log, edge };
         cluster.wait_ready().await;
         cluster
@@ -181,10 +185,11 @@ impl Client {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(format.subprotocol()),
         );
-        let (ws, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("connect in time")
-            .expect("WebSocket handshake");
+        let (ws, response) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("connect in time")
+                .expect("WebSocket handshake");
         assert_eq!(
             response
                 .headers()
@@ -200,7 +205,8 @@ impl Client {
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {
-        self.send_raw(tern_protocol::encode(self.format, frame)).await;
+        self.send_raw(tern_protocol::encode(self.format, frame))
+            .await;
     }
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) {
@@ -278,9 +284,18 @@ pub enum Next {
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and the body.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -298,6 +313,9 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
