@@ -57,10 +57,10 @@ impl Dev {
         let stdout = child.stdout.take().context("stdout is piped")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end even after the test stopped listening: a closed pipe
+            // would fail tern dev's next write to stdout.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut dev = Dev {
