@@ -876,7 +876,116 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
         "{:?}",
         metrics.headers
     );
+
+    // ---- MessagePack (§1.1, §1.2, §2): chosen by subprotocol, or by `?format=msgpack`
+    // when no subprotocol is offered; binary messages; frames are maps back to back.
+    for (url, subprotocol) in [
+        (dev.ws_url(), Some("tern.v1.msgpack")),
+        (format!("{}?format=msgpack", dev.ws_url()), None),
+    ] {
+        let mut request = url.into_client_request()?;
+        if let Some(subprotocol) = subprotocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", subprotocol.parse()?);
+        }
+        let (mut socket, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .context("WebSocket handshake timed out")??;
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok()),
+            subprotocol
+        );
+        // Two frames in one message: {"type":"HEARTBEAT","id":5}{"type":"HEARTBEAT","id":6}.
+        let mut two = msgpack_heartbeat(5);
+        two.extend(msgpack_heartbeat(6));
+        tokio::time::timeout(WAIT, socket.send(WsMessage::Binary(Bytes::from(two)))).await??;
+        let mut ids = Vec::new();
+        while ids.len() < 2 {
+            let message = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .context("no answer on the MessagePack connection")?
+                .context("the WebSocket ended")??;
+            match message {
+                WsMessage::Binary(bytes) => {
+                    let mut rest = &bytes[..];
+                    while !rest.is_empty() {
+                        let (frame, tail) = read_small_map(rest)
+                            .with_context(|| format!("not a small frame map: {bytes:02x?}"))?;
+                        rest = tail;
+                        if let Some(id) = frame.get("id") {
+                            assert_eq!(frame.get("type"), Some(&json!("HEARTBEAT")));
+                            ids.push(id.clone());
+                        }
+                    }
+                }
+                WsMessage::Text(text) => {
+                    bail!("a text message on a MessagePack connection: {text}")
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(ids, [json!(5), json!(6)]);
+    }
     Ok(())
+}
+
+/// `{"type": "HEARTBEAT", "id": id}` in MessagePack, by hand: a fixmap of two entries,
+/// fixstr keys and values, a positive fixint id.
+fn msgpack_heartbeat(id: u8) -> Vec<u8> {
+    assert!(id < 0x80, "a positive fixint");
+    let mut out = vec![0x82];
+    for text in ["type", "HEARTBEAT", "id"] {
+        out.push(0xA0 | u8::try_from(text.len()).expect("short"));
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(id);
+    out
+}
+
+/// Reads one MessagePack map whose keys are strings and whose values are strings or
+/// unsigned integers (enough for a HEARTBEAT), and returns it with the bytes after it.
+fn read_small_map(bytes: &[u8]) -> Option<(serde_json::Map<String, Value>, &[u8])> {
+    fn take(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+        (bytes.len() >= n).then(|| bytes.split_at(n))
+    }
+    fn value(bytes: &[u8]) -> Option<(Value, &[u8])> {
+        let (&marker, rest) = bytes.split_first()?;
+        match marker {
+            0x00..=0x7F => Some((json!(marker), rest)),
+            0xA0..=0xBF | 0xD9 => {
+                let (len, rest) = match marker {
+                    0xD9 => (usize::from(*rest.first()?), &rest[1..]),
+                    _ => (usize::from(marker & 0x1F), rest),
+                };
+                let (text, rest) = take(rest, len)?;
+                Some((json!(std::str::from_utf8(text).ok()?), rest))
+            }
+            0xCC..=0xCF => {
+                let len = 1 << (marker - 0xCC);
+                let (raw, rest) = take(rest, len)?;
+                let n = raw.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+                Some((json!(n), rest))
+            }
+            _ => None,
+        }
+    }
+    let (&marker, mut rest) = bytes.split_first()?;
+    if marker & 0xF0 != 0x80 {
+        return None;
+    }
+    let mut map = serde_json::Map::new();
+    for _ in 0..marker & 0x0F {
+        let (key, tail) = value(rest)?;
+        let (val, tail) = value(tail)?;
+        map.insert(key.as_str()?.to_owned(), val);
+        rest = tail;
+    }
+    Some((map, rest))
 }
 
 #[test]
@@ -896,6 +1005,21 @@ fn keys_are_found_in_printed_lines() {
         None
     );
     assert_eq!(find_key("ws://127.0.0.1:8080/v1/ws"), None);
+}
+
+#[test]
+fn hand_written_msgpack_reads_back() {
+    let mut two = msgpack_heartbeat(5);
+    two.extend(msgpack_heartbeat(6));
+    let (first, rest) = read_small_map(&two).expect("first map");
+    assert_eq!(Value::Object(first), json!({"type": "HEARTBEAT", "id": 5}));
+    let (second, rest) = read_small_map(rest).expect("second map");
+    assert_eq!(Value::Object(second), json!({"type": "HEARTBEAT", "id": 6}));
+    assert!(rest.is_empty());
+    assert!(
+        read_small_map(&[0x91, 0x01]).is_none(),
+        "an array is no map"
+    );
 }
 
 #[test]
