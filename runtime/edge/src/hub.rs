@@ -705,3 +705,529 @@ fn message_frame(channel: &ChannelName, stored: &StoredMessage) -> ServerFrame {
         message: to_client_message(stored),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tern_link::Epoch;
+
+    use super::*;
+
+    fn serial(n: u64) -> Serial {
+        Serial::new(n).expect("non-zero in tests")
+    }
+
+    fn pos(epoch: u64, n: u64) -> Position {
+        Position {
+            epoch: Epoch(epoch),
+            serial: serial(n),
+        }
+    }
+
+    fn stored(epoch: u64, n: u64) -> StoredMessage {
+        StoredMessage {
+            position: pos(epoch, n),
+            timestamp_ms: 1,
+            idempotency_key: Bytes::from(format!("k{n}")),
+            headers: vec![],
+            payload: Bytes::from(format!("m{n}")),
+        }
+    }
+
+    fn stored_range(epoch: u64, from: u64, to: u64) -> Vec<StoredMessage> {
+        (from..=to).map(|n| stored(epoch, n)).collect()
+    }
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::parse(name).expect("valid")
+    }
+
+    fn hub() -> Hub {
+        let mut hub = Hub::new(
+            HubConfig {
+                linger: Duration::from_secs(1),
+                read_batch: 3,
+            },
+            Arc::new(Metrics::default()),
+        );
+        hub.handle_link_up();
+        hub
+    }
+
+    fn subscriber(conn: ConnKey, format: Format) -> SubscriberHandle {
+        SubscriberHandle {
+            conn,
+            outbox: Arc::new(Outbox::new(1 << 20)),
+            format,
+        }
+    }
+
+    fn outputs(hub: &mut Hub) -> Vec<HubOutput> {
+        std::iter::from_fn(|| hub.poll_output()).collect()
+    }
+
+    /// Every frame queued for `sub`, decoded.
+    fn frames(sub: &SubscriberHandle) -> Vec<ServerFrame> {
+        sub.outbox
+            .drain_frames(usize::MAX)
+            .iter()
+            .flat_map(|bytes| {
+                tern_protocol::decode::<ServerFrame>(sub.format, bytes).expect("decodes")
+            })
+            .map(|frame| frame.expect("frame decodes"))
+            .collect()
+    }
+
+    fn serials(frames: &[ServerFrame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Message(m) => Some(m.position.serial),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn attached_of(frames: &[ServerFrame]) -> &Attached {
+        match frames.first() {
+            Some(ServerFrame::Attached(a)) => a,
+            other => panic!("expected ATTACHED first, got {other:?}"),
+        }
+    }
+
+    /// A hub following "ch" whose last message is (7, last).
+    fn live_hub(last: u64) -> Hub {
+        let mut hub = hub();
+        hub.handle_attach(
+            subscriber(100, Format::Json),
+            channel("ch"),
+            AttachFrom::Now,
+            vec![],
+        );
+        assert_eq!(
+            outputs(&mut hub),
+            [HubOutput::Subscribe {
+                channel: channel("ch"),
+                from: SubscribeFrom::Latest
+            }]
+        );
+        hub.handle_subscribed(
+            &channel("ch"),
+            serial(last + 1),
+            Some(pos(7, last)),
+            Continuity::Kept,
+        );
+        hub
+    }
+
+    /// The one output, a read: (conn, generation, from, limit).
+    fn one_read(hub: &mut Hub) -> (ConnKey, u64, Serial, u32) {
+        match outputs(hub).as_slice() {
+            [
+                HubOutput::Read {
+                    conn,
+                    generation,
+                    from,
+                    limit,
+                    ..
+                },
+            ] => (*conn, *generation, *from, *limit),
+            other => panic!("expected one read, got {other:?}"),
+        }
+    }
+
+    fn read(result: Vec<StoredMessage>, more: bool) -> Result<ReadResult, String> {
+        Ok(ReadResult {
+            messages: result,
+            first_serial: Some(Serial::FIRST),
+            more,
+        })
+    }
+
+    #[test]
+    fn one_upstream_subscription_and_one_encoding_per_format() {
+        let mut hub = hub();
+        let subs: Vec<_> = (0..4)
+            .map(|i| subscriber(i, if i < 3 { Format::Json } else { Format::MsgPack }))
+            .collect();
+        for sub in &subs {
+            hub.handle_attach(
+                sub.clone(),
+                channel("ch"),
+                AttachFrom::Now,
+                vec![Operation::Subscribe],
+            );
+        }
+        assert_eq!(outputs(&mut hub).len(), 1, "a single upstream subscribe");
+        // Nothing is attached before the upstream answers.
+        assert!(frames(&subs[0]).is_empty());
+        hub.handle_subscribed(&channel("ch"), serial(5), Some(pos(7, 4)), Continuity::Kept);
+        for sub in &subs {
+            let frames = frames(sub);
+            let at = attached_of(&frames);
+            assert_eq!(at.position, Some(to_client_position(pos(7, 4))));
+            assert!(!at.resumed && at.error.is_none());
+        }
+        hub.handle_messages(&channel("ch"), &stored_range(7, 5, 6));
+        let queued: Vec<Vec<Bytes>> = subs
+            .iter()
+            .map(|s| s.outbox.drain_frames(usize::MAX))
+            .collect();
+        // The JSON subscribers share the very same bytes.
+        assert_eq!(queued[0][0].as_ptr(), queued[1][0].as_ptr());
+        assert_eq!(queued[1][1].as_ptr(), queued[2][1].as_ptr());
+        assert_ne!(queued[0][0], queued[3][0]);
+        assert!(outputs(&mut hub).is_empty());
+    }
+
+    #[test]
+    fn resume_at_the_live_point_needs_no_read() {
+        let mut hub = live_hub(4);
+        let sub = subscriber(1, Format::MsgPack);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(7, 4)),
+            vec![],
+        );
+        assert!(outputs(&mut hub).is_empty());
+        let frames = frames(&sub);
+        assert!(attached_of(&frames).resumed);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 5, 5));
+        assert_eq!(serials(&self::frames(&sub)), [5]);
+    }
+
+    #[test]
+    fn catch_up_joins_the_live_stream_without_gaps_or_repeats() {
+        let mut hub = live_hub(10);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(7, 2)),
+            vec![],
+        );
+        let (conn, generation, from, limit) = one_read(&mut hub);
+        assert_eq!((conn, from, limit), (1, serial(2), 3));
+        // Live messages arrive while the read is out: the reader skips them.
+        hub.handle_messages(&channel("ch"), &stored_range(7, 11, 12));
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 2, 4), true),
+        );
+        let (_, _, from, _) = one_read(&mut hub);
+        assert_eq!(from, serial(5));
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 5, 7), true),
+        );
+        let (_, _, from, _) = one_read(&mut hub);
+        // The log is ahead of the upstream now: the read goes past it.
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, from.get(), 13), false),
+        );
+        assert!(outputs(&mut hub).is_empty(), "caught up");
+        hub.handle_messages(&channel("ch"), &stored_range(7, 13, 15));
+        let frames = frames(&sub);
+        assert!(attached_of(&frames).resumed);
+        assert_eq!(serials(&frames), (3..=15).collect::<Vec<_>>());
+        // A stale read answer (older generation) is ignored.
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation - 1,
+            read(stored_range(7, 1, 3), false),
+        );
+        assert!(self::frames(&sub).is_empty());
+    }
+
+    #[test]
+    fn resume_decisions() {
+        // Retention removed p itself but kept the next one: still continuous.
+        let mut hub = live_hub(10);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(7, 2)),
+            vec![],
+        );
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read { generation, .. }) => generation,
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 3, 10), false),
+        );
+        let got = frames(&sub);
+        assert!(attached_of(&got).resumed);
+        assert_eq!(serials(&got), (3..=10).collect::<Vec<_>>());
+
+        // Retention removed messages after p: continuity lost, delivery from the first.
+        let sub = subscriber(2, Format::Json);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(7, 2)),
+            vec![],
+        );
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read { generation, .. }) => generation,
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(
+            &channel("ch"),
+            2,
+            generation,
+            read(stored_range(7, 6, 10), false),
+        );
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert!(!at.resumed);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(7, 5))));
+        assert_eq!(serials(&got), (6..=10).collect::<Vec<_>>());
+
+        // p was replaced by a new epoch: continuity lost, delivery from the live point.
+        let sub = subscriber(3, Format::Json);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(6, 4)),
+            vec![],
+        );
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read { generation, .. }) => generation,
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(
+            &channel("ch"),
+            3,
+            generation,
+            read(stored_range(7, 4, 6), true),
+        );
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(7, 10))));
+        assert!(serials(&got).is_empty());
+        assert!(outputs(&mut hub).is_empty());
+        hub.handle_messages(&channel("ch"), &stored_range(7, 11, 11));
+        assert_eq!(serials(&frames(&sub)), [11]);
+
+        // p beyond the log's end: continuity lost, live point.
+        let sub = subscriber(4, Format::Json);
+        hub.handle_attach(
+            sub.clone(),
+            channel("ch"),
+            AttachFrom::After(pos(7, 99)),
+            vec![],
+        );
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read { generation, .. }) => generation,
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(&channel("ch"), 4, generation, read(vec![], false));
+        let got = frames(&sub);
+        assert_eq!(
+            attached_of(&got).error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(
+            attached_of(&got).position,
+            Some(to_client_position(pos(7, 11)))
+        );
+    }
+
+    #[test]
+    fn rewind_reads_the_last_messages() {
+        let mut hub = live_hub(10);
+        let sub = subscriber(1, Format::MsgPack);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Rewind(3), vec![]);
+        let (generation, from) = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read {
+                generation, from, ..
+            }) => (generation, from),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            from,
+            serial(7),
+            "one before the first delivered, for ATTACHED.position"
+        );
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 7, 10), false),
+        );
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(at.position, Some(to_client_position(pos(7, 7))));
+        assert!(at.error.is_none());
+        assert_eq!(serials(&got), [8, 9, 10]);
+        // Rewinding more than there is starts at serial 1 with no position.
+        let sub = subscriber(2, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Rewind(50), vec![]);
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read {
+                generation, from, ..
+            }) => {
+                assert_eq!(from, serial(1));
+                generation
+            }
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(
+            &channel("ch"),
+            2,
+            generation,
+            read(stored_range(7, 1, 3), true),
+        );
+        hub.handle_read_result(
+            &channel("ch"),
+            2,
+            generation,
+            read(stored_range(7, 4, 6), true),
+        );
+        hub.handle_read_result(
+            &channel("ch"),
+            2,
+            generation,
+            read(stored_range(7, 7, 10), false),
+        );
+        let got = frames(&sub);
+        assert_eq!(attached_of(&got).position, None);
+        assert_eq!(serials(&got), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_upstream_gap_is_read_from_the_log() {
+        let mut hub = live_hub(4);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        frames(&sub);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 7, 7));
+        let reads = outputs(&mut hub);
+        assert_eq!(reads.len(), 2, "each live subscriber reads what it lacks");
+        let generation = reads
+            .iter()
+            .find_map(|r| match r {
+                HubOutput::Read {
+                    conn: 1,
+                    generation,
+                    from,
+                    ..
+                } if *from == serial(5) => Some(*generation),
+                _ => None,
+            })
+            .expect("a read for subscriber 1 from serial 5");
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 5, 7), false),
+        );
+        assert_eq!(serials(&frames(&sub)), [5, 6, 7]);
+    }
+
+    #[test]
+    fn reconnect_resubscribes_after_the_last_position_and_reports_lost_continuity() {
+        let mut hub = live_hub(4);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 5, 6));
+        frames(&sub);
+        hub.handle_link_down();
+        // Messages from the dead stream are ignored.
+        hub.handle_messages(&channel("ch"), &stored_range(7, 7, 7));
+        hub.handle_link_up();
+        assert_eq!(
+            outputs(&mut hub),
+            [HubOutput::Subscribe {
+                channel: channel("ch"),
+                from: SubscribeFrom::After(pos(7, 6))
+            }]
+        );
+        hub.handle_subscribed(&channel("ch"), serial(7), Some(pos(7, 6)), Continuity::Kept);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 7, 8));
+        let got = frames(&sub);
+        assert_eq!(serials(&got), [7, 8], "no repeat, no gap, no new ATTACHED");
+
+        // The log came back in a new epoch that reassigned serials from 8.
+        hub.handle_link_down();
+        hub.handle_link_up();
+        outputs(&mut hub);
+        hub.handle_subscribed(
+            &channel("ch"),
+            serial(8),
+            Some(pos(7, 7)),
+            Continuity::Lost {
+                reason: "serials from 8 were reassigned".into(),
+            },
+        );
+        hub.handle_messages(&channel("ch"), &stored_range(9, 8, 9));
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(7, 7))));
+        assert_eq!(serials(&got), [8, 9]);
+    }
+
+    #[test]
+    fn detach_follows_the_messages_and_the_last_leaver_unsubscribes_after_the_linger() {
+        let mut hub = live_hub(1);
+        let t0 = Instant::now();
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 2, 2));
+        hub.handle_detach(t0, 1, &channel("ch"), None);
+        hub.handle_connection_closed(t0, 100, [&channel("ch")]);
+        let got = frames(&sub);
+        assert!(matches!(
+            got.as_slice(),
+            [
+                ServerFrame::Attached(_),
+                ServerFrame::Message(_),
+                ServerFrame::Detached(_)
+            ]
+        ));
+        hub.handle_tick(t0 + Duration::from_millis(500));
+        assert!(outputs(&mut hub).is_empty());
+        // Someone comes back within the linger: the subscription is reused.
+        let again = subscriber(2, Format::Json);
+        hub.handle_attach(again.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        assert!(outputs(&mut hub).is_empty());
+        assert_eq!(
+            attached_of(&frames(&again)).position,
+            Some(to_client_position(pos(7, 2)))
+        );
+        hub.handle_connection_closed(t0 + Duration::from_secs(1), 2, [&channel("ch")]);
+        hub.handle_tick(t0 + Duration::from_secs(2));
+        assert_eq!(
+            outputs(&mut hub),
+            [HubOutput::Unsubscribe {
+                channel: channel("ch")
+            }]
+        );
+    }
+}

@@ -685,3 +685,597 @@ fn millis(duration: Duration) -> u64 {
 fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use tern_config::{Capabilities, ChannelPattern, Operations};
+    use tern_protocol::{Close, Data, Position};
+
+    use super::*;
+
+    const KEY: &str = "app.k1:secret-secret-secret";
+    const LIMITED: &str = "app.k2:secret-secret-secret";
+
+    fn config() -> Arc<EdgeConfig> {
+        let key = |id: &str, grants: Vec<(&str, Operations)>| ApiKey {
+            app: "app".into(),
+            key_id: id.into(),
+            secret: "secret-secret-secret".into(),
+            capabilities: Capabilities::new(
+                grants
+                    .into_iter()
+                    .map(|(p, ops)| (ChannelPattern::parse(p).expect("pattern"), ops)),
+            ),
+        };
+        Arc::new(EdgeConfig {
+            limits: EdgeLimitsConfig {
+                max_channels_per_connection: 2,
+                max_messages_per_publish: 2,
+                max_inflight_publishes: 2,
+                max_message_bytes: 10,
+                heartbeat_interval: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(5),
+                ..EdgeLimitsConfig::default()
+            },
+            keys: vec![
+                key("k1", vec![("*", Operations::ALL)]),
+                key(
+                    "k2",
+                    vec![
+                        ("sub:*", Operations::from(KeyOperation::Subscribe)),
+                        ("pub:*", Operations::from(KeyOperation::Publish)),
+                    ],
+                ),
+            ],
+            ..EdgeConfig::default()
+        })
+    }
+
+    fn session(t0: Instant) -> Session {
+        let params = SessionParams {
+            connection_id: "edge-c1".into(),
+            connection_key: "secret-key".into(),
+        };
+        Session::new(config(), params, t0)
+    }
+
+    fn outputs(session: &mut Session) -> Vec<SessionOutput> {
+        std::iter::from_fn(|| session.poll_output()).collect()
+    }
+
+    fn connect(key: Option<&str>) -> ClientFrame {
+        ClientFrame::Connect(Connect {
+            key: key.map(Into::into),
+            ..Connect::default()
+        })
+    }
+
+    fn connected(t0: Instant, key: &str) -> Session {
+        let mut s = session(t0);
+        s.handle_frame(t0, connect(Some(key)));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Send(ServerFrame::Connected(_))]
+        ));
+        s
+    }
+
+    fn publish(msg_serial: u64, channel: &str, messages: Vec<Message>) -> ClientFrame {
+        ClientFrame::Publish(Publish {
+            msg_serial,
+            channel: channel.into(),
+            messages,
+        })
+    }
+
+    fn attach(channel: &str, from: Option<Position>, rewind: Option<u32>) -> ClientFrame {
+        ClientFrame::Attach(Attach {
+            channel: channel.into(),
+            from,
+            rewind,
+        })
+    }
+
+    /// The single frame sent, or a panic.
+    fn sent(session: &mut Session) -> ServerFrame {
+        match outputs(session).as_slice() {
+            [SessionOutput::Send(frame)] => frame.clone(),
+            other => panic!("expected one frame, got {other:?}"),
+        }
+    }
+
+    fn nack_code(session: &mut Session) -> ErrorCode {
+        match sent(session) {
+            ServerFrame::Nack(nack) => nack.error.code,
+            other => panic!("expected NACK, got {other:?}"),
+        }
+    }
+
+    fn disconnected(session: &mut Session) -> (ErrorCode, Reconnect, CloseCode) {
+        match outputs(session).as_slice() {
+            [
+                SessionOutput::Send(ServerFrame::Disconnected(d)),
+                SessionOutput::Close(code),
+            ] => (d.error.code, d.reconnect, *code),
+            other => panic!("expected DISCONNECTED then close, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connect_gives_the_limits_and_ids() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.handle_frame(
+            t0,
+            ClientFrame::Connect(Connect {
+                key: Some(KEY.into()),
+                client_id: Some("alice".into()),
+                resume: Some("old".into()),
+                ..Connect::default()
+            }),
+        );
+        let ServerFrame::Connected(c) = sent(&mut s) else {
+            panic!("not CONNECTED")
+        };
+        assert_eq!(c.connection_id, "edge-c1");
+        assert_eq!(c.connection_key, "secret-key");
+        assert_eq!(c.client_id.as_deref(), Some("alice"));
+        assert_eq!(c.heartbeat_interval_ms, 10_000);
+        assert_eq!(c.idle_timeout_ms, 30_000);
+        assert_eq!(c.state_ttl_ms, 120_000);
+        assert_eq!(c.limits.max_channels, 2);
+        assert_eq!(c.error.map(|e| e.code), Some(ErrorCode::InvalidValue));
+        assert!(s.is_connected());
+        s.handle_frame(t0, connect(Some(KEY)));
+        match sent(&mut s) {
+            ServerFrame::Error(e) => assert_eq!(e.error.code, ErrorCode::AlreadyConnected),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_credentials_end_the_session_for_good() {
+        let t0 = Instant::now();
+        let cases = [
+            (connect(None), ErrorCode::Unauthorized),
+            (
+                connect(Some("app.k1:wrong-wrong-wrong")),
+                ErrorCode::InvalidCredentials,
+            ),
+            (
+                connect(Some("app.nokey:secret-secret-secret")),
+                ErrorCode::InvalidCredentials,
+            ),
+            (
+                ClientFrame::Connect(Connect {
+                    token: Some("jwt".into()),
+                    ..Connect::default()
+                }),
+                ErrorCode::InvalidCredentials,
+            ),
+            (
+                ClientFrame::Connect(Connect {
+                    key: Some(KEY.into()),
+                    client_id: Some("bad\nid".into()),
+                    ..Connect::default()
+                }),
+                ErrorCode::InvalidValue,
+            ),
+            (
+                ClientFrame::Connect(Connect {
+                    key: Some(KEY.into()),
+                    client_id: Some("x".repeat(129)),
+                    ..Connect::default()
+                }),
+                ErrorCode::InvalidValue,
+            ),
+        ];
+        for (frame, code) in cases {
+            let mut s = session(t0);
+            s.handle_frame(t0, frame);
+            assert_eq!(
+                disconnected(&mut s),
+                (code, Reconnect::Never, CloseCode::Policy)
+            );
+            assert_eq!(s.disconnect_code(), Some(code));
+            // Nothing more is answered.
+            s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: Some(1) }));
+            assert!(outputs(&mut s).is_empty());
+            assert_eq!(s.next_deadline(), None);
+        }
+    }
+
+    #[test]
+    fn before_connect_only_heartbeat_and_close_are_served() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.handle_frame(t0, publish(3, "c", vec![Message::new("x")]));
+        match sent(&mut s) {
+            ServerFrame::Nack(n) => {
+                assert_eq!((n.msg_serial, n.error.code), (3, ErrorCode::NotConnected));
+            }
+            other => panic!("{other:?}"),
+        }
+        s.handle_frame(t0, attach("c", None, None));
+        match sent(&mut s) {
+            ServerFrame::Error(e) => {
+                assert_eq!(e.error.code, ErrorCode::NotConnected);
+                assert_eq!(e.channel.as_deref(), Some("c"));
+            }
+            other => panic!("{other:?}"),
+        }
+        s.handle_frame(
+            t0,
+            ClientFrame::Detach(Detach {
+                channel: "c".into(),
+            }),
+        );
+        assert!(matches!(sent(&mut s), ServerFrame::Error(_)));
+        s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: Some(9) }));
+        assert_eq!(
+            sent(&mut s),
+            ServerFrame::Heartbeat(Heartbeat { id: Some(9) })
+        );
+        s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: None }));
+        assert!(outputs(&mut s).is_empty());
+        s.handle_frame(t0, connect(Some(KEY)));
+        assert!(matches!(sent(&mut s), ServerFrame::Connected(_)));
+        s.handle_frame(t0, ClientFrame::Close(Close {}));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [
+                SessionOutput::Send(ServerFrame::Closed(_)),
+                SessionOutput::Close(CloseCode::Normal)
+            ]
+        ));
+        assert_eq!(s.disconnect_code(), None);
+    }
+
+    #[test]
+    fn timeouts_and_heartbeats_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        s.handle_tick(t0 + Duration::from_secs(4));
+        assert!(outputs(&mut s).is_empty());
+        s.handle_tick(t0 + Duration::from_secs(5));
+        assert_eq!(
+            disconnected(&mut s),
+            (ErrorCode::IdleTimeout, Reconnect::Retry, CloseCode::Policy)
+        );
+
+        let mut s = connected(t0, KEY);
+        // Nothing sent for the heartbeat interval: a HEARTBEAT without id.
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        s.handle_tick(t0 + Duration::from_secs(10));
+        assert_eq!(sent(&mut s), ServerFrame::Heartbeat(Heartbeat { id: None }));
+        // Something written meanwhile pushes the next one back.
+        s.handle_sent(t0 + Duration::from_secs(15));
+        s.handle_tick(t0 + Duration::from_secs(20));
+        assert!(outputs(&mut s).is_empty());
+        // Any frame from the client resets the idle timer.
+        s.handle_frame(
+            t0 + Duration::from_secs(25),
+            ClientFrame::Heartbeat(Heartbeat { id: None }),
+        );
+        s.handle_tick(t0 + Duration::from_secs(54));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Send(ServerFrame::Heartbeat(_))]
+        ));
+        s.handle_tick(t0 + Duration::from_secs(55));
+        assert_eq!(
+            disconnected(&mut s),
+            (ErrorCode::IdleTimeout, Reconnect::Retry, CloseCode::Policy)
+        );
+    }
+
+    #[test]
+    fn publish_is_checked_all_or_nothing() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, KEY);
+        s.handle_frame(t0, publish(1, "a b", vec![Message::new("x")]));
+        assert_eq!(nack_code(&mut s), ErrorCode::InvalidChannel);
+        s.handle_frame(t0, publish(1, "$sys", vec![Message::new("x")]));
+        assert_eq!(nack_code(&mut s), ErrorCode::InvalidChannel);
+        s.handle_frame(t0, publish(1, "c", vec![]));
+        assert_eq!(nack_code(&mut s), ErrorCode::InvalidValue);
+        s.handle_frame(t0, publish(1, "c", vec![Message::new("x"); 3]));
+        assert_eq!(nack_code(&mut s), ErrorCode::TooManyMessages);
+        s.handle_frame(
+            t0,
+            publish(
+                1,
+                "c",
+                vec![Message::new("ok"), Message::new("eleven char")],
+            ),
+        );
+        assert_eq!(nack_code(&mut s), ErrorCode::MessageTooLarge);
+        let mut reserved = Message::new("x");
+        reserved.headers.insert("tern-x".into(), "1".into());
+        s.handle_frame(t0, publish(1, "c", vec![reserved]));
+        assert_eq!(nack_code(&mut s), ErrorCode::InvalidValue);
+        let mut empty_id = Message::new("x");
+        empty_id.id = Some(String::new());
+        s.handle_frame(t0, publish(1, "c", vec![empty_id]));
+        assert_eq!(nack_code(&mut s), ErrorCode::InvalidValue);
+        assert!(outputs(&mut s).is_empty());
+    }
+
+    #[test]
+    fn publishes_get_keys_and_are_limited_in_flight() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.handle_frame(
+            t0,
+            ClientFrame::Connect(Connect {
+                key: Some(KEY.into()),
+                client_id: Some("alice".into()),
+                ..Connect::default()
+            }),
+        );
+        outputs(&mut s);
+        let mut with_id = Message::new(Data::Binary(vec![1, 2].into()));
+        with_id.id = Some("mine".into());
+        s.handle_frame(t0, publish(7, "c", vec![Message::new("a"), with_id]));
+        let mut out = outputs(&mut s);
+        let Some(SessionOutput::Publish {
+            msg_serial,
+            messages,
+        }) = out.pop()
+        else {
+            panic!("not a publish")
+        };
+        assert!(out.is_empty());
+        assert_eq!(msg_serial, 7);
+        assert_eq!(messages[0].idempotency_key, "edge-c1:7:0");
+        assert_eq!(messages[1].idempotency_key, "mine");
+        assert!(
+            messages[0]
+                .headers
+                .contains(&("tern-client-id".into(), "alice".into()))
+        );
+        assert!(
+            messages[1]
+                .headers
+                .contains(&("tern-binary".into(), "1".into()))
+        );
+
+        s.handle_frame(t0, publish(8, "c", vec![Message::new("b")]));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Publish { .. }]
+        ));
+        s.handle_frame(t0, publish(9, "c", vec![Message::new("c")]));
+        assert_eq!(nack_code(&mut s), ErrorCode::TooManyInflight);
+
+        let position = Position {
+            epoch: 1,
+            serial: 1,
+        };
+        s.handle_publish_result(
+            7,
+            Ok(vec![
+                PublishResult {
+                    position,
+                    duplicate: false,
+                };
+                2
+            ]),
+        );
+        match sent(&mut s) {
+            ServerFrame::Ack(a) => assert_eq!((a.msg_serial, a.results.len()), (7, 2)),
+            other => panic!("{other:?}"),
+        }
+        s.handle_frame(t0, publish(9, "c", vec![Message::new("c")]));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Publish { .. }]
+        ));
+        s.handle_publish_result(8, Err(ErrorInfo::new(ErrorCode::LogUnavailable, "down")));
+        match sent(&mut s) {
+            ServerFrame::Nack(n) => {
+                assert_eq!((n.msg_serial, n.error.code), (8, ErrorCode::LogUnavailable))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attach_checks_and_channel_bookkeeping() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, LIMITED);
+        let refused = |s: &mut Session| match sent(s) {
+            ServerFrame::Detached(d) => d.error.expect("error").code,
+            other => panic!("{other:?}"),
+        };
+        s.handle_frame(t0, attach("pub:x", None, None));
+        assert_eq!(refused(&mut s), ErrorCode::Forbidden);
+        s.handle_frame(t0, attach("sub:x", None, Some(3)));
+        assert_eq!(refused(&mut s), ErrorCode::Forbidden);
+        s.handle_frame(t0, publish(1, "sub:x", vec![Message::new("x")]));
+        assert_eq!(nack_code(&mut s), ErrorCode::Forbidden);
+        s.handle_frame(t0, attach("", None, None));
+        assert_eq!(refused(&mut s), ErrorCode::InvalidChannel);
+        s.handle_frame(
+            t0,
+            attach(
+                "sub:x",
+                Some(Position {
+                    epoch: 1,
+                    serial: 2,
+                }),
+                Some(1),
+            ),
+        );
+        assert_eq!(refused(&mut s), ErrorCode::InvalidValue);
+        s.handle_frame(
+            t0,
+            attach(
+                "sub:x",
+                Some(Position {
+                    epoch: 1,
+                    serial: 0,
+                }),
+                None,
+            ),
+        );
+        assert_eq!(refused(&mut s), ErrorCode::InvalidValue);
+
+        let mut s = connected(t0, KEY);
+        s.handle_frame(t0, attach("a", None, Some(0)));
+        match outputs(&mut s).as_slice() {
+            [
+                SessionOutput::Attach {
+                    channel,
+                    from,
+                    granted,
+                },
+            ] => {
+                assert_eq!(channel.as_str(), "a");
+                assert_eq!(*from, AttachFrom::Now);
+                assert_eq!(granted.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        s.handle_frame(
+            t0,
+            attach(
+                "b",
+                Some(Position {
+                    epoch: 4,
+                    serial: 9,
+                }),
+                None,
+            ),
+        );
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Attach {
+                from: AttachFrom::After(_),
+                ..
+            }]
+        ));
+        s.handle_frame(t0, attach("c", None, Some(5)));
+        assert_eq!(refused(&mut s), ErrorCode::TooManyChannels);
+        // Re-attaching a held channel is allowed and goes to the hub again.
+        s.handle_frame(t0, attach("a", None, Some(5)));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Attach {
+                from: AttachFrom::Rewind(5),
+                ..
+            }]
+        ));
+        // A refused re-attach of a held channel detaches it through the hub.
+        s.handle_frame(
+            t0,
+            attach(
+                "a",
+                Some(Position {
+                    epoch: 1,
+                    serial: 1,
+                }),
+                Some(1),
+            ),
+        );
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Detach { error: Some(_), .. }]
+        ));
+        // DETACH of a held channel goes to the hub; of an unknown one, answered here.
+        s.handle_frame(
+            t0,
+            ClientFrame::Detach(Detach {
+                channel: "b".into(),
+            }),
+        );
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Detach { error: None, .. }]
+        ));
+        s.handle_frame(
+            t0,
+            ClientFrame::Detach(Detach {
+                channel: "zz".into(),
+            }),
+        );
+        assert_eq!(
+            sent(&mut s),
+            ServerFrame::Detached(Detached {
+                channel: "zz".into(),
+                error: None
+            })
+        );
+        assert_eq!(s.channels().count(), 0);
+    }
+
+    #[test]
+    fn decode_errors_keep_the_session() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, KEY);
+        let errors = tern_protocol::decode::<ClientFrame>(
+            tern_protocol::Format::Json,
+            br#"[{"type":"PUBLISH","msg_serial":4},{"type":"WHAT"},{"type":"ATTACH","channel":5}]"#,
+        )
+        .expect("an array");
+        for error in errors {
+            s.handle_decode_error(t0, error.expect_err("bad frames"));
+        }
+        let frames: Vec<_> = outputs(&mut s)
+            .into_iter()
+            .map(|o| match o {
+                SessionOutput::Send(ServerFrame::Nack(n)) => (Some(n.msg_serial), n.error.code),
+                SessionOutput::Send(ServerFrame::Error(e)) => (None, e.error.code),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                (Some(4), ErrorCode::Malformed),
+                (None, ErrorCode::UnknownFrame),
+                (None, ErrorCode::Malformed)
+            ]
+        );
+        assert!(s.is_connected());
+    }
+
+    #[test]
+    fn transport_events_end_the_session_with_their_reasons() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, KEY);
+        s.handle_frame_too_large();
+        assert_eq!(
+            disconnected(&mut s),
+            (
+                ErrorCode::FrameTooLarge,
+                Reconnect::Retry,
+                CloseCode::TooLarge
+            )
+        );
+        let mut s = connected(t0, KEY);
+        s.handle_slow_consumer();
+        assert_eq!(
+            disconnected(&mut s),
+            (ErrorCode::SlowConsumer, Reconnect::Retry, CloseCode::Policy)
+        );
+        // Only the first end counts.
+        s.handle_shutdown();
+        assert!(outputs(&mut s).is_empty());
+        let mut s = session(t0);
+        s.handle_shutdown();
+        assert_eq!(
+            disconnected(&mut s),
+            (
+                ErrorCode::ShuttingDown,
+                Reconnect::Elsewhere,
+                CloseCode::GoingAway
+            )
+        );
+        // A publish answer after the end is dropped.
+        s.handle_publish_result(1, Ok(vec![]));
+        assert!(outputs(&mut s).is_empty());
+    }
+}
