@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,11 +26,15 @@ use tern_tests::{EdgeProcess, LogProcess, TEST_KEY};
 use tokio::time::Instant;
 
 const CHANNELS: [&str; 3] = ["cluster:a", "cluster:b", "cluster:c"];
-/// Every wait in a test ends by then.
+/// Every wait in a test ends this long after its processes started (building the
+/// `tern` binary comes before and is not counted).
 const TEST_LIMIT: Duration = Duration::from_secs(45);
 
 /// channel → (data, position) of every acknowledged message.
 type Acked = Arc<Mutex<HashMap<String, Vec<(String, Position)>>>>;
+
+/// Publishes retried after a retryable error.
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -133,6 +138,7 @@ async fn publish_all(
                     match client.publish(channel, vec![message.clone()]).await {
                         Ok(results) => break results,
                         Err(error) if error.is_retryable() && Instant::now() < until => {
+                            RETRIES.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         Err(error) => bail!("{data} on {channel}: {error}"),
@@ -240,8 +246,8 @@ async fn clients(cluster: &Cluster, per_edge: usize) -> anyhow::Result<Vec<(Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_edges_one_order() -> anyhow::Result<()> {
-    let until = Instant::now() + TEST_LIMIT;
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(2)).await??;
+    let until = Instant::now() + TEST_LIMIT;
     let clients = clients(&cluster, 3).await?;
     let handles: Vec<Client> = clients.iter().map(|(_, c)| c.clone()).collect();
     let mut streams = subscribe(&handles).await?;
@@ -271,8 +277,8 @@ async fn two_edges_one_order() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_killed_and_restarted() -> anyhow::Result<()> {
-    let until = Instant::now() + TEST_LIMIT;
     let mut cluster = tokio::task::spawn_blocking(|| Cluster::start(2)).await??;
+    let until = Instant::now() + TEST_LIMIT;
     let clients = clients(&cluster, 2).await?;
     let handles: Vec<Client> = clients.iter().map(|(_, c)| c.clone()).collect();
     let mut streams = subscribe(&handles).await?;
@@ -330,6 +336,11 @@ async fn log_killed_and_restarted() -> anyhow::Result<()> {
         .map(Vec::len)
         .sum();
     ensure!(done == total, "{done} of {total} acknowledged");
+    // Depends on where the kill fell; for the record.
+    eprintln!(
+        "{} publishes were retried while the log was down",
+        RETRIES.load(Ordering::Relaxed)
+    );
     check_delivery(&handles[0], &mut streams, &acked, until).await?;
     for client in &handles {
         client.close().await;
