@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -80,15 +80,26 @@ impl Stamp {
 
     /// Reads the stamp at the start of `bytes` (which begin with [`MARKER`]).
     pub(super) fn decode(bytes: &[u8]) -> Option<Stamp> {
+        /// Value of each byte as a lowercase hex digit; 0xff for anything else.
+        const NIBBLES: [u8; 256] = {
+            let mut table = [0xff; 256];
+            let mut i = 0;
+            while i < 16 {
+                table[b"0123456789abcdef"[i] as usize] = i as u8;
+                i += 1;
+            }
+            table
+        };
         fn hex(digits: &[u8]) -> Option<u64> {
-            digits.iter().try_fold(0u64, |value, &digit| {
-                let nibble = match digit {
-                    b'0'..=b'9' => digit - b'0',
-                    b'a'..=b'f' => digit - b'a' + 10,
-                    _ => return None,
-                };
-                Some(value << 4 | u64::from(nibble))
-            })
+            let mut value = 0u64;
+            let mut invalid = 0u8;
+            for &digit in digits {
+                let nibble = NIBBLES[usize::from(digit)];
+                invalid |= nibble;
+                value = value << 4 | u64::from(nibble & 0xf);
+            }
+            // Every valid nibble is < 16; 0xff sets the high bits.
+            (invalid < 16).then_some(value)
         }
         let rest = bytes.strip_prefix(MARKER.as_slice())?;
         let fields = rest.get(..STAMP_LEN - MARKER.len())?;
@@ -105,13 +116,9 @@ impl Stamp {
 /// delivered message of a frame (or of several frames sharing one WebSocket
 /// message) shows up once.
 pub(super) fn stamps(message: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = message;
-    std::iter::from_fn(move || {
-        let at = rest.windows(MARKER.len()).position(|w| w == MARKER)?;
-        let found = &rest[at..];
-        rest = &rest[at + MARKER.len()..];
-        Some(found)
-    })
+    static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(MARKER));
+    FINDER.find_iter(message).map(move |at| &message[at..])
 }
 
 /// The run's one clock.

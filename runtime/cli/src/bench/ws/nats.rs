@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite;
@@ -80,7 +80,7 @@ pub(super) async fn start_server(
     }
 }
 
-/// What one call to [`NatsReader::parse`] found besides messages.
+/// What one call to [`NatsReader::feed`] found besides messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Parsed {
     /// PINGs to answer with PONG.
@@ -94,84 +94,112 @@ struct Parsed {
 /// Reassembles the NATS protocol from WebSocket messages.
 #[derive(Debug, Default)]
 struct NatsReader {
-    buffer: BytesMut,
+    /// The start of an op that the last message cut off.
+    partial: BytesMut,
 }
 
 impl NatsReader {
-    /// Appends received bytes; fails when more than [`MAX_BUFFERED`] wait unparsed.
-    fn push(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        if self.buffer.len() + bytes.len() > MAX_BUFFERED {
-            bail!("more than {MAX_BUFFERED} bytes of NATS protocol without a complete op");
-        }
-        self.buffer.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    /// Parses every complete op buffered, handing each `MSG` payload to `message`.
-    fn parse(
+    /// Parses the ops `received` completes, handing each `MSG` payload to
+    /// `message`, and keeps what is left of an incomplete op (at most
+    /// [`MAX_BUFFERED`] bytes). A message that holds only whole ops, the usual
+    /// case, is parsed where it lies, without a copy.
+    fn feed(
         &mut self,
-        mut message: impl FnMut(&[u8]) -> anyhow::Result<()>,
+        received: &[u8],
+        message: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<Parsed> {
-        let mut parsed = Parsed::default();
-        let mut used = 0;
-        loop {
-            let rest = &self.buffer[used..];
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
-            let line = &rest[..eol];
-            let op = line.split(|&b| b == b' ').next().unwrap_or_default();
-            match op {
-                b"MSG" => {
-                    let len = msg_payload_len(line)?;
-                    if len > MAX_BUFFERED {
-                        bail!("a NATS MSG of {len} bytes (the client takes {MAX_BUFFERED})");
-                    }
-                    let start = eol + 2;
-                    let end = start + len;
-                    if rest.len() < end + 2 {
-                        break;
-                    }
-                    if &rest[end..end + 2] != b"\r\n" {
-                        bail!("a NATS MSG payload is not followed by CRLF");
-                    }
-                    message(&rest[start..end])?;
-                    used += end + 2;
-                    continue;
-                }
-                b"PING" => parsed.pings += 1,
-                b"PONG" => parsed.pongs += 1,
-                b"INFO" => parsed.info = true,
-                b"+OK" => {}
-                b"-ERR" => bail!("nats-server: {}", String::from_utf8_lossy(line)),
-                _ => bail!("unknown NATS op {:?}", String::from_utf8_lossy(line)),
-            }
-            used += eol + 2;
+        if self.partial.is_empty() {
+            let (parsed, used) = parse_ops(received, message)?;
+            self.keep(&received[used..])?;
+            return Ok(parsed);
         }
-        self.buffer.advance(used);
+        self.keep(received)?;
+        let (parsed, used) = parse_ops(&self.partial, message)?;
+        self.partial.advance(used);
         Ok(parsed)
     }
+
+    fn keep(&mut self, rest: &[u8]) -> anyhow::Result<()> {
+        if self.partial.len() + rest.len() > MAX_BUFFERED {
+            bail!("more than {MAX_BUFFERED} bytes of NATS protocol without a complete op");
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+}
+
+/// Parses every complete op at the start of `bytes`; returns what was found and
+/// how many bytes the complete ops took.
+fn parse_ops(
+    bytes: &[u8],
+    mut message: impl FnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<(Parsed, usize)> {
+    let mut parsed = Parsed::default();
+    let mut used = 0;
+    loop {
+        let rest = &bytes[used..];
+        // Op lines hold no CR: the first one ends the line (a payload is skipped by
+        // its length, never scanned).
+        let Some(eol) = memchr::memchr(b'\r', rest) else {
+            break;
+        };
+        match rest.get(eol + 1) {
+            None => break,
+            Some(b'\n') => {}
+            Some(_) => bail!("a NATS op line ends in CR without LF"),
+        }
+        let line = &rest[..eol];
+        let op = line.split(|&b| b == b' ').next().unwrap_or_default();
+        match op {
+            b"MSG" => {
+                let len = msg_payload_len(line)?;
+                if len > MAX_BUFFERED {
+                    bail!("a NATS MSG of {len} bytes (the client takes {MAX_BUFFERED})");
+                }
+                let start = eol + 2;
+                let end = start + len;
+                if rest.len() < end + 2 {
+                    break;
+                }
+                if &rest[end..end + 2] != b"\r\n" {
+                    bail!("a NATS MSG payload is not followed by CRLF");
+                }
+                message(&rest[start..end])?;
+                used += end + 2;
+                continue;
+            }
+            b"PING" => parsed.pings += 1,
+            b"PONG" => parsed.pongs += 1,
+            b"INFO" => parsed.info = true,
+            b"+OK" => {}
+            b"-ERR" => bail!("nats-server: {}", String::from_utf8_lossy(line)),
+            _ => bail!("unknown NATS op {:?}", String::from_utf8_lossy(line)),
+        }
+        used += eol + 2;
+    }
+    Ok((parsed, used))
 }
 
 /// The payload length: the last field of `MSG <subject> <sid> [reply-to] <#bytes>`.
 fn msg_payload_len(line: &[u8]) -> anyhow::Result<usize> {
-    let fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).count();
-    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    if !(4..=5).contains(&fields) {
-        bail!(
+    let malformed = || {
+        anyhow::anyhow!(
             "malformed NATS MSG line {:?}",
             String::from_utf8_lossy(line)
-        );
+        )
+    };
+    let fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).count();
+    if !(4..=5).contains(&fields) {
+        return Err(malformed());
     }
-    std::str::from_utf8(last)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .with_context(|| {
-            format!(
-                "malformed NATS MSG line {:?}",
-                String::from_utf8_lossy(line)
-            )
-        })
+    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if last.is_empty() || last.len() > 12 {
+        return Err(malformed());
+    }
+    last.iter().try_fold(0usize, |len, &digit| match digit {
+        b'0'..=b'9' => Ok(len * 10 + usize::from(digit - b'0')),
+        _ => Err(malformed()),
+    })
 }
 
 /// The `nats` side of a run.
@@ -213,7 +241,9 @@ impl NatsTarget {
         };
         tokio::time::timeout(SETUP_TIMEOUT, async {
             loop {
-                let parsed = client.recv(|_| bail!("a MSG before CONNECT")).await?;
+                let parsed = client
+                    .recv_no_messages("a connection before CONNECT")
+                    .await?;
                 client.answer_pings(parsed.pings).await?;
                 if parsed.info {
                     break;
@@ -226,7 +256,9 @@ impl NatsTarget {
             client.out.put_slice(b"PING\r\n");
             client.send().await?;
             loop {
-                let parsed = client.recv(|_| bail!("a MSG before subscribing")).await?;
+                let parsed = client
+                    .recv_no_messages("a connection before subscribing")
+                    .await?;
                 client.answer_pings(parsed.pings).await?;
                 if parsed.pongs > 0 {
                     return anyhow::Ok(());
@@ -270,21 +302,12 @@ impl Client {
         self.send().await
     }
 
-    /// Reads one WebSocket message and parses what it completes.
-    async fn recv(
-        &mut self,
-        message: impl FnMut(&[u8]) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Parsed> {
+    /// The next WebSocket message's bytes (pings are answered by the library).
+    async fn next_message(&mut self) -> anyhow::Result<Bytes> {
         loop {
             match self.ws.next().await {
-                Some(Ok(tungstenite::Message::Binary(bytes))) => {
-                    self.reader.push(&bytes)?;
-                    break;
-                }
-                Some(Ok(tungstenite::Message::Text(text))) => {
-                    self.reader.push(text.as_bytes())?;
-                    break;
-                }
+                Some(Ok(tungstenite::Message::Binary(bytes))) => return Ok(bytes),
+                Some(Ok(tungstenite::Message::Text(text))) => return Ok(text.into()),
                 Some(Ok(tungstenite::Message::Close(frame))) => {
                     bail!("nats-server closed the connection ({frame:?})")
                 }
@@ -293,7 +316,13 @@ impl Client {
                 None => bail!("nats-server closed the connection"),
             }
         }
-        self.reader.parse(message)
+    }
+
+    /// Reads one WebSocket message and parses the ops it completes; `MSG` is an
+    /// error (for connections that subscribe to nothing).
+    async fn recv_no_messages(&mut self, what: &str) -> anyhow::Result<Parsed> {
+        let bytes = self.next_message().await?;
+        self.reader.feed(&bytes, |_| bail!("a MSG on {what}"))
     }
 }
 
@@ -313,20 +342,21 @@ impl Target for NatsTarget {
             tokio::select! {
                 biased;
                 () = load::stopped(&mut phase) => break,
-                parsed = client.recv(|payload| {
+                received = client.next_message() => {
+                    let bytes = received?;
                     let now = run.clock.now_ns();
-                    if self.verify {
-                        let stamp = Stamp::decode(payload).context("a payload without a stamp")?;
-                        if let Some(last) = last_seq.get_mut(stamp.publisher as usize) {
-                            if last.is_some_and(|last| stamp.seq <= last) {
-                                bail!("publisher {}: seq {} after {last:?}", stamp.publisher, stamp.seq);
+                    let parsed = client.reader.feed(&bytes, |payload| {
+                        if self.verify {
+                            let stamp = Stamp::decode(payload).context("a payload without a stamp")?;
+                            if let Some(last) = last_seq.get_mut(stamp.publisher as usize) {
+                                if last.is_some_and(|last| stamp.seq <= last) {
+                                    bail!("publisher {}: seq {} after {last:?}", stamp.publisher, stamp.seq);
+                                }
+                                *last = Some(stamp.seq);
                             }
-                            *last = Some(stamp.seq);
                         }
-                    }
-                    deliveries.record(payload, now)
-                }) => {
-                    let parsed = parsed?;
+                        deliveries.record(payload, now)
+                    })?;
                     client.answer_pings(parsed.pings).await?;
                 }
             }
@@ -376,7 +406,7 @@ impl Target for NatsTarget {
                 _ => Instant::now() + Duration::from_secs(3600),
             };
             tokio::select! {
-                parsed = client.recv(|_| bail!("a MSG on a publisher's connection")) => {
+                parsed = client.recv_no_messages("a publisher's connection") => {
                     let parsed = parsed?;
                     client.answer_pings(parsed.pings).await?;
                     publisher.acked(parsed.pongs)?;
@@ -397,7 +427,7 @@ impl Target for NatsTarget {
         loop {
             tokio::select! {
                 () = load::stopped(&mut phase) => return Ok(()),
-                parsed = client.recv(|_| bail!("a MSG on an idle connection")) => {
+                parsed = client.recv_no_messages("an idle connection") => {
                     let parsed = parsed?;
                     client.answer_pings(parsed.pings).await?;
                 }
@@ -412,44 +442,36 @@ mod tests {
 
     #[test]
     fn ops_are_parsed_across_message_boundaries() {
-        let mut reader = NatsReader::default();
-        let mut payloads = Vec::new();
         let stream: &[u8] = b"INFO {\"server_id\":\"x\"}\r\nPING\r\nMSG a.b 1 5\r\nhello\r\nMSG a.b 1 reply.to 3\r\nabc\r\nPONG\r\n+OK\r\n";
-        // Fed one byte at a time, then all at once: the same ops come out.
-        let mut total = Parsed::default();
-        for byte in stream {
-            reader.push(std::slice::from_ref(byte)).expect("fits");
-            let parsed = reader
-                .parse(|p| {
-                    payloads.push(p.to_vec());
-                    Ok(())
-                })
-                .expect("parses");
-            total.pings += parsed.pings;
-            total.pongs += parsed.pongs;
-            total.info |= parsed.info;
-        }
-        assert_eq!(
-            total,
-            Parsed {
-                pings: 1,
-                pongs: 1,
-                info: true
+        // Fed in pieces of every size (one byte at a time up to all at once): the
+        // same ops come out, and nothing is left over.
+        for piece in 1..=stream.len() {
+            let mut reader = NatsReader::default();
+            let mut payloads = Vec::new();
+            let mut total = Parsed::default();
+            for chunk in stream.chunks(piece) {
+                let parsed = reader
+                    .feed(chunk, |p| {
+                        payloads.push(p.to_vec());
+                        Ok(())
+                    })
+                    .expect("parses");
+                total.pings += parsed.pings;
+                total.pongs += parsed.pongs;
+                total.info |= parsed.info;
             }
-        );
-        assert_eq!(payloads, vec![b"hello".to_vec(), b"abc".to_vec()]);
-        assert!(reader.buffer.is_empty());
-
-        let mut whole = NatsReader::default();
-        whole.push(stream).expect("fits");
-        let mut count = 0;
-        whole
-            .parse(|_| {
-                count += 1;
-                Ok(())
-            })
-            .expect("parses");
-        assert_eq!(count, 2);
+            assert_eq!(
+                total,
+                Parsed {
+                    pings: 1,
+                    pongs: 1,
+                    info: true
+                },
+                "pieces of {piece}"
+            );
+            assert_eq!(payloads, vec![b"hello".to_vec(), b"abc".to_vec()]);
+            assert!(reader.partial.is_empty(), "pieces of {piece}");
+        }
     }
 
     #[test]
@@ -461,12 +483,17 @@ mod tests {
             b"MSG a 1 x\r\n",
             b"MSG a 1 3\r\nabcd\r\n",
             b"MSG a 1 18446744073709551615\r\n",
+            b"MSG a 1 99999999\r\n",
+            b"PING\rX",
         ] {
             let mut reader = NatsReader::default();
-            reader.push(bad).expect("fits");
-            assert!(reader.parse(|_| Ok(())).is_err(), "{bad:?}");
+            assert!(reader.feed(bad, |_| Ok(())).is_err(), "{bad:?}");
         }
         let mut reader = NatsReader::default();
-        assert!(reader.push(&vec![b'x'; MAX_BUFFERED + 1]).is_err());
+        assert!(
+            reader
+                .feed(&vec![b'x'; MAX_BUFFERED + 1], |_| Ok(()))
+                .is_err()
+        );
     }
 }
