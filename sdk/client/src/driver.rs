@@ -87,6 +87,8 @@ pub(crate) struct Driver {
     sinks: HashMap<String, Sink>,
     publishes: HashMap<u64, oneshot::Sender<Result<Vec<PublishResult>, PublishError>>>,
     closers: Vec<oneshot::Sender<()>>,
+    /// Every `Client` and `ChannelStream` was dropped.
+    handles_gone: bool,
     state: watch::Sender<ConnectionState>,
     channel_buffer: usize,
     next_generation: u64,
@@ -116,6 +118,7 @@ impl Driver {
             sinks: HashMap::new(),
             publishes: HashMap::new(),
             closers: Vec::new(),
+            handles_gone: false,
             state,
             channel_buffer,
             next_generation: 0,
@@ -139,9 +142,13 @@ impl Driver {
             let ws = self.ws.as_mut();
             let opening = self.opening.as_mut();
             tokio::select! {
-                command = self.commands.recv() => match command {
+                command = self.commands.recv(), if !self.handles_gone => match command {
                     Some(command) => self.on_command(command),
-                    None => self.core.close(now()),
+                    None => {
+                        // Every handle is gone: nobody can use the connection any more.
+                        self.handles_gone = true;
+                        self.core.close(now());
+                    }
                 },
                 message = async { ws.expect("guarded by the select condition").next().await }, if ws.is_some() => {
                     self.on_ws(message);

@@ -46,6 +46,7 @@ struct MockEdge {
     drop_on_publish: AtomicBool,
     connections: AtomicU64,
     attaches: AtomicU64,
+    closes: AtomicU64,
 }
 
 impl MockEdge {
@@ -60,6 +61,7 @@ impl MockEdge {
             drop_on_publish: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             attaches: AtomicU64::new(0),
+            closes: AtomicU64::new(0),
         });
         let accepting = edge.clone();
         tokio::spawn(async move {
@@ -188,6 +190,7 @@ impl MockEdge {
                                 out.push(ServerFrame::Ack(Ack { msg_serial: publish.msg_serial, results }));
                             }
                             ClientFrame::Close(_) => {
+                                self.closes.fetch_add(1, Ordering::SeqCst);
                                 out.push(ServerFrame::Closed(Default::default()));
                             }
                             _ => {}
@@ -447,5 +450,29 @@ async fn first_connection_failure_is_an_error() -> anyhow::Result<()> {
         matches!(error, tern_client::ClientError::Config(_)),
         "{error}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_session() -> anyhow::Result<()> {
+    let edge = MockEdge::start().await?;
+    let client = Client::connect(config(&edge, Format::Json)).await?;
+    let mut stream = client.attach("c", AttachFrom::Now).await?;
+    let clone = client.clone();
+    drop(client);
+    drop(clone);
+    // The stream still holds the connection open: it keeps receiving.
+    let other = Client::connect(config(&edge, Format::Json)).await?;
+    other.publish("c", vec![Message::new("still here")]).await?;
+    assert_eq!(take(&mut stream, 1).await?[0].0.serial, 1);
+    assert_eq!(edge.closes.load(Ordering::SeqCst), 0);
+    drop(stream);
+    tokio::time::timeout(LIMIT, async {
+        while edge.closes.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .context("CLOSE after the last handle went")?;
     Ok(())
 }
