@@ -552,9 +552,13 @@ impl Core {
         let Some(ch) = self.channels.get_mut(&attached.channel) else {
             return;
         };
-        let ChannelState::Attaching { blind } = ch.state else {
-            // An answer to an ATTACH superseded by a DETACH (pause); the next one counts.
-            return;
+        let blind = match ch.state {
+            ChannelState::Attaching { blind } => blind,
+            // Unsolicited: the log lost continuity while the channel was attached.
+            ChannelState::Attached if !attached.resumed && attached.error.is_some() => false,
+            // An answer to an ATTACH superseded by a DETACH (pause), or a repeat of
+            // what is already known: the next one counts.
+            _ => return,
         };
         ch.state = ChannelState::Attached;
         let previous = ch.cursor;
@@ -1331,6 +1335,35 @@ mod tests {
         assert!(sim.outputs().is_empty());
         sim.message("chat", pos(1, 1));
         assert_eq!(sim.delivered(), vec![pos(1, 1)]);
+    }
+
+    #[test]
+    fn an_unsolicited_continuity_loss_is_an_event() {
+        let mut sim = Sim::start();
+        sim.core
+            .attach(sim.now, "chat".into(), AttachFrom::Now)
+            .expect("ok");
+        sim.attached("chat", Some(pos(1, 4)), false, None);
+        sim.message("chat", pos(1, 5));
+        sim.outputs();
+        // A repeat without an error changes nothing.
+        sim.attached("chat", Some(pos(1, 2)), true, None);
+        assert!(sim.outputs().is_empty());
+        let why = ErrorInfo::new(ErrorCode::ContinuityLost, "continuity lost: epoch replaced");
+        sim.attached("chat", Some(pos(2, 3)), false, Some(why.clone()));
+        assert_eq!(
+            sim.outputs(),
+            vec![Output::Deliver {
+                channel: "chat".into(),
+                event: ChannelEvent::ContinuityLost {
+                    position: Some(pos(2, 3)),
+                    reason: why
+                },
+                previous: Some(pos(1, 5)),
+            }]
+        );
+        sim.message("chat", pos(2, 4));
+        assert_eq!(sim.delivered(), vec![pos(2, 4)]);
     }
 
     #[test]
