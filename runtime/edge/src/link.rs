@@ -160,8 +160,8 @@ pub(crate) fn start(
         resubscribe_at: None,
     };
     let tasks = vec![
-        tokio::spawn(link.run(command_rx, shutdown)),
-        tokio::spawn(batcher(publish_rx, client_rx.clone(), metrics)),
+        tokio::spawn(link.run(command_rx, shutdown.clone())),
+        tokio::spawn(batcher(publish_rx, client_rx.clone(), metrics, shutdown)),
     ];
     let handle = LinkHandle {
         commands,
@@ -464,9 +464,22 @@ async fn batcher(
     mut jobs: mpsc::Receiver<PublishJob>,
     client: watch::Receiver<Option<LogClient>>,
     metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    while let Some(first) = jobs.recv().await {
+    loop {
+        let first = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+                continue;
+            }
+        };
         let mut count = first.messages.len();
         let mut bytes: usize = first.messages.iter().map(|m| m.payload.len()).sum();
         let mut batch = vec![first];

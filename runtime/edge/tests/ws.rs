@@ -356,3 +356,44 @@ async fn the_link_comes_back_after_the_log_restarts_without_loss_or_repeats() {
         "nothing more than the ten messages"
     );
 }
+
+#[tokio::test]
+async fn shutdown_sends_clients_elsewhere() {
+    let cluster = Cluster::start().await;
+    let mut clients = Vec::new();
+    for format in Format::ALL {
+        let mut client = cluster.connected(format, ADMIN_KEY).await;
+        client.send(&attach("s")).await;
+        attached(&mut client, "s").await;
+        clients.push(client);
+    }
+    let addr = cluster.addr();
+    let support::Cluster { log: _log, edge } = cluster;
+    let stopping = tokio::spawn(edge.shutdown());
+    for client in &mut clients {
+        match client.recv().await {
+            ServerFrame::Disconnected(d) => {
+                assert_eq!(d.error.code, ErrorCode::ShuttingDown);
+                assert_eq!(d.reconnect, Reconnect::Elsewhere);
+            }
+            other => panic!("{other:?}"),
+        }
+        match client.next().await {
+            Next::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("{other:?}"),
+        }
+        // Reading on sends the close reply.
+        assert!(matches!(
+            client.next().await,
+            Next::Closed(None) | Next::Error(_)
+        ));
+    }
+    tokio::time::timeout(support::PATIENCE, stopping)
+        .await
+        .expect("shutdown finishes")
+        .expect("shutdown task");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
