@@ -289,7 +289,15 @@ async fn run(
         None => CloseReason::Transport,
     };
     if let Some(code) = close {
-        let graceful = finish(&mut socket, &outbox, format, last_words, code, overflowed);
+        // Boxed: the closing steps would otherwise enlarge every idle connection's task.
+        let graceful = Box::pin(finish(
+            &mut socket,
+            &outbox,
+            format,
+            last_words,
+            code,
+            overflowed,
+        ));
         if tokio::time::timeout(CLOSE_GRACE, graceful).await.is_err() {
             debug!("close handshake timed out");
         }
@@ -396,7 +404,7 @@ async fn finish(
     }
     let io = socket.get_mut();
     let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     let mut drained = 0;
     while drained < CLOSE_DRAIN_BYTES {
         match io.read(&mut buf).await {
