@@ -437,6 +437,10 @@ fn describe(
             ));
         }
     }
+    printer.note(&format!(
+        "machine: {}; load generator and servers share it",
+        system::machine()
+    ));
     if args.target != TargetArg::Nats {
         let edge = match &args.url {
             Some(url) => format!("the edge at {url}"),

@@ -1,5 +1,5 @@
 //! What the benchmark asks of the operating system: enough file descriptors for its
-//! connections, and a server's resident memory.
+//! connections, a server's resident memory, and what the machine is.
 
 use anyhow::{Context, bail};
 
@@ -71,6 +71,21 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let mut fields = line.split_whitespace().skip(1);
     let value: u64 = fields.next()?.parse().ok()?;
     (fields.next() == Some("kB")).then_some(value)
+}
+
+/// `N cores (CPU model)`, as far as this process can tell.
+pub(super) fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores ({model})")
 }
 
 #[cfg(test)]
