@@ -346,6 +346,7 @@ impl Hub {
             // From a subscription that was replaced; the new one delivers them again.
             return;
         }
+        let mut delivered = 0;
         for stored in messages {
             let serial = stored.position.serial;
             if state.next.is_some_and(|next| serial < next) {
@@ -389,10 +390,11 @@ impl Hub {
                     Bytes::from(tern_protocol::encode(sub.handle.format, &*frame))
                 });
                 if sub.handle.outbox.push(bytes.clone()) {
-                    self.metrics.delivered(1);
+                    delivered += 1;
                 }
             }
         }
+        self.metrics.delivered(delivered);
     }
 
     /// The answer to a [`HubOutput::Read`].

@@ -66,7 +66,7 @@ impl Outbox {
     /// Queues an encoded frame. Returns false if it was not queued (the connection is
     /// closed or over its budget; in the latter case the driver is told).
     pub(crate) fn push(&self, frame: Bytes) -> bool {
-        {
+        let accepted = {
             let mut queue = self.queue.lock();
             if queue.closed || queue.overflowed {
                 return false;
@@ -75,13 +75,15 @@ impl Outbox {
                 queue.overflowed = true;
                 queue.frames = VecDeque::new();
                 queue.bytes = 0;
+                false
             } else {
                 queue.bytes += frame.len();
                 queue.frames.push_back(frame);
+                true
             }
-        }
+        };
         self.notify.notify_one();
-        self.accepts()
+        accepted
     }
 
     /// Queues the answer to a PUBLISH (not counted against the budget: their number is
@@ -95,12 +97,6 @@ impl Outbox {
             queue.replies.push_back(reply);
         }
         self.notify.notify_one();
-    }
-
-    /// True while pushes are queued (not closed, not over budget).
-    pub(crate) fn accepts(&self) -> bool {
-        let queue = self.queue.lock();
-        !queue.closed && !queue.overflowed
     }
 
     /// Bytes of frames queued.
@@ -140,6 +136,13 @@ impl Outbox {
         self.queue.lock().replies.drain(..).collect()
     }
 
+    /// True when publish answers are queued or the budget was exceeded: what the
+    /// driver must hand to its session.
+    pub(crate) fn has_events(&self) -> bool {
+        let queue = self.queue.lock();
+        !queue.replies.is_empty() || queue.overflowed
+    }
+
     /// True once a push went over the budget.
     pub(crate) fn is_overflowed(&self) -> bool {
         self.queue.lock().overflowed
@@ -176,7 +179,6 @@ mod tests {
         assert!(outbox.push(Bytes::from_static(b"12345")));
         assert_eq!(outbox.queued_bytes(), 10);
         assert!(!outbox.push(Bytes::from_static(b"1")));
-        assert!(!outbox.accepts());
         assert!(outbox.is_overflowed());
         assert!(outbox.drain_frames(usize::MAX).is_empty());
         assert!(!outbox.push(Bytes::from_static(b"1")));

@@ -69,7 +69,6 @@ pub(crate) fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
 enum Wake {
     Incoming(Option<Result<Message, WsError>>),
     Outbox,
-    Wrote,
     WriteFailed(WsError),
     Tick,
     Shutdown,
@@ -107,6 +106,9 @@ async fn run(
     let mut last_words: Option<Bytes> = None;
     let mut client_closed = false;
     let mut overflowed = false;
+    let mut sleep = pin!(tokio::time::sleep_until(
+        tokio::time::Instant::now() + Duration::from_secs(3600)
+    ));
     let close = loop {
         // Carry out what the session asked for.
         let mut close = None;
@@ -173,70 +175,93 @@ async fn run(
             break None;
         }
 
+        // The timer is re-armed only when the deadline comes sooner (or it fired):
+        // a write moves the heartbeat deadline later, and the tick then finds nothing
+        // to do, which costs less than moving a timer on every write.
         let deadline = session
             .next_deadline()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        if sleep.is_elapsed() || deadline < sleep.deadline() {
+            sleep.as_mut().reset(deadline);
+        }
+        let mut wrote_at = None;
         let wake = {
-            let mut sleep = pin!(tokio::time::sleep_until(deadline));
             let mut notified = pin!(outbox.notified());
             let mut stopping = pin!(shutdown.changed());
             poll_fn(|cx| {
-                if let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
-                    // A completed future is not polled again: wake either way.
-                    return Poll::Ready(if changed.is_err() || *shared.shutdown.borrow() {
-                        Wake::Shutdown
-                    } else {
-                        Wake::Tick
-                    });
-                }
-                if notified.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Outbox);
-                }
-                // Write: start a message when the socket takes one, then flush it.
-                if !flushing && outbox.has_frames() {
-                    match std::pin::Pin::new(&mut socket).poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let frames = outbox.drain_frames(WRITE_CHUNK);
-                            if !frames.is_empty() {
-                                let message = ws_message(format, &frames);
-                                if let Err(error) =
-                                    std::pin::Pin::new(&mut socket).start_send(message)
-                                {
-                                    return Poll::Ready(Wake::WriteFailed(error));
+                loop {
+                    if let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
+                        // A completed future is not polled again: wake either way.
+                        return Poll::Ready(if changed.is_err() || *shared.shutdown.borrow() {
+                            Wake::Shutdown
+                        } else {
+                            Wake::Tick
+                        });
+                    }
+                    let mut again = false;
+                    if notified.as_mut().poll(cx).is_ready() {
+                        if outbox.has_events() {
+                            return Poll::Ready(Wake::Outbox);
+                        }
+                        // Only frames: write them here and wait for the next push.
+                        notified.set(outbox.notified());
+                        again = true;
+                    }
+                    // Write: start a message when the socket takes one, then flush it.
+                    if !flushing {
+                        match std::pin::Pin::new(&mut socket).poll_ready(cx) {
+                            Poll::Ready(Ok(())) => {
+                                let frames = outbox.drain_frames(WRITE_CHUNK);
+                                if !frames.is_empty() {
+                                    let message = ws_message(format, &frames);
+                                    if let Err(error) =
+                                        std::pin::Pin::new(&mut socket).start_send(message)
+                                    {
+                                        return Poll::Ready(Wake::WriteFailed(error));
+                                    }
+                                    flushing = true;
                                 }
-                                flushing = true;
                             }
+                            Poll::Ready(Err(error)) => {
+                                return Poll::Ready(Wake::WriteFailed(error));
+                            }
+                            Poll::Pending => {}
                         }
-                        Poll::Ready(Err(error)) => return Poll::Ready(Wake::WriteFailed(error)),
-                        Poll::Pending => {}
+                    }
+                    if flushing {
+                        match std::pin::Pin::new(&mut socket).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => {
+                                flushing = false;
+                                wrote_at = Some(Instant::now());
+                                again = again || outbox.has_frames();
+                            }
+                            Poll::Ready(Err(error)) => {
+                                return Poll::Ready(Wake::WriteFailed(error));
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                    if let Poll::Ready(message) = std::pin::Pin::new(&mut socket).poll_next(cx) {
+                        return Poll::Ready(Wake::Incoming(message));
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Tick);
+                    }
+                    if !again {
+                        return Poll::Pending;
                     }
                 }
-                if flushing {
-                    match std::pin::Pin::new(&mut socket).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => {
-                            flushing = false;
-                            return Poll::Ready(Wake::Wrote);
-                        }
-                        Poll::Ready(Err(error)) => return Poll::Ready(Wake::WriteFailed(error)),
-                        Poll::Pending => {}
-                    }
-                }
-                if let Poll::Ready(message) = std::pin::Pin::new(&mut socket).poll_next(cx) {
-                    return Poll::Ready(Wake::Incoming(message));
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Tick);
-                }
-                Poll::Pending
             })
             .await
         };
+        if let Some(at) = wrote_at {
+            session.handle_sent(at);
+        }
         let now = Instant::now();
         match wake {
             Wake::Shutdown => session.handle_shutdown(),
             Wake::Tick => session.handle_tick(now),
-            Wake::Wrote => session.handle_sent(now),
             Wake::WriteFailed(error) => {
                 debug!(%error, "write failed");
                 break None;
