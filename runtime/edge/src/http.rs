@@ -474,10 +474,15 @@ struct ErrorBody<'a> {
     error: &'a ErrorInfo,
 }
 
-/// `{"error": …}` with the code's HTTP status.
+/// `{"error": …}` with the code's HTTP status (`FrameTooLarge`: 413).
 pub(crate) fn error_response(error: ErrorInfo) -> HttpResponse {
-    let status =
-        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = match error.code {
+        // The one code whose HTTP status is not its first three digits.
+        ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        code => {
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    };
     json(status, &ErrorBody { error: &error })
 }
 

@@ -115,6 +115,15 @@ async fn an_oversized_websocket_message_ends_the_connection_with_1009() {
         Next::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
         other => panic!("expected close 1009, got {other:?}"),
     }
+    // The same limit on an HTTP body: 413, nothing stored.
+    let body = format!(r#"{{"data":"{}"}}"#, "x".repeat(10_000));
+    let path = format!("/v1/channels/c/messages?key={ADMIN_KEY}");
+    let (status, text) = http(cluster.addr(), "POST", &path, &[], body.as_bytes()).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("40009"), "{text}");
+    let (status, text) = http(cluster.addr(), "GET", &path, &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\"messages\":[]"), "{text}");
 }
 
 #[tokio::test]
