@@ -272,6 +272,13 @@ impl Session {
         }
         self.last_received = now;
         match (error.frame_type.as_deref(), error.msg_serial) {
+            // The checks of a PUBLISH run in order: CONNECTED first, then decoding.
+            (Some("PUBLISH"), Some(msg_serial)) if !self.is_connected() => {
+                self.send(ServerFrame::Nack(Nack {
+                    msg_serial,
+                    error: not_connected("PUBLISH"),
+                }));
+            }
             (Some("PUBLISH"), Some(msg_serial)) => {
                 self.send(ServerFrame::Nack(Nack {
                     msg_serial,
@@ -1240,6 +1247,18 @@ mod tests {
             ]
         );
         assert!(s.is_connected());
+
+        // Before CONNECT, a malformed PUBLISH is first of all too early.
+        let mut s = session(t0);
+        let error = tern_protocol::decode::<ClientFrame>(
+            tern_protocol::Format::Json,
+            br#"{"type":"PUBLISH","msg_serial":6}"#,
+        )
+        .expect("one frame")
+        .remove(0)
+        .expect_err("malformed");
+        s.handle_decode_error(t0, error);
+        assert_eq!(nack_code(&mut s), ErrorCode::NotConnected);
     }
 
     #[test]
