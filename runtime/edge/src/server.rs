@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tern_config::EdgeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -212,11 +212,16 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
+            let header_timeout = shared.config.limits.connect_timeout;
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, std::convert::Infallible>(http::handle(request, shared).await) }
             });
+            // A client gets `connect_timeout` to send each request's headers, so
+            // idle or trickling HTTP connections do not pile up.
             let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

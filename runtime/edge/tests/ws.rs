@@ -328,8 +328,14 @@ async fn the_link_comes_back_after_the_log_restarts_without_loss_or_repeats() {
     );
     assert!(error.retryable);
 
+    // An ATTACH while the log is away waits, and is answered once it is back.
+    let mut late = cluster.connected(Format::Json, ADMIN_KEY).await;
+    late.send(&attach("r")).await;
+
     cluster.log.serve().await;
     cluster.wait_ready().await;
+    let at = attached(&mut late, "r").await;
+    assert_eq!(at.position.map(|p| p.serial), Some(5));
     for i in 6..11 {
         publisher
             .send(&publish(i, "r", vec![Message::new(format!("m{i}"))]))
