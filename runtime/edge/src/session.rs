@@ -55,6 +55,8 @@ pub enum CloseCode {
     Normal,
     /// The client sent a message over the size limit (WebSocket 1009).
     TooLarge,
+    /// The client sent a text message that is not UTF-8 (WebSocket 1007).
+    InvalidData,
     /// The server is going away (WebSocket 1001).
     GoingAway,
     /// The client broke a rule that ends the session (WebSocket 1008).
@@ -299,6 +301,16 @@ impl Session {
             ),
         );
         self.disconnect(error, Reconnect::Retry, CloseCode::TooLarge);
+    }
+
+    /// The client sent a text message that is not UTF-8: the WebSocket layer cannot
+    /// read past it, so the session ends.
+    pub fn handle_invalid_text(&mut self) {
+        let error = ErrorInfo::new(
+            ErrorCode::Malformed,
+            "a text message is not valid UTF-8 (send MessagePack in binary messages)",
+        );
+        self.disconnect(error, Reconnect::Retry, CloseCode::InvalidData);
     }
 
     /// The connection's outbound queue went over its byte budget.
@@ -1272,6 +1284,16 @@ mod tests {
                 ErrorCode::FrameTooLarge,
                 Reconnect::Retry,
                 CloseCode::TooLarge
+            )
+        );
+        let mut s = connected(t0, KEY);
+        s.handle_invalid_text();
+        assert_eq!(
+            disconnected(&mut s),
+            (
+                ErrorCode::Malformed,
+                Reconnect::Retry,
+                CloseCode::InvalidData
             )
         );
         let mut s = connected(t0, KEY);

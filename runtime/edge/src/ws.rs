@@ -281,6 +281,7 @@ async fn run(
             })))) => {
                 session.handle_frame_too_large();
             }
+            Wake::Incoming(Some(Err(WsError::Utf8(_)))) => session.handle_invalid_text(),
             Wake::Incoming(Some(Err(error))) => {
                 debug!(%error, "WebSocket read failed");
                 break None;
@@ -309,6 +310,7 @@ async fn run(
         Some(ErrorCode::FrameTooLarge) => CloseReason::FrameTooLarge,
         Some(ErrorCode::ShuttingDown) => CloseReason::Shutdown,
         Some(ErrorCode::IdleTimeout) => CloseReason::IdleTimeout,
+        Some(ErrorCode::Malformed) => CloseReason::Transport,
         Some(_) => CloseReason::Refused,
         None if close.is_some() || client_closed => CloseReason::Client,
         None => CloseReason::Transport,
@@ -405,6 +407,7 @@ async fn finish(
     let (code, reason) = match code {
         CloseCode::Normal => (WsCloseCode::Normal, "closed"),
         CloseCode::TooLarge => (WsCloseCode::Size, "message too large"),
+        CloseCode::InvalidData => (WsCloseCode::Invalid, "text is not UTF-8"),
         CloseCode::GoingAway => (WsCloseCode::Away, "shutting down"),
         CloseCode::Policy => (WsCloseCode::Policy, "disconnected"),
     };

@@ -412,3 +412,24 @@ async fn a_client_that_never_reads_is_disconnected_while_others_keep_receiving()
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_text_message_that_is_not_utf8_ends_the_connection_with_1007() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let cluster = Cluster::start().await;
+    let mut client = cluster.connected(Format::Json, ADMIN_KEY).await;
+    let raw = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    client.ws.send(WsMessage::Frame(raw)).await.expect("send");
+    match client.recv().await {
+        ServerFrame::Disconnected(d) => assert_eq!(d.error.code, ErrorCode::Malformed),
+        other => panic!("expected DISCONNECTED, got {other:?}"),
+    }
+    match client.next().await {
+        Next::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1007),
+        other => panic!("expected close 1007, got {other:?}"),
+    }
+}
