@@ -66,7 +66,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         store,
         &LinkServerConfig::default(),
     )?;
-    let log_addr = server.local_addr().context("cannot read the log's address")?;
+    let log_addr = server
+        .local_addr()
+        .context("cannot read the log's address")?;
     let (stop_log, log_stopped) = tokio::sync::oneshot::channel::<()>();
     let log = tokio::spawn(server.serve_until(async {
         let _ = log_stopped.await;
@@ -87,11 +89,20 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "tern dev listening on http://{addr}")?;
-        writeln!(out, "WebSocket  ws://{addr}/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)")?;
+        writeln!(
+            out,
+            "WebSocket  ws://{addr}/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)"
+        )?;
         writeln!(out, "API key    {key_text}")?;
         writeln!(out, "Data       {}", data_dir.display())?;
-        writeln!(out, "Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages")?;
-        writeln!(out, "History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'")?;
+        writeln!(
+            out,
+            "Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages"
+        )?;
+        writeln!(
+            out,
+            "History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'"
+        )?;
         out.flush()?;
     }
     let signal = crate::wait_for_signal().await?;
@@ -115,7 +126,10 @@ fn dev_key(path: &Path) -> anyhow::Result<ApiKey> {
                 );
             };
             if secret.len() < tern_config::edge::MIN_SECRET_CHARS {
-                bail!("the secret in {} is too short; delete the file to get a new one", path.display());
+                bail!(
+                    "the secret in {} is too short; delete the file to get a new one",
+                    path.display()
+                );
             }
             secret.to_owned()
         }

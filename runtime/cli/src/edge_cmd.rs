@@ -44,7 +44,11 @@ pub(crate) async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start the edge of {}", args.config.display()))?;
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "tern edge listening on http://{}", edge.local_addr())?;
+        writeln!(
+            stdout,
+            "tern edge listening on http://{}",
+            edge.local_addr()
+        )?;
         stdout.flush()?;
     }
     let signal = crate::wait_for_signal().await?;
