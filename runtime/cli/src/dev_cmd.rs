@@ -86,25 +86,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let edge = Edge::start(config).await.context("cannot start the edge")?;
     let addr = edge.local_addr();
     let key_text = format!("{}.{}:{}", key.app, key.key_id, key.secret);
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "tern dev listening on http://{addr}")?;
-        writeln!(
-            out,
-            "WebSocket  ws://{addr}/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)"
-        )?;
-        writeln!(out, "API key    {key_text}")?;
-        writeln!(out, "Data       {}", data_dir.display())?;
-        writeln!(
-            out,
-            "Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages"
-        )?;
-        writeln!(
-            out,
-            "History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'"
-        )?;
-        out.flush()?;
-    }
+    crate::announce(&format!(
+        "tern dev listening on http://{addr}\n\
+         WebSocket  ws://{addr}/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)\n\
+         API key    {key_text}\n\
+         Data       {data}\n\
+         Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages\n\
+         History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'\n",
+        data = data_dir.display()
+    ));
     let signal = crate::wait_for_signal().await?;
     info!(signal, "stopping");
     edge.shutdown().await;

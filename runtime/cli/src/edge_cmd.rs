@@ -11,7 +11,6 @@
 //! tern edge listening on http://127.0.0.1:8080
 //! ```
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,15 +41,10 @@ pub(crate) async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     let edge = Edge::start(config)
         .await
         .with_context(|| format!("cannot start the edge of {}", args.config.display()))?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "tern edge listening on http://{}",
-            edge.local_addr()
-        )?;
-        stdout.flush()?;
-    }
+    crate::announce(&format!(
+        "tern edge listening on http://{}\n",
+        edge.local_addr()
+    ));
     let signal = crate::wait_for_signal().await?;
     info!(signal, "stopping");
     edge.shutdown().await;

@@ -12,7 +12,6 @@
 //! tern log certificate ./.tern/log/tls/cert.pem
 //! ```
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,12 +73,10 @@ pub(crate) async fn run(args: LogArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     info!(%addr, data_dir = %data_dir.display(), "log node serving");
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "tern log listening on {addr}")?;
-        writeln!(stdout, "tern log certificate {}", cert.files.cert.display())?;
-        stdout.flush()?;
-    }
+    crate::announce(&format!(
+        "tern log listening on {addr}\ntern log certificate {}\n",
+        cert.files.cert.display()
+    ));
 
     let retention = tokio::spawn(enforce_retention(
         store,

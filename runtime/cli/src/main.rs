@@ -78,6 +78,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a server's start-up lines on stdout and flushes them. A stdout nobody
+/// reads any more (a closed pipe) is logged, not fatal: the server keeps serving.
+fn announce(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(%error, "cannot print the start-up lines on stdout; serving anyway");
+    }
+}
+
 /// Waits for SIGTERM or SIGINT; returns which came. A second one exits at once.
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
