@@ -81,13 +81,15 @@ pub struct Connect {
 ///
 /// Without `from` or `rewind`, delivery starts with the next message stored after
 /// the attach. With `from`, it continues right after that position (a client
-/// re-attaching after a reconnect passes the last position it received). With
-/// `rewind`, the last `rewind` stored messages are delivered first.
+/// re-attaching after a reconnect passes the last position it received, or the
+/// `position` of ATTACHED if no message came since; [`Position::BEFORE_FIRST`] asks
+/// for every message from the channel's first). With `rewind`, the last `rewind`
+/// stored messages are delivered first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attach {
     /// The channel.
     pub channel: String,
-    /// Continue after this position.
+    /// Continue after this position (`0:0`: from the channel's first message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Position>,
     /// Deliver the last N stored messages first.
@@ -188,8 +190,10 @@ pub enum Operation {
 pub struct Attached {
     /// The channel.
     pub channel: String,
-    /// Delivery continues right after this position (none when the channel had no
-    /// message before the delivery point). A client keeps it as its last position.
+    /// Delivery continues right after this position; [`Position::BEFORE_FIRST`]
+    /// (`0:0`) when nothing precedes the delivery point. A client keeps it as its last
+    /// position. Always set by the server (an `Option` only so that a frame without it
+    /// still decodes; a client reads its absence as `0:0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
     /// True when the `from` position of the ATTACH is honoured exactly. False with

@@ -21,6 +21,16 @@ pub struct Position {
     pub serial: u64,
 }
 
+impl Position {
+    /// `0:0`, the position before a channel's first message: what ATTACHED names when
+    /// nothing precedes the delivery point, and an ATTACH `from` that asks for every
+    /// message from the channel's first one.
+    pub const BEFORE_FIRST: Position = Position {
+        epoch: 0,
+        serial: 0,
+    };
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.epoch, self.serial)
