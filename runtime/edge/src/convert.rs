@@ -23,12 +23,26 @@ const CONTENT_TYPE: &str = "tern-content-type";
 const CLIENT_ID: &str = "tern-client-id";
 const BINARY: &str = "tern-binary";
 
-/// A protocol position as a link position; `None` for serial 0 (serials start at 1).
-pub(crate) fn to_link_position(position: Position) -> Option<tern_link::Position> {
-    Some(tern_link::Position {
-        epoch: Epoch(position.epoch),
-        serial: Serial::new(position.serial)?,
-    })
+/// An ATTACH `from` as a cursor: the link position it names, or `None` for `0:0`
+/// (before the channel's first message). Serial 0 in another epoch names nothing.
+pub(crate) fn to_link_cursor(
+    position: Position,
+) -> Result<Option<tern_link::Position>, &'static str> {
+    match Serial::new(position.serial) {
+        Some(serial) => Ok(Some(tern_link::Position {
+            epoch: Epoch(position.epoch),
+            serial,
+        })),
+        None if position == Position::BEFORE_FIRST => Ok(None),
+        None => Err(
+            "`from.serial` starts at 1; only `{\"epoch\": 0, \"serial\": 0}` (before the channel's first message) has serial 0",
+        ),
+    }
+}
+
+/// A cursor as the client protocol writes it: `0:0` before the channel's first message.
+pub(crate) fn to_client_cursor(cursor: Option<tern_link::Position>) -> Position {
+    cursor.map_or(Position::BEFORE_FIRST, to_client_position)
 }
 
 /// A link position as the client protocol writes it.
@@ -196,12 +210,24 @@ mod tests {
             .expect_err("rejected");
         assert_eq!(error.code, ErrorCode::LogRejected);
         assert!(error.message.contains("disk full"));
-        assert_eq!(
-            to_link_position(Position {
+    }
+
+    #[test]
+    fn cursors_name_0_0_before_the_first_message() {
+        assert_eq!(to_link_cursor(Position::BEFORE_FIRST), Ok(None));
+        assert!(
+            to_link_cursor(Position {
                 epoch: 1,
                 serial: 0
-            }),
-            None
+            })
+            .is_err()
         );
+        let p = Position {
+            epoch: 3,
+            serial: 9,
+        };
+        let cursor = to_link_cursor(p).expect("a position");
+        assert_eq!(to_client_cursor(cursor), p);
+        assert_eq!(to_client_cursor(None), Position::BEFORE_FIRST);
     }
 }

@@ -23,25 +23,31 @@
 //! `ATTACHED{resumed: false, error: ContinuityLost, position}` and delivery continues
 //! from the log's answer: never a silent gap.
 //!
+//! Positions are cursors: delivery continues right after one. `None` is the cursor
+//! before a channel's first message, which ATTACHED writes `0:0`, so ATTACHED always
+//! names a position a client can re-attach from.
+//!
 //! Resume checks (`from = p`): the first read starts at `p.serial`. The position is
 //! honoured when the log holds `p` itself, or (retention removed `p`) the message right
-//! after it in the same epoch. Otherwise continuity is lost: when retention removed
-//! messages after `p`, delivery starts at the first stored one (ATTACHED.position is
-//! the position just before it, in its epoch); when `p` was replaced by another epoch
-//! or lies beyond the log's end, delivery starts at the live point.
+//! after it in the same epoch. `from = 0:0` reads from serial 1 with no position to
+//! verify: honoured when serial 1 is still stored. Otherwise continuity is lost: when
+//! retention removed messages after `p`, delivery starts at the first stored one
+//! (ATTACHED.position is the position just before it, in its epoch); when `p` was
+//! replaced by another epoch or lies beyond the log's end, delivery starts at the live
+//! point.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tern_link::{ChannelName, Continuity, Position, Serial, StoredMessage, SubscribeFrom};
+use tern_link::{ChannelName, Continuity, Epoch, Position, Serial, StoredMessage, SubscribeFrom};
 use tern_log::ReadResult;
 use tern_protocol::{
     Attached, Detached, ErrorCode, ErrorInfo, Format, MessageFrame, Operation, ServerFrame,
 };
 
-use crate::convert::{to_client_message, to_client_position};
+use crate::convert::{to_client_cursor, to_client_message, to_client_position};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::session::AttachFrom;
@@ -98,8 +104,8 @@ pub(crate) struct SubscriberHandle {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum ReadPhase {
-    /// First read of a resume from this position.
-    Verify(Position),
+    /// First read of a resume from this cursor (`None`: from the first message).
+    Verify(Option<Position>),
     /// First read of a rewind that starts at this serial.
     Rewind(Serial),
     /// Catching up.
@@ -144,8 +150,8 @@ struct Channel {
     subscribed: bool,
     /// The serial the upstream delivers next (None before its first answer).
     next: Option<Serial>,
-    /// The position of the last message the upstream delivered (or the one before
-    /// `next` it named).
+    /// The position assigned to `next - 1`: the last message the upstream delivered
+    /// or the one it named. `None` exactly when `next` is 1 (or not known yet).
     last: Option<Position>,
     subs: HashMap<ConnKey, Sub>,
     /// When the last subscriber left.
@@ -298,12 +304,19 @@ impl Hub {
         let Some(state) = self.channels.get_mut(channel) else {
             return;
         };
-        let first = state.next.is_none();
+        // The log names the position assigned before `next_serial`, except after a
+        // gap it found mid-stream (the message before was removed too). Name that one
+        // in the epoch of the last position known (epoch 0, which no log assigns, when
+        // none is): a client resuming from it is then checked by the log, never
+        // continued on trust, so a wrong epoch costs an explicit break, not a gap.
+        let previous = previous.or_else(|| {
+            let serial = Serial::new(next_serial.get() - 1)?;
+            let epoch = state.last.map_or(Epoch(0), |last| last.epoch);
+            Some(Position { epoch, serial })
+        });
         state.subscribed = true;
         state.next = Some(next_serial);
-        if previous.is_some() || first || matches!(continuity, Continuity::Lost { .. }) {
-            state.last = previous;
-        }
+        state.last = previous;
         if let Continuity::Lost { reason } = continuity {
             self.metrics.continuity_lost();
             let error = ErrorInfo::new(
@@ -437,17 +450,21 @@ impl Hub {
         let (skip, go_live) = match phase {
             ReadPhase::Continue => (0, false),
             ReadPhase::Verify(p) => match messages.first() {
-                Some(m) if m.position == p => {
-                    sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+                Some(m) if Some(m.position) == p => {
+                    sub.send(&attached(channel, p, true, &sub.granted, None));
                     (1, false)
                 }
-                Some(m) if m.position.serial == p.serial.next() && m.position.epoch == p.epoch => {
-                    sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+                Some(m)
+                    if m.position.serial == after(p)
+                        && p.is_none_or(|p| m.position.epoch == p.epoch) =>
+                {
+                    sub.send(&attached(channel, p, true, &sub.granted, None));
                     (0, false)
                 }
-                Some(m) if m.position.serial > p.serial => {
+                Some(m) if m.position.serial >= after(p) => {
                     let error = lost(format!(
-                        "messages after {p} are no longer stored; delivery continues at {}",
+                        "messages after {} are no longer stored; delivery continues at {}",
+                        to_client_cursor(p),
                         m.position
                     ));
                     let before = position_before(m.position);
@@ -456,7 +473,8 @@ impl Hub {
                 }
                 Some(m) => {
                     let error = lost(format!(
-                        "{p} was replaced by {} in the log's history; delivery continues with new messages",
+                        "{} was replaced by {} in the log's history; delivery continues with new messages",
+                        to_client_cursor(p),
                         m.position
                     ));
                     sub.send(&attached(
@@ -469,9 +487,12 @@ impl Hub {
                     (0, true)
                 }
                 None => {
-                    let error = lost(format!(
-                        "{p} is beyond the log's last position; delivery continues with new messages"
-                    ));
+                    let error = lost(match p {
+                        Some(p) => format!(
+                            "{p} is beyond the log's last position; delivery continues with new messages"
+                        ),
+                        None => "no message of the channel is stored any more; delivery continues with new messages".to_owned(),
+                    });
                     sub.send(&attached(
                         channel,
                         upstream_last,
@@ -511,7 +532,7 @@ impl Hub {
         let mut next = match (phase, messages.get(skip)) {
             (ReadPhase::Continue, _) => next,
             (_, Some(first)) => first.position.serial,
-            (ReadPhase::Verify(p), None) => p.serial.next(),
+            (ReadPhase::Verify(p), None) => after(p),
             (ReadPhase::Rewind(start), None) => start,
         };
         for stored in &messages[skip.min(messages.len())..] {
@@ -615,8 +636,9 @@ impl Hub {
             return;
         };
         let phase = match from {
-            AttachFrom::After(p) if Some(p) == last => {
-                sub.send(&attached(channel, Some(p), true, &sub.granted, None));
+            // Already there (for `0:0`: the channel has no message yet).
+            AttachFrom::After(p) if p == last => {
+                sub.send(&attached(channel, p, true, &sub.granted, None));
                 sub.state = SubState::Live { next };
                 return;
             }
@@ -662,11 +684,17 @@ impl Hub {
 /// The first serial a read of `phase` asks for.
 fn read_start(phase: ReadPhase, next: Serial) -> Serial {
     match phase {
-        ReadPhase::Verify(p) => p.serial,
+        // `p` itself, to check it is still the log's; from 1 for `0:0`.
+        ReadPhase::Verify(p) => p.map_or(Serial::FIRST, |p| p.serial),
         // One before the start, to learn the position ATTACHED reports.
         ReadPhase::Rewind(start) => Serial::new(start.get() - 1).unwrap_or(start),
         ReadPhase::Continue => next,
     }
+}
+
+/// The serial right after `cursor` (1 for the cursor before the first message).
+fn after(cursor: Option<Position>) -> Serial {
+    cursor.map_or(Serial::FIRST, |p| p.serial.next())
 }
 
 /// The position right before `position`, in its epoch (None before serial 1).
@@ -684,6 +712,8 @@ fn lost(reason: String) -> ErrorInfo {
     )
 }
 
+/// ATTACHED naming `position` as the cursor delivery continues after (`0:0` for
+/// `None`, before the channel's first message).
 fn attached(
     channel: &ChannelName,
     position: Option<Position>,
@@ -693,7 +723,7 @@ fn attached(
 ) -> ServerFrame {
     ServerFrame::Attached(Attached {
         channel: channel.to_string(),
-        position: position.map(to_client_position),
+        position: Some(to_client_cursor(position)),
         resumed,
         granted: granted.to_vec(),
         error,
@@ -889,7 +919,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(7, 4)),
+            AttachFrom::After(Some(pos(7, 4))),
             vec![],
         );
         assert!(outputs(&mut hub).is_empty());
@@ -906,7 +936,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(7, 2)),
+            AttachFrom::After(Some(pos(7, 2))),
             vec![],
         );
         let (conn, generation, from, limit) = one_read(&mut hub);
@@ -958,7 +988,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(7, 2)),
+            AttachFrom::After(Some(pos(7, 2))),
             vec![],
         );
         let generation = match outputs(&mut hub).pop() {
@@ -980,7 +1010,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(7, 2)),
+            AttachFrom::After(Some(pos(7, 2))),
             vec![],
         );
         let generation = match outputs(&mut hub).pop() {
@@ -1008,7 +1038,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(6, 4)),
+            AttachFrom::After(Some(pos(6, 4))),
             vec![],
         );
         let generation = match outputs(&mut hub).pop() {
@@ -1038,7 +1068,7 @@ mod tests {
         hub.handle_attach(
             sub.clone(),
             channel("ch"),
-            AttachFrom::After(pos(7, 99)),
+            AttachFrom::After(Some(pos(7, 99))),
             vec![],
         );
         let generation = match outputs(&mut hub).pop() {
@@ -1115,8 +1145,156 @@ mod tests {
             read(stored_range(7, 7, 10), false),
         );
         let got = frames(&sub);
-        assert_eq!(attached_of(&got).position, None);
+        assert_eq!(
+            attached_of(&got).position,
+            Some(tern_protocol::Position::BEFORE_FIRST)
+        );
         assert_eq!(serials(&got), (1..=10).collect::<Vec<_>>());
+    }
+
+    /// The hub after the upstream answered a subscribe of "ch", which has no message.
+    fn empty_hub() -> Hub {
+        let mut hub = hub();
+        let first = subscriber(100, Format::Json);
+        hub.handle_attach(first.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        outputs(&mut hub);
+        hub.handle_subscribed(&channel("ch"), Serial::FIRST, None, Continuity::Kept);
+        let at = attached_of(&frames(&first)).clone();
+        assert_eq!(
+            at.position,
+            Some(tern_protocol::Position::BEFORE_FIRST),
+            "a plain attach to an empty channel names 0:0"
+        );
+        hub
+    }
+
+    /// Attaches `conn` from 0:0 and returns its read's generation (after checking the
+    /// read starts at serial 1).
+    fn attach_from_start(hub: &mut Hub, sub: &SubscriberHandle) -> u64 {
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::After(None), vec![]);
+        let (conn, generation, from, _) = one_read(hub);
+        assert_eq!((conn, from), (sub.conn, Serial::FIRST));
+        generation
+    }
+
+    #[test]
+    fn from_0_0_on_an_empty_channel_is_live_at_once() {
+        let mut hub = empty_hub();
+        let sub = subscriber(1, Format::MsgPack);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::After(None), vec![]);
+        assert!(outputs(&mut hub).is_empty(), "nothing to read");
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert!(at.resumed && at.error.is_none(), "{at:?}");
+        assert_eq!(at.position, Some(tern_protocol::Position::BEFORE_FIRST));
+        hub.handle_messages(&channel("ch"), &stored_range(7, 1, 2));
+        assert_eq!(serials(&frames(&sub)), [1, 2]);
+    }
+
+    #[test]
+    fn from_0_0_reads_from_the_first_message() {
+        let mut hub = live_hub(5);
+        let sub = subscriber(1, Format::Json);
+        let generation = attach_from_start(&mut hub, &sub);
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 1, 3), true),
+        );
+        let (_, _, from, _) = one_read(&mut hub);
+        assert_eq!(from, serial(4));
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 4, 5), false),
+        );
+        assert!(outputs(&mut hub).is_empty(), "caught up");
+        hub.handle_messages(&channel("ch"), &stored_range(7, 6, 6));
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert!(at.resumed && at.error.is_none(), "{at:?}");
+        assert_eq!(at.position, Some(tern_protocol::Position::BEFORE_FIRST));
+        assert_eq!(serials(&got), (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn from_0_0_after_retention_says_continuity_lost() {
+        // Retention removed serials 1 to 3: delivery starts at 4, right after 7:3.
+        let mut hub = live_hub(6);
+        let sub = subscriber(1, Format::Json);
+        let generation = attach_from_start(&mut hub, &sub);
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 4, 6), false),
+        );
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert!(!at.resumed);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(7, 3))));
+        assert_eq!(serials(&got), [4, 5, 6]);
+
+        // Nothing stored any more: continuity lost, delivery from the live point.
+        let sub = subscriber(2, Format::Json);
+        let generation = attach_from_start(&mut hub, &sub);
+        hub.handle_read_result(&channel("ch"), 2, generation, read(vec![], false));
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(7, 6))));
+        assert!(serials(&got).is_empty());
+        hub.handle_messages(&channel("ch"), &stored_range(7, 7, 7));
+        assert_eq!(serials(&frames(&sub)), [7]);
+    }
+
+    #[test]
+    fn continuity_lost_upstream_always_names_a_position() {
+        // The log lost everything the channel had: delivery restarts at serial 1, 0:0.
+        let mut hub = live_hub(4);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        frames(&sub);
+        let lost = || Continuity::Lost {
+            reason: "gone".into(),
+        };
+        hub.handle_subscribed(&channel("ch"), Serial::FIRST, None, lost());
+        let got = frames(&sub);
+        assert_eq!(
+            attached_of(&got).position,
+            Some(tern_protocol::Position::BEFORE_FIRST)
+        );
+        hub.handle_messages(&channel("ch"), &stored_range(8, 1, 2));
+        assert_eq!(serials(&frames(&sub)), [1, 2]);
+
+        // A gap the log found mid-stream comes without the position before it: it is
+        // named in the last epoch known, and the next attach continues from there.
+        hub.handle_subscribed(&channel("ch"), serial(6), None, lost());
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(
+            at.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::ContinuityLost)
+        );
+        assert_eq!(at.position, Some(to_client_position(pos(8, 5))));
+        let again = subscriber(2, Format::Json);
+        hub.handle_attach(again.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        assert_eq!(
+            attached_of(&frames(&again)).position,
+            Some(to_client_position(pos(8, 5)))
+        );
+        hub.handle_messages(&channel("ch"), &stored_range(8, 6, 6));
+        assert_eq!(serials(&frames(&sub)), [6]);
+        assert_eq!(serials(&frames(&again)), [6]);
     }
 
     #[test]

@@ -42,8 +42,9 @@ const MAX_CLIENT_ID_BYTES: usize = 128;
 pub enum AttachFrom {
     /// With the next message stored after the attach.
     Now,
-    /// Right after this position (a resume).
-    After(tern_link::Position),
+    /// Right after this position (a resume); `None` is `from: 0:0`, before the
+    /// channel's first message.
+    After(Option<tern_link::Position>),
     /// With the last `n` stored messages.
     Rewind(u32),
 }
@@ -428,11 +429,10 @@ impl Session {
                         "ATTACH takes `from` or `rewind`, not both",
                     ));
                 }
-                (Some(position), None) => {
-                    AttachFrom::After(crate::convert::to_link_position(position).ok_or_else(
-                        || ErrorInfo::new(ErrorCode::InvalidValue, "`from.serial` starts at 1"),
-                    )?)
-                }
+                (Some(position), None) => AttachFrom::After(
+                    crate::convert::to_link_cursor(position)
+                        .map_err(|why| ErrorInfo::new(ErrorCode::InvalidValue, why))?,
+                ),
                 (None, Some(0)) | (None, None) => AttachFrom::Now,
                 (None, Some(n)) => AttachFrom::Rewind(n),
             };
@@ -1140,6 +1140,7 @@ mod tests {
                 None,
             ),
         );
+        // Serial 0 names a position only in epoch 0 (`0:0`).
         assert_eq!(refused(&mut s), ErrorCode::InvalidValue);
 
         let mut s = connected(t0, KEY);
@@ -1172,7 +1173,16 @@ mod tests {
         assert!(matches!(
             outputs(&mut s).as_slice(),
             [SessionOutput::Attach {
-                from: AttachFrom::After(_),
+                from: AttachFrom::After(Some(p)),
+                ..
+            }] if p.serial.get() == 9
+        ));
+        // `from: 0:0` is "from the channel's first message".
+        s.handle_frame(t0, attach("b", Some(Position::BEFORE_FIRST), None));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [SessionOutput::Attach {
+                from: AttachFrom::After(None),
                 ..
             }]
         ));

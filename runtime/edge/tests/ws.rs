@@ -6,6 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::{ADMIN_KEY, Cluster, Next, http};
+use tern_config::{EdgeLimitsConfig, StoreConfig};
+use tern_link::ChannelName;
+use tern_log::LogStore as _;
 use tern_protocol::{
     Attach, ClientFrame, Connect, Data, Detach, ErrorCode, Format, Heartbeat, Message, Position,
     Publish, Reconnect, ServerFrame,
@@ -75,7 +78,8 @@ async fn publish_and_receive_in_both_formats() {
         subscriber.send(&attach(&channel)).await;
         let at = attached(&mut subscriber, &channel).await;
         assert!(!at.resumed);
-        assert_eq!(at.position, None);
+        // Nothing precedes the delivery point: 0:0, before the channel's first message.
+        assert_eq!(at.position, Some(Position::BEFORE_FIRST));
 
         let mut publisher = cluster.connected(format, ADMIN_KEY).await;
         let mut text = Message::new("hello");
@@ -227,6 +231,137 @@ async fn rest_publish_then_history_and_resume_from_a_position() {
     assert_eq!(at.position.map(|p| p.serial), Some(2));
     assert_eq!(message(&mut rewinder).await.position.serial, 3);
     assert_eq!(message(&mut rewinder).await.position.serial, 4);
+}
+
+fn attach_from(channel: &str, from: Position) -> ClientFrame {
+    ClientFrame::Attach(Attach {
+        channel: channel.into(),
+        from: Some(from),
+        rewind: None,
+    })
+}
+
+/// `from: 0:0` asks for every message from the channel's first one: honoured on an
+/// empty channel and on one that still stores serial 1; once retention removed serial
+/// 1, an explicit `ContinuityLost` naming the position before the first stored
+/// message. Serial 0 in another epoch is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_from_0_0_on_empty_stored_and_trimmed_channels() {
+    let mut store = StoreConfig {
+        segment_bytes: 64 * 1024,
+        checkpoint_bytes: 64 * 1024,
+        ..StoreConfig::default()
+    };
+    store.retention.max_age = None;
+    store.retention.max_bytes = Some(128 * 1024);
+    let cluster = Cluster::with(
+        support::LogNode::with_store(store).await,
+        EdgeLimitsConfig::default(),
+    )
+    .await;
+
+    // An empty channel: a plain attach and an attach from 0:0 both name 0:0, and the
+    // second one is honoured (`resumed`).
+    let mut plain = cluster.connected(Format::Json, ADMIN_KEY).await;
+    plain.send(&attach("fresh")).await;
+    let at = attached(&mut plain, "fresh").await;
+    assert_eq!(
+        (at.position, at.resumed),
+        (Some(Position::BEFORE_FIRST), false)
+    );
+    let mut early = cluster.connected(Format::MsgPack, ADMIN_KEY).await;
+    early
+        .send(&attach_from("fresh", Position::BEFORE_FIRST))
+        .await;
+    let at = attached(&mut early, "fresh").await;
+    assert!(at.resumed && at.error.is_none(), "{at:?}");
+    assert_eq!(at.position, Some(Position::BEFORE_FIRST));
+
+    let mut publisher = cluster.connected(Format::Json, ADMIN_KEY).await;
+    let names = ["a", "b", "c"].map(Message::new).to_vec();
+    publisher.send(&publish(0, "fresh", names)).await;
+    let results = ack(&mut publisher, 0).await;
+    for client in [&mut plain, &mut early] {
+        for result in &results {
+            assert_eq!(message(client).await.position, result.position);
+        }
+    }
+
+    // A channel that still stores serial 1: everything from it, then live messages.
+    let mut late = cluster.connected(Format::Json, ADMIN_KEY).await;
+    late.send(&attach_from("fresh", Position::BEFORE_FIRST))
+        .await;
+    let at = attached(&mut late, "fresh").await;
+    assert!(at.resumed && at.error.is_none(), "{at:?}");
+    assert_eq!(at.position, Some(Position::BEFORE_FIRST));
+    for result in &results {
+        assert_eq!(message(&mut late).await.position, result.position);
+    }
+    publisher
+        .send(&publish(1, "fresh", vec![Message::new("d")]))
+        .await;
+    let d = ack(&mut publisher, 1).await;
+    assert_eq!(message(&mut late).await.position, d[0].position);
+
+    // Serial 0 goes with epoch 0 only.
+    let epoch = d[0].position.epoch;
+    late.send(&attach_from("other", Position { epoch, serial: 0 }))
+        .await;
+    match late
+        .recv_matching(|f| match f {
+            ServerFrame::Detached(d) if d.channel == "other" => Some(d.clone()),
+            _ => None,
+        })
+        .await
+        .error
+    {
+        Some(error) => assert_eq!(error.code, ErrorCode::InvalidValue),
+        None => panic!("refused without an error"),
+    }
+
+    // A channel whose first messages retention removed.
+    let payload = "x".repeat(8 * 1024);
+    let mut stored = Vec::new();
+    for i in 0..40 {
+        publisher
+            .send(&publish(
+                2 + i,
+                "trimmed",
+                vec![Message::new(payload.as_str())],
+            ))
+            .await;
+        stored.extend(ack(&mut publisher, 2 + i).await);
+    }
+    let log_store = cluster.log.store.clone().expect("the log is serving");
+    let report = log_store.enforce_retention().await.expect("retention");
+    assert!(report.segments_removed > 0, "{report:?}");
+    let info = log_store
+        .channel_info(&ChannelName::parse("trimmed").expect("name"))
+        .await
+        .expect("channel info");
+    let first = info.first_serial.expect("something is kept").get();
+    assert!(first > 1, "retention removed serial 1");
+    let mut trimmed = cluster.connected(Format::MsgPack, ADMIN_KEY).await;
+    trimmed
+        .send(&attach_from("trimmed", Position::BEFORE_FIRST))
+        .await;
+    let at = attached(&mut trimmed, "trimmed").await;
+    assert!(!at.resumed);
+    assert_eq!(
+        at.error.map(|e| e.code),
+        Some(ErrorCode::ContinuityLost),
+        "never a silent gap"
+    );
+    assert_eq!(
+        at.position,
+        Some(Position {
+            epoch: stored[0].position.epoch,
+            serial: first - 1
+        })
+    );
+    for serial in first..=40 {
+        assert_eq!(message(&mut trimmed).await.position.serial, serial);
+    }
 }
 
 #[tokio::test]

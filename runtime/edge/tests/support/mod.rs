@@ -37,6 +37,10 @@ pub const LIMITED_KEY: &str = "app.limited:limited-secret-0123456789";
 pub struct LogNode {
     pub addr: SocketAddr,
     pub cert: PathBuf,
+    /// How the store is opened (each time it serves).
+    pub store_config: StoreConfig,
+    /// The store being served (shared: a test may enforce retention on it).
+    pub store: Option<EmbeddedStore>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), tern_log::net::ServerError>>>,
     pub dir: tempfile::TempDir,
@@ -44,11 +48,17 @@ pub struct LogNode {
 
 impl LogNode {
     pub async fn start() -> LogNode {
+        Self::with_store(StoreConfig::default()).await
+    }
+
+    pub async fn with_store(store_config: StoreConfig) -> LogNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = tls::ensure_self_signed(dir.path(), "127.0.0.1").expect("certificate");
         let mut node = LogNode {
             addr: "127.0.0.1:0".parse().expect("addr"),
             cert: cert.files.cert.clone(),
+            store_config,
+            store: None,
             stop: None,
             served: None,
             dir,
@@ -59,8 +69,9 @@ impl LogNode {
 
     /// (Re)starts serving on `self.addr` (port 0 the first time).
     pub async fn serve(&mut self) {
-        let store = EmbeddedStore::open(&self.dir.path().join("data"), StoreConfig::default())
+        let store = EmbeddedStore::open(&self.dir.path().join("data"), self.store_config.clone())
             .expect("open store");
+        self.store = Some(store.clone());
         let files = tls::TlsFiles::in_data_dir(self.dir.path());
         let server = LogServer::bind(self.addr, &files, store, &LinkServerConfig::default())
             .expect("bind log");
@@ -77,6 +88,7 @@ impl LogNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.store = None;
         if let Some(served) = self.served.take() {
             let _ = tokio::time::timeout(PATIENCE, served).await;
         }
@@ -134,7 +146,11 @@ impl Cluster {
     }
 
     pub async fn with_limits(limits: EdgeLimitsConfig) -> Cluster {
-        let log = LogNode::start().await;
+        Self::with(LogNode::start().await, limits).await
+    }
+
+    /// An edge in front of `log`.
+    pub async fn with(log: LogNode, limits: EdgeLimitsConfig) -> Cluster {
         let edge = Edge::start(edge_config(&log, limits))
             .await
             .expect("edge starts");
