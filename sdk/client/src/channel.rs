@@ -18,7 +18,9 @@ pub enum AttachFrom {
     /// With the next message stored after the attach.
     Now,
     /// Right after this position (one the application received earlier, perhaps in
-    /// an earlier process). If that cannot be honoured, the stream's first event is
+    /// an earlier process, or [`ChannelStream::attached_at`]);
+    /// [`Position::BEFORE_FIRST`] (`0:0`) asks for every message from the channel's
+    /// first. If that cannot be honoured, the stream's first event is
     /// [`ChannelEvent::ContinuityLost`].
     After(Position),
     /// With the last `n` stored messages (needs the `history` capability).
@@ -38,15 +40,12 @@ pub enum ChannelEvent {
         /// `client_id` set by the server.
         message: Message,
     },
-    /// Messages were missed and cannot be replayed (retention removed them, the log's
-    /// history was rebuilt, or the channel was empty when attached and the connection
-    /// dropped before its first message). Delivery continues right after `position`.
+    /// Messages were missed and cannot be replayed (retention removed them, or the
+    /// log's history was rebuilt). Delivery continues right after `position`.
     ContinuityLost {
-        /// The position delivery continues after (`None`: from the channel's first
-        /// retained message).
-        position: Option<Position>,
-        /// The server's (or, for an empty channel, the client's) explanation, code
-        /// `ContinuityLost`.
+        /// The position delivery continues after.
+        position: Position,
+        /// The server's explanation, code `ContinuityLost`.
         reason: ErrorInfo,
     },
     /// The channel was detached by the server (or the client stopped for good); the
@@ -59,7 +58,7 @@ pub(crate) struct Attachment {
     pub(crate) events: mpsc::Receiver<ChannelEvent>,
     pub(crate) end: Arc<OnceLock<ClientError>>,
     pub(crate) generation: u64,
-    pub(crate) position: Option<Position>,
+    pub(crate) position: Position,
 }
 
 /// The events of one attached channel, from [`Client::attach`](crate::Client::attach).
@@ -71,7 +70,7 @@ pub(crate) struct Attachment {
 /// position delivered once there is room again.
 pub struct ChannelStream {
     channel: String,
-    position: Option<Position>,
+    position: Position,
     generation: u64,
     events: mpsc::Receiver<ChannelEvent>,
     end: Arc<OnceLock<ClientError>>,
@@ -102,8 +101,9 @@ impl ChannelStream {
     }
 
     /// The position the first ATTACHED named: delivery continued right after it
-    /// (`None` when the channel had no message before that point).
-    pub fn attached_at(&self) -> Option<Position> {
+    /// ([`Position::BEFORE_FIRST`], `0:0`, when the channel had no message before
+    /// that point).
+    pub fn attached_at(&self) -> Position {
         self.position
     }
 }

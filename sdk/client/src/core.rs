@@ -66,7 +66,7 @@ pub(crate) enum Output {
     /// The answer to `attach`: the position delivery continues after, or why not.
     AttachDone {
         channel: String,
-        result: Result<Option<Position>, ClientError>,
+        result: Result<Position, ClientError>,
     },
     /// The answer to `publish` number `id`.
     PublishDone {
@@ -93,11 +93,7 @@ enum ChannelState {
     /// Needs an ATTACH once the connection is up.
     Waiting,
     /// ATTACH sent; MESSAGE frames are dropped until ATTACHED.
-    Attaching {
-        /// A re-attach without a position (nothing was ever known of the channel):
-        /// anything stored meanwhile was missed, which ATTACHED will reveal.
-        blind: bool,
-    },
+    Attaching,
     Attached,
     /// The application's buffer was full: DETACH sent, nothing delivered until
     /// `handle_resume` re-attaches from the cursor.
@@ -107,8 +103,10 @@ enum ChannelState {
 #[derive(Debug)]
 struct Channel {
     from: AttachFrom,
-    /// The position of the last event handed to the application; delivery resumes
-    /// after it and anything at or below it is dropped.
+    /// The position of the last event handed to the application, or the position
+    /// ATTACHED named (`0:0` for a channel that had no message yet); delivery resumes
+    /// after it and anything at or below it is dropped. `None` only until the first
+    /// ATTACHED of an attach without `from`.
     cursor: Option<Position>,
     /// The first ATTACHED arrived (and `attach` was answered).
     confirmed: bool,
@@ -468,7 +466,7 @@ impl Core {
         };
         ch.cursor = previous;
         let was = std::mem::replace(&mut ch.state, ChannelState::Paused);
-        if matches!(was, ChannelState::Attaching { .. } | ChannelState::Attached)
+        if matches!(was, ChannelState::Attaching | ChannelState::Attached)
             && matches!(self.link, Link::Up(_))
         {
             self.send_detach(now, channel);
@@ -552,41 +550,32 @@ impl Core {
         let Some(ch) = self.channels.get_mut(&attached.channel) else {
             return;
         };
-        let blind = match ch.state {
-            ChannelState::Attaching { blind } => blind,
+        match ch.state {
+            ChannelState::Attaching => {}
             // Unsolicited: the log lost continuity while the channel was attached.
-            ChannelState::Attached if !attached.resumed && attached.error.is_some() => false,
+            ChannelState::Attached if !attached.resumed && attached.error.is_some() => {}
             // An answer to an ATTACH superseded by a DETACH (pause), or a repeat of
             // what is already known: the next one counts.
             _ => return,
-        };
+        }
         ch.state = ChannelState::Attached;
         let previous = ch.cursor;
-        ch.cursor = attached.position;
-        let lost = match attached.error {
-            Some(error) if !attached.resumed => Some(error),
-            _ if blind && attached.position.is_some() => Some(ErrorInfo::new(
-                ErrorCode::ContinuityLost,
-                "continuity lost: the channel was empty when attached and the connection \
-                 dropped before its first message, so messages stored meanwhile cannot be replayed",
-            )),
-            _ => None,
-        };
+        // The server always names the position (0:0 before the channel's first
+        // message); a frame without one can only mean nothing came before.
+        let position = attached.position.unwrap_or(Position::BEFORE_FIRST);
+        ch.cursor = Some(position);
         if !ch.confirmed {
             ch.confirmed = true;
             ch.deadline = None;
             self.outputs.push_back(Output::AttachDone {
                 channel: attached.channel.clone(),
-                result: Ok(attached.position),
+                result: Ok(position),
             });
         }
-        if let Some(reason) = lost {
+        if let Some(reason) = attached.error.filter(|_| !attached.resumed) {
             self.outputs.push_back(Output::Deliver {
                 channel: attached.channel,
-                event: ChannelEvent::ContinuityLost {
-                    position: attached.position,
-                    reason,
-                },
+                event: ChannelEvent::ContinuityLost { position, reason },
                 previous,
             });
         }
@@ -717,14 +706,15 @@ impl Core {
             channel: name.to_owned(),
             ..Attach::default()
         };
-        let mut blind = false;
-        match (ch.confirmed, ch.from, ch.cursor) {
-            (_, _, Some(position)) => attach.from = Some(position),
-            (false, AttachFrom::Rewind(n), None) => attach.rewind = Some(n),
-            (false, _, None) => {}
-            (true, _, None) => blind = true,
+        // Once attached, the cursor is known (ATTACHED always names a position), so a
+        // re-attach continues from it even on a channel that was empty: whatever was
+        // stored meanwhile is delivered, or the server says continuity was lost.
+        match (ch.cursor, ch.from) {
+            (Some(position), _) => attach.from = Some(position),
+            (None, AttachFrom::Rewind(n)) => attach.rewind = Some(n),
+            (None, _) => {}
         }
-        ch.state = ChannelState::Attaching { blind };
+        ch.state = ChannelState::Attaching;
         self.send(now, ClientFrame::Attach(attach));
     }
 
@@ -745,10 +735,8 @@ impl Core {
         let Some(ch) = self.channels.remove(name) else {
             return;
         };
-        if matches!(
-            ch.state,
-            ChannelState::Attaching { .. } | ChannelState::Attached
-        ) && matches!(self.link, Link::Up(_))
+        if matches!(ch.state, ChannelState::Attaching | ChannelState::Attached)
+            && matches!(self.link, Link::Up(_))
         {
             self.send_detach(now, name);
         }
@@ -1221,7 +1209,7 @@ mod tests {
             sim.outputs(),
             vec![Output::AttachDone {
                 channel: "chat".into(),
-                result: Ok(Some(pos(1, 5)))
+                result: Ok(pos(1, 5))
             }]
         );
         sim.message("chat", pos(1, 6));
@@ -1282,12 +1270,12 @@ mod tests {
             vec![
                 Output::AttachDone {
                     channel: "chat".into(),
-                    result: Ok(Some(pos(2, 10)))
+                    result: Ok(pos(2, 10))
                 },
                 Output::Deliver {
                     channel: "chat".into(),
                     event: ChannelEvent::ContinuityLost {
-                        position: Some(pos(2, 10)),
+                        position: pos(2, 10),
                         reason: why
                     },
                     previous: Some(pos(1, 3)),
@@ -1299,42 +1287,71 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_empty_when_attached_reports_what_a_reconnect_could_not_replay() {
+    fn a_channel_empty_when_attached_is_resumed_from_0_0() {
         let mut sim = Sim::start();
         sim.core
             .attach(sim.now, "chat".into(), AttachFrom::Now)
             .expect("ok");
         sim.sent();
-        sim.attached("chat", None, false, None);
-        sim.outputs();
+        sim.attached("chat", Some(Position::BEFORE_FIRST), false, None);
+        assert_eq!(
+            sim.outputs(),
+            vec![Output::AttachDone {
+                channel: "chat".into(),
+                result: Ok(Position::BEFORE_FIRST)
+            }]
+        );
+        // Away before the first message: the re-attach asks for everything from the
+        // first message, so what was stored meanwhile is delivered, once.
         let sent = sim.reconnect("c2", 8);
         assert_eq!(
             attach_frame(&sent[0]),
             &Attach {
                 channel: "chat".into(),
-                from: None,
+                from: Some(Position::BEFORE_FIRST),
                 rewind: None
             }
         );
-        sim.attached("chat", Some(pos(1, 2)), false, None);
-        let outputs = sim.outputs();
-        assert!(
-            matches!(&outputs[..], [Output::Deliver { event: ChannelEvent::ContinuityLost { position: Some(p), reason }, .. }]
-                if *p == pos(1, 2) && reason.code == ErrorCode::ContinuityLost),
-            "{outputs:?}"
-        );
-        // Still empty after the reconnect: nothing was missed, nothing is reported.
+        sim.attached("chat", Some(Position::BEFORE_FIRST), true, None);
+        assert!(sim.outputs().is_empty(), "no ContinuityLost");
+        for serial in [1, 2, 2, 3] {
+            sim.message("chat", pos(1, serial));
+        }
+        assert_eq!(sim.delivered(), vec![pos(1, 1), pos(1, 2), pos(1, 3)]);
+
+        // Retention removed the first messages meanwhile: the server says so, and the
+        // event names where delivery continues.
         let mut sim = Sim::start();
         sim.core
             .attach(sim.now, "chat".into(), AttachFrom::Now)
             .expect("ok");
+        sim.sent();
+        // A frame without a position is read as 0:0.
         sim.attached("chat", None, false, None);
-        sim.outputs();
-        sim.reconnect("c2", 8);
-        sim.attached("chat", None, false, None);
-        assert!(sim.outputs().is_empty());
-        sim.message("chat", pos(1, 1));
-        assert_eq!(sim.delivered(), vec![pos(1, 1)]);
+        assert_eq!(
+            sim.outputs(),
+            vec![Output::AttachDone {
+                channel: "chat".into(),
+                result: Ok(Position::BEFORE_FIRST)
+            }]
+        );
+        let sent = sim.reconnect("c2", 8);
+        assert_eq!(attach_frame(&sent[0]).from, Some(Position::BEFORE_FIRST));
+        let why = ErrorInfo::new(ErrorCode::ContinuityLost, "continuity lost: retention");
+        sim.attached("chat", Some(pos(1, 4)), false, Some(why.clone()));
+        assert_eq!(
+            sim.outputs(),
+            vec![Output::Deliver {
+                channel: "chat".into(),
+                event: ChannelEvent::ContinuityLost {
+                    position: pos(1, 4),
+                    reason: why
+                },
+                previous: Some(Position::BEFORE_FIRST),
+            }]
+        );
+        sim.message("chat", pos(1, 5));
+        assert_eq!(sim.delivered(), vec![pos(1, 5)]);
     }
 
     #[test]
@@ -1356,7 +1373,7 @@ mod tests {
             vec![Output::Deliver {
                 channel: "chat".into(),
                 event: ChannelEvent::ContinuityLost {
-                    position: Some(pos(2, 3)),
+                    position: pos(2, 3),
                     reason: why
                 },
                 previous: Some(pos(1, 5)),

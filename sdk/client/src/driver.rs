@@ -366,7 +366,7 @@ impl Driver {
     fn attach_done(
         &mut self,
         channel: String,
-        result: Result<Option<tern_protocol::Position>, ClientError>,
+        result: Result<tern_protocol::Position, ClientError>,
     ) {
         let Some(sink) = self.sinks.get_mut(&channel) else {
             return;

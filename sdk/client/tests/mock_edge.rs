@@ -157,7 +157,7 @@ impl MockEdge {
                                 };
                                 out.push(ServerFrame::Attached(Attached {
                                     channel: attach.channel.clone(),
-                                    position: (after > 0).then_some(Position { epoch: EPOCH, serial: after }),
+                                    position: Some(if after > 0 { Position { epoch: EPOCH, serial: after } } else { Position::BEFORE_FIRST }),
                                     resumed: attach.from.is_some(),
                                     granted: vec![],
                                     error: None,
@@ -294,10 +294,10 @@ async fn publish_attach_and_deliver_in_both_formats() -> anyhow::Result<()> {
         let mut now = client.attach("chat", AttachFrom::Now).await?;
         assert_eq!(
             now.attached_at(),
-            Some(Position {
+            Position {
                 epoch: EPOCH,
                 serial: 2
-            })
+            }
         );
         let mut rewind = client.attach("other", AttachFrom::Rewind(5)).await?;
         drop(rewind);
