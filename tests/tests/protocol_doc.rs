@@ -464,8 +464,9 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
     for op in ["publish", "subscribe", "history"] {
         assert!(granted.contains(&json!(op)), "{attached}");
     }
-    // §3.8: absent when the channel had no message before (a fresh channel).
-    assert!(attached.get("position").is_none(), "{attached}");
+    // §3.8, §2.2: always present; 0:0 when the channel had no message before (a
+    // fresh channel).
+    assert_eq!(attached["position"], json!({"epoch": 0, "serial": 0}));
 
     // ---- Several frames in one WebSocket message (§1.2): PUBLISH + HEARTBEATs.
     ws.send(&json!([
@@ -635,6 +636,14 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
     let refused = ws.expect("DETACHED").await?;
     assert_eq!(refused["channel"], "doc:other");
     check_error_info(&refused, 40003, false);
+    // §2.2, §5: serial 0 exists only in epoch 0.
+    ws.send(
+        &json!({"type": "ATTACH", "channel": "doc:other", "from": {"epoch": epoch, "serial": 0}}),
+    )
+    .await?;
+    let refused = ws.expect("DETACHED").await?;
+    assert_eq!(refused["channel"], "doc:other");
+    check_error_info(&refused, 40003, false);
     // §3.4: DETACH of a channel that is not attached → DETACHED without error.
     ws.send(&json!({"type": "DETACH", "channel": "doc:never"}))
         .await?;
@@ -716,6 +725,20 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
         json!(connection_id),
         "a new connection"
     );
+    // §5: `from` 0:0 (the position ATTACHED named on the fresh channel) gives every
+    // message from the channel's first one, resumed.
+    let before_first = json!({"epoch": 0, "serial": 0});
+    ws.send(&json!({"type": "ATTACH", "channel": channel, "from": before_first}))
+        .await?;
+    let attached = ws.expect("ATTACHED").await?;
+    assert_eq!(attached["resumed"], true, "{attached}");
+    assert_eq!(attached["position"], before_first);
+    assert!(attached.get("error").is_none(), "{attached}");
+    for serial in first..=first + 5 {
+        let message = ws.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, serial));
+    }
+    // §5: ATTACH again re-attaches with the new `from`.
     let from = json!({"epoch": epoch, "serial": first + 2});
     ws.send(&json!({"type": "ATTACH", "channel": channel, "from": from}))
         .await?;
