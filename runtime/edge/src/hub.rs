@@ -16,7 +16,25 @@
 //! reads from the log by serial; serials are dense per channel, so the reads and the
 //! live stream join exactly: a reader turns live once its cursor reached the upstream's,
 //! and from then on skips what it already read. Nothing is buffered in the hub; the log
-//! is the buffer. A catch-up waits while its connection's outbox is more than half full.
+//! is the buffer.
+//!
+//! Catch-up is paced by the subscriber's outbox: a read result is delivered message by
+//! message only while the outbox holds less than half its budget; the rest of the
+//! batch is dropped and the reader parks with its cursor. A parked reader resumes when
+//! its outbox drained to a quarter of the budget (the outbox wakes the link task, see
+//! [`Hub::drain_signal`]) or, for other causes (link down, failed read), on the next
+//! tick. Reads ask for about as many messages as fit in the room left, judged by the
+//! sizes seen so far, so a catch-up never pushes a client over its budget by itself.
+//!
+//! The upstream subscription of each channel is watched: a subscribe not confirmed
+//! within `subscribe_timeout` is sent again (its waiting ATTACHes are answered with
+//! `DETACHED{LogTimeout}` then, rather than kept waiting), and a channel the log stops
+//! following on its own (`Unsubscribed` after a failed replay) is subscribed again,
+//! after its last delivered position, with exponential backoff.
+//!
+//! Channels without subscribers linger (stay subscribed) for `linger`, at most
+//! [`MAX_LINGERING`] of them: past that the ones idle longest are dropped first, so
+//! ATTACH/DETACH churn cannot grow the upstream subscriptions without bound.
 //!
 //! When the upstream loses continuity (the log came back in a new epoch, or retention
 //! removed what a resubscribe needed), every subscriber gets a fresh
@@ -36,11 +54,12 @@
 //! replaced by another epoch or lies beyond the log's end, delivery starts at the live
 //! point.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tern_config::LinkClientConfig;
 use tern_link::{ChannelName, Continuity, Epoch, Position, Serial, StoredMessage, SubscribeFrom};
 use tern_log::ReadResult;
 use tern_protocol::{
@@ -51,24 +70,57 @@ use crate::convert::{to_client_cursor, to_client_message, to_client_position};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::session::AttachFrom;
+use tokio::sync::Notify;
 
 /// Identifies a connection inside the edge (not the protocol's connection id).
 pub(crate) type ConnKey = u64;
+
+/// Most channels kept subscribed upstream without a local subscriber (lingering)
+/// across the edge; past it the ones idle longest are unsubscribed first.
+pub(crate) const MAX_LINGERING: usize = 10_000;
+
+/// The frame size assumed for a subscriber's first catch-up read, before any size was
+/// seen (sets how many messages that read asks for).
+const FIRST_READ_FRAME_GUESS: usize = 4 * 1024;
 
 /// Hub settings.
 #[derive(Clone, Debug)]
 pub(crate) struct HubConfig {
     /// How long a channel without subscribers stays subscribed upstream.
     pub(crate) linger: Duration,
-    /// Messages per catch-up read.
+    /// Most lingering channels (see [`MAX_LINGERING`]).
+    pub(crate) max_lingering: usize,
+    /// Most messages per catch-up read.
     pub(crate) read_batch: u32,
+    /// How long an upstream subscribe may go unconfirmed before it is sent again.
+    pub(crate) subscribe_timeout: Duration,
+    /// First and longest pause before resubscribing a channel the log dropped.
+    pub(crate) retry_min: Duration,
+    /// See `retry_min`.
+    pub(crate) retry_max: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             linger: Duration::from_secs(5),
+            max_lingering: MAX_LINGERING,
             read_batch: 256,
+            subscribe_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HubConfig {
+    /// The defaults, with the link's timeout and backoff.
+    pub(crate) fn for_link(link: &LinkClientConfig) -> Self {
+        Self {
+            subscribe_timeout: link.request_timeout,
+            retry_min: link.reconnect_min,
+            retry_max: link.reconnect_max,
+            ..Self::default()
         }
     }
 }
@@ -117,7 +169,7 @@ enum SubState {
     /// Waiting for the upstream subscription.
     Waiting(AttachFrom),
     /// Reading from the log; `in_flight` false means parked (link down, outbox full,
-    /// read failed) until the next tick.
+    /// read failed) in [`Hub::parked`].
     Reading {
         phase: ReadPhase,
         next: Serial,
@@ -125,6 +177,9 @@ enum SubState {
     },
     /// Fed by the upstream.
     Live { next: Serial },
+    /// The upstream never confirmed the subscription; DETACHED{LogTimeout} was sent.
+    /// Kept until the session detaches, re-attaches or closes.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -133,6 +188,8 @@ struct Sub {
     granted: Vec<Operation>,
     generation: u64,
     state: SubState,
+    /// Average encoded MESSAGE frame size seen by its catch-up reads (0: none yet).
+    frame_bytes: usize,
 }
 
 impl Sub {
@@ -156,6 +213,12 @@ struct Channel {
     subs: HashMap<ConnKey, Sub>,
     /// When the last subscriber left.
     idle_since: Option<Instant>,
+    /// Since when the current subscribe is unconfirmed (set by the tick).
+    pending_since: Option<Instant>,
+    /// When to send the subscribe again (after the log dropped the channel).
+    retry_at: Option<Instant>,
+    /// Subscribes that failed in a row (for the backoff).
+    failures: u32,
 }
 
 impl Channel {
@@ -168,6 +231,14 @@ impl Channel {
     }
 }
 
+/// A catch-up reader waiting to read again.
+#[derive(Debug)]
+struct Parked {
+    channel: ChannelName,
+    conn: ConnKey,
+    generation: u64,
+}
+
 /// The channel registry. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Hub {
@@ -177,6 +248,17 @@ pub(crate) struct Hub {
     link_up: bool,
     next_generation: u64,
     outputs: VecDeque<HubOutput>,
+    /// Readers parked; entries whose reader moved on are skipped.
+    parked: Vec<Parked>,
+    /// Handed to the outboxes of readers parked for room; signalled when one drained.
+    drained: Arc<Notify>,
+    /// Channels whose subscribe is not confirmed yet (may hold confirmed or dropped
+    /// ones; the tick clears them).
+    unconfirmed: HashSet<ChannelName>,
+    /// Channels that became idle, oldest first, with when (stale entries skipped).
+    lingering: VecDeque<(ChannelName, Instant)>,
+    /// How many channels are idle.
+    lingering_count: usize,
 }
 
 impl Hub {
@@ -188,7 +270,23 @@ impl Hub {
             link_up: false,
             next_generation: 1,
             outputs: VecDeque::new(),
+            parked: Vec::new(),
+            drained: Arc::new(Notify::new()),
+            unconfirmed: HashSet::new(),
+            lingering: VecDeque::new(),
+            lingering_count: 0,
         }
+    }
+
+    /// Signalled when the outbox of a reader parked for room drained: then call
+    /// [`Hub::handle_drained`].
+    pub(crate) fn drain_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.drained)
+    }
+
+    /// Some parked reader's outbox drained: readers with room read again.
+    pub(crate) fn handle_drained(&mut self) {
+        self.resume_parked();
     }
 
     /// The next thing for the link driver to do.
@@ -212,10 +310,13 @@ impl Hub {
                     channel: channel.clone(),
                     from: SubscribeFrom::Latest,
                 });
+                self.unconfirmed.insert(channel.clone());
             }
             Channel::default()
         });
-        channel_state.idle_since = None;
+        if channel_state.idle_since.take().is_some() {
+            self.lingering_count -= 1;
+        }
         let conn = handle.conn;
         channel_state.subs.insert(
             conn,
@@ -224,6 +325,7 @@ impl Hub {
                 granted,
                 generation,
                 state: SubState::Waiting(from),
+                frame_bytes: 0,
             },
         );
         self.metrics.set_channels(self.channels.len());
@@ -250,8 +352,8 @@ impl Hub {
                 error,
             }));
         }
-        if state.subs.is_empty() {
-            state.idle_since = Some(now);
+        if state.subs.is_empty() && state.idle_since.is_none() {
+            self.went_idle(channel, now);
         }
     }
 
@@ -265,11 +367,57 @@ impl Hub {
         for channel in channels {
             if let Some(state) = self.channels.get_mut(channel) {
                 state.subs.remove(&conn);
-                if state.subs.is_empty() {
-                    state.idle_since = Some(now);
+                if state.subs.is_empty() && state.idle_since.is_none() {
+                    self.went_idle(channel, now);
                 }
             }
         }
+    }
+
+    /// `channel` (held) lost its last subscriber at `now`: it lingers, and the
+    /// channels idle longest go when too many linger.
+    fn went_idle(&mut self, channel: &ChannelName, now: Instant) {
+        if let Some(state) = self.channels.get_mut(channel) {
+            state.idle_since = Some(now);
+            self.lingering_count += 1;
+            self.lingering.push_back((channel.clone(), now));
+        }
+        while self.lingering_count > self.config.max_lingering {
+            let Some((name, since)) = self.lingering.pop_front() else {
+                break;
+            };
+            self.drop_if_idle_since(&name, since);
+        }
+        if self.lingering.len() > 2 * self.lingering_count + 1024 {
+            // Churn left stale entries behind: keep the live ones.
+            let channels = &self.channels;
+            self.lingering.retain(|(name, since)| {
+                channels
+                    .get(name)
+                    .is_some_and(|state| state.idle_since == Some(*since))
+            });
+        }
+        self.metrics.set_channels(self.channels.len());
+    }
+
+    /// Drops `channel` (and its upstream subscription) if it is still idle since
+    /// `since`; true if it was dropped.
+    fn drop_if_idle_since(&mut self, channel: &ChannelName, since: Instant) -> bool {
+        let idle = self
+            .channels
+            .get(channel)
+            .is_some_and(|state| state.subs.is_empty() && state.idle_since == Some(since));
+        if !idle {
+            return false;
+        }
+        self.channels.remove(channel);
+        self.lingering_count -= 1;
+        if self.link_up {
+            self.outputs.push_back(HubOutput::Unsubscribe {
+                channel: channel.clone(),
+            });
+        }
+        true
     }
 
     /// The link (or a new subscription stream) is up: every channel is subscribed again
@@ -278,10 +426,13 @@ impl Hub {
         self.link_up = true;
         for (channel, state) in &mut self.channels {
             state.subscribed = false;
+            state.pending_since = None;
+            state.retry_at = None;
             self.outputs.push_back(HubOutput::Subscribe {
                 channel: channel.clone(),
                 from: state.subscribe_from(),
             });
+            self.unconfirmed.insert(channel.clone());
         }
     }
 
@@ -315,6 +466,8 @@ impl Hub {
             Some(Position { epoch, serial })
         });
         state.subscribed = true;
+        state.pending_since = None;
+        state.retry_at = None;
         state.next = Some(next_serial);
         state.last = previous;
         if let Continuity::Lost { reason } = continuity {
@@ -324,7 +477,7 @@ impl Hub {
                 format!("continuity lost: {reason}"),
             );
             for sub in state.subs.values_mut() {
-                if matches!(sub.state, SubState::Waiting(_)) {
+                if matches!(sub.state, SubState::Waiting(_) | SubState::Refused) {
                     continue;
                 }
                 sub.generation = self.next_generation;
@@ -350,6 +503,31 @@ impl Hub {
         }
     }
 
+    /// The upstream stopped following `channel`. Expected after [`HubOutput::Unsubscribe`]
+    /// (the channel is gone then, or waits for a newer subscribe); otherwise the log
+    /// dropped it (a replay failed): it is subscribed again after the last delivered
+    /// position, after a pause that doubles with each failure in a row.
+    pub(crate) fn handle_unsubscribed(&mut self, now: Instant, channel: &ChannelName) {
+        let Some(state) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if !state.subscribed {
+            return;
+        }
+        state.subscribed = false;
+        state.failures = state.failures.saturating_add(1);
+        let exp = (state.failures - 1).min(20);
+        let pause = self
+            .config
+            .retry_min
+            .saturating_mul(1 << exp)
+            .min(self.config.retry_max);
+        tracing::warn!(%channel, ?pause, "the log stopped following a channel; subscribing again");
+        state.retry_at = Some(now + pause);
+        state.pending_since = None;
+        self.unconfirmed.insert(channel.clone());
+    }
+
     /// Durable messages of `channel` from the upstream, in serial order.
     pub(crate) fn handle_messages(&mut self, channel: &ChannelName, messages: &[StoredMessage]) {
         let Some(state) = self.channels.get_mut(channel) else {
@@ -359,6 +537,8 @@ impl Hub {
             // From a subscription that was replaced; the new one delivers them again.
             return;
         }
+        // Delivering: the subscription works (ends the backoff of earlier failures).
+        state.failures = 0;
         let mut delivered = 0;
         for stored in messages {
             let serial = stored.position.serial;
@@ -389,7 +569,7 @@ impl Hub {
                         conn: *conn,
                         generation: sub.generation,
                         from,
-                        limit: self.config.read_batch,
+                        limit: read_limit(sub, self.config.read_batch),
                     });
                     continue;
                 }
@@ -441,6 +621,11 @@ impl Hub {
                     next,
                     in_flight: false,
                 };
+                self.parked.push(Parked {
+                    channel: channel.clone(),
+                    conn,
+                    generation,
+                });
                 return;
             }
         };
@@ -535,31 +720,63 @@ impl Hub {
             (ReadPhase::Verify(p), None) => after(p),
             (ReadPhase::Rewind(start), None) => start,
         };
+        // Deliver while the outbox is under half its budget (counted here, one lock:
+        // the driver only takes bytes away meanwhile); the rest is read again later.
+        let outbox = Arc::clone(&sub.handle.outbox);
+        let half = outbox.budget() / 2;
+        let mut queued = outbox.queued_bytes();
+        let mut full = false;
+        let (mut sent, mut sent_bytes) = (0usize, 0usize);
         for stored in &messages[skip.min(messages.len())..] {
             if stored.position.serial < next {
                 continue;
             }
-            next = stored.position.serial.next();
-            if !sub.send(&message_frame(channel, stored)) {
+            if queued >= half {
+                full = true;
+                break;
+            }
+            let bytes = Bytes::from(tern_protocol::encode(
+                sub.handle.format,
+                &message_frame(channel, stored),
+            ));
+            let len = bytes.len();
+            if !outbox.push(bytes) {
                 return;
             }
-            self.metrics.delivered(1);
+            next = stored.position.serial.next();
+            queued += len;
+            sent += 1;
+            sent_bytes += len;
         }
-        if result.more || !subscribed || next < live_point {
-            let room = sub.handle.outbox.queued_bytes() < sub.handle.outbox.budget() / 2;
-            let in_flight = room && subscribed;
+        if let Some(average) = sent_bytes.checked_div(sent) {
+            sub.frame_bytes = average;
+            self.metrics
+                .delivered(u64::try_from(sent).unwrap_or(u64::MAX));
+        }
+        if full || result.more || !subscribed || next < live_point {
+            let in_flight = !full && subscribed;
             sub.state = SubState::Reading {
                 phase: ReadPhase::Continue,
                 next,
                 in_flight,
             };
             if in_flight {
+                let limit = read_limit(sub, read_batch);
                 self.outputs.push_back(HubOutput::Read {
                     channel: channel.clone(),
                     conn,
                     generation,
                     from: next,
-                    limit: read_batch,
+                    limit,
+                });
+            } else {
+                if full {
+                    outbox.wake_when_drained(&self.drained);
+                }
+                self.parked.push(Parked {
+                    channel: channel.clone(),
+                    conn,
+                    generation,
                 });
             }
         } else {
@@ -567,56 +784,136 @@ impl Hub {
         }
     }
 
-    /// Time passes: channels idle past the linger are dropped upstream; parked
-    /// catch-up reads are retried.
+    /// Time passes: channels idle past the linger are dropped upstream, unconfirmed
+    /// subscribes are sent again, parked catch-up reads are retried.
     pub(crate) fn handle_tick(&mut self, now: Instant) {
         let linger = self.config.linger;
-        let link_up = self.link_up;
-        let mut dropped = Vec::new();
-        self.channels.retain(|channel, state| {
-            let expired = state.subs.is_empty()
-                && state
-                    .idle_since
-                    .is_some_and(|since| now.saturating_duration_since(since) >= linger);
-            if expired {
-                dropped.push(channel.clone());
+        while let Some((channel, since)) = self.lingering.front().cloned() {
+            let still_idle = self
+                .channels
+                .get(&channel)
+                .is_some_and(|state| state.idle_since == Some(since));
+            if still_idle && now.saturating_duration_since(since) < linger {
+                break;
             }
-            !expired
-        });
-        for channel in dropped {
-            if link_up {
-                self.outputs.push_back(HubOutput::Unsubscribe { channel });
-            }
+            self.lingering.pop_front();
+            self.drop_if_idle_since(&channel, since);
         }
         self.metrics.set_channels(self.channels.len());
-        if !link_up {
+        if !self.link_up {
             return;
         }
-        for (channel, state) in &mut self.channels {
-            if !state.subscribed {
-                continue;
+        self.check_subscribes(now);
+        self.resume_parked();
+    }
+
+    /// Sends again the subscribes due for it; answers the ATTACHes waiting on one
+    /// that timed out.
+    fn check_subscribes(&mut self, now: Instant) {
+        let timeout = self.config.subscribe_timeout;
+        let mut refused = Vec::new();
+        let channels = &mut self.channels;
+        let outputs = &mut self.outputs;
+        self.unconfirmed.retain(|channel| {
+            let Some(state) = channels.get_mut(channel) else {
+                return false;
+            };
+            if state.subscribed {
+                return false;
             }
-            for (conn, sub) in &mut state.subs {
-                if let SubState::Reading {
-                    phase,
-                    next,
-                    in_flight: in_flight @ false,
-                } = &mut sub.state
-                {
-                    let outbox = &sub.handle.outbox;
-                    if outbox.queued_bytes() >= outbox.budget() / 2 {
-                        continue;
-                    }
-                    *in_flight = true;
-                    self.outputs.push_back(HubOutput::Read {
-                        channel: channel.clone(),
-                        conn: *conn,
-                        generation: sub.generation,
-                        from: read_start(*phase, *next),
-                        limit: self.config.read_batch,
-                    });
+            let resend = match (state.retry_at, state.pending_since) {
+                (Some(at), _) => now >= at,
+                (None, None) => {
+                    state.pending_since = Some(now);
+                    false
+                }
+                (None, Some(since)) if now.saturating_duration_since(since) >= timeout => {
+                    tracing::warn!(%channel, ?timeout, "the log did not confirm a subscribe; sending it again");
+                    state.failures = state.failures.saturating_add(1);
+                    refused.push(channel.clone());
+                    true
+                }
+                (None, Some(_)) => false,
+            };
+            if resend {
+                state.retry_at = None;
+                state.pending_since = Some(now);
+                outputs.push_back(HubOutput::Subscribe {
+                    channel: channel.clone(),
+                    from: state.subscribe_from(),
+                });
+            }
+            true
+        });
+        for channel in refused {
+            let Some(state) = self.channels.get_mut(&channel) else {
+                continue;
+            };
+            let error = ErrorInfo::new(
+                ErrorCode::LogTimeout,
+                format!(
+                    "the log did not confirm following {channel} within {timeout:?}; attach again"
+                ),
+            );
+            for sub in state.subs.values_mut() {
+                if matches!(sub.state, SubState::Waiting(_)) {
+                    sub.state = SubState::Refused;
+                    sub.send(&ServerFrame::Detached(Detached {
+                        channel: channel.to_string(),
+                        error: Some(error.clone()),
+                    }));
                 }
             }
+        }
+    }
+
+    /// Parked readers whose channel is subscribed and whose outbox has room read
+    /// again; the others stay parked (those short of room wait for their outbox).
+    fn resume_parked(&mut self) {
+        if !self.link_up {
+            return;
+        }
+        let read_batch = self.config.read_batch;
+        for parked in std::mem::take(&mut self.parked) {
+            let Some(state) = self.channels.get_mut(&parked.channel) else {
+                continue;
+            };
+            let subscribed = state.subscribed;
+            let Some(sub) = state.subs.get_mut(&parked.conn) else {
+                continue;
+            };
+            if sub.generation != parked.generation {
+                continue;
+            }
+            let SubState::Reading {
+                phase,
+                next,
+                in_flight: false,
+            } = sub.state
+            else {
+                continue;
+            };
+            let outbox = &sub.handle.outbox;
+            if !subscribed || outbox.queued_bytes() >= outbox.budget() / 2 {
+                if subscribed {
+                    outbox.wake_when_drained(&self.drained);
+                }
+                self.parked.push(parked);
+                continue;
+            }
+            sub.state = SubState::Reading {
+                phase,
+                next,
+                in_flight: true,
+            };
+            let limit = read_limit(sub, read_batch);
+            self.outputs.push_back(HubOutput::Read {
+                channel: parked.channel,
+                conn: parked.conn,
+                generation: parked.generation,
+                from: read_start(phase, next),
+                limit,
+            });
         }
     }
 
@@ -665,12 +962,13 @@ impl Hub {
             next,
             in_flight: true,
         };
+        let limit = read_limit(sub, read_batch);
         self.outputs.push_back(HubOutput::Read {
             channel: channel.clone(),
             conn,
             generation: sub.generation,
             from: read_start(phase, next),
-            limit: read_batch,
+            limit,
         });
     }
 
@@ -679,6 +977,21 @@ impl Hub {
         self.next_generation += 1;
         generation
     }
+}
+
+/// How many messages `sub`'s next read asks for: about what fits in the room left
+/// under half its outbox budget, judged by the frame sizes it saw (1 to `read_batch`).
+fn read_limit(sub: &Sub, read_batch: u32) -> u32 {
+    let outbox = &sub.handle.outbox;
+    let room = (outbox.budget() / 2).saturating_sub(outbox.queued_bytes());
+    let frame = if sub.frame_bytes == 0 {
+        FIRST_READ_FRAME_GUESS
+    } else {
+        sub.frame_bytes
+    };
+    u32::try_from(room / frame.max(1))
+        .unwrap_or(u32::MAX)
+        .clamp(1, read_batch)
 }
 
 /// The first serial a read of `phase` asks for.
@@ -779,6 +1092,7 @@ mod tests {
             HubConfig {
                 linger: Duration::from_secs(1),
                 read_batch: 3,
+                ..HubConfig::default()
             },
             Arc::new(Metrics::default()),
         );
@@ -1409,5 +1723,235 @@ mod tests {
                 channel: channel("ch")
             }]
         );
+    }
+
+    fn big(epoch: u64, n: u64, bytes: usize) -> StoredMessage {
+        StoredMessage {
+            payload: Bytes::from(vec![b'x'; bytes]),
+            ..stored(epoch, n)
+        }
+    }
+
+    /// A catch-up never pushes a subscriber over its budget: it stops at half, parks
+    /// with its cursor, and reads again (no sooner) when the outbox drained, asking
+    /// for about what fits.
+    #[tokio::test]
+    async fn catch_up_is_paced_by_the_outbox() {
+        let mut hub = Hub::new(
+            HubConfig {
+                read_batch: 256,
+                ..HubConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        );
+        hub.handle_link_up();
+        // Messages 4 times the size the first read guesses: only the per-message room
+        // check keeps that read under the budget.
+        let budget = 256 * 1024;
+        let sub = SubscriberHandle {
+            conn: 1,
+            outbox: Arc::new(Outbox::new(budget)),
+            format: Format::Json,
+        };
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Rewind(100), vec![]);
+        outputs(&mut hub);
+        hub.handle_subscribed(
+            &channel("ch"),
+            serial(101),
+            Some(pos(7, 100)),
+            Continuity::Kept,
+        );
+        let drained = hub.drain_signal();
+        let mut got = Vec::new();
+        let mut reads = 0;
+        let (_, generation, mut from, mut limit) = one_read(&mut hub);
+        assert_eq!(from, Serial::FIRST);
+        loop {
+            reads += 1;
+            assert!(reads < 100, "catch-up makes progress");
+            let to = (from.get() + u64::from(limit) - 1).min(100);
+            let batch = (from.get()..=to).map(|n| big(7, n, 16_000)).collect();
+            hub.handle_read_result(&channel("ch"), 1, generation, read(batch, to < 100));
+            assert!(!sub.outbox.is_overflowed(), "never over the budget");
+            assert!(sub.outbox.queued_bytes() <= budget / 2 + 17_000);
+            let next = outputs(&mut hub);
+            if let [
+                HubOutput::Read {
+                    from: f, limit: l, ..
+                },
+            ] = next.as_slice()
+            {
+                // Room was left: the next read follows at once.
+                (from, limit) = (*f, *l);
+                continue;
+            }
+            assert!(next.is_empty(), "{next:?}");
+            // Parked (or done): the tick reads nothing more while the outbox is full.
+            hub.handle_tick(Instant::now());
+            assert!(
+                outputs(&mut hub).is_empty(),
+                "the tick leaves a full reader parked"
+            );
+            got.extend(frames(&sub));
+            if serials(&got).len() == 100 {
+                break;
+            }
+            tokio::time::timeout(Duration::from_secs(5), drained.notified())
+                .await
+                .expect("the drained outbox wakes the hub");
+            hub.handle_drained();
+            (_, _, from, limit) = one_read(&mut hub);
+            assert!(limit > 1 && limit < 256, "sized by the room: {limit}");
+        }
+        got.extend(frames(&sub));
+        assert!(matches!(got.first(), Some(ServerFrame::Attached(_))));
+        assert_eq!(serials(&got), (1..=100).collect::<Vec<_>>());
+        assert!(reads > 2, "the backlog took several paced reads");
+        hub.handle_messages(&channel("ch"), &stored_range(7, 101, 101));
+        assert_eq!(serials(&frames(&sub)), [101], "live after catching up");
+    }
+
+    /// A subscribe the log never confirms is sent again after the timeout, and the
+    /// ATTACH waiting on it is answered (DETACHED LogTimeout) rather than kept waiting.
+    #[test]
+    fn an_unconfirmed_subscribe_is_retried_and_its_attaches_answered() {
+        let mut hub = hub();
+        let t0 = Instant::now();
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        assert_eq!(outputs(&mut hub).len(), 1);
+        hub.handle_tick(t0);
+        hub.handle_tick(t0 + Duration::from_secs(4));
+        assert!(outputs(&mut hub).is_empty(), "within the timeout");
+        assert!(frames(&sub).is_empty());
+        hub.handle_tick(t0 + Duration::from_secs(5));
+        assert_eq!(
+            outputs(&mut hub),
+            [HubOutput::Subscribe {
+                channel: channel("ch"),
+                from: SubscribeFrom::Latest
+            }]
+        );
+        match frames(&sub).as_slice() {
+            [ServerFrame::Detached(d)] => {
+                assert_eq!(
+                    d.error.as_ref().map(|e| e.code),
+                    Some(ErrorCode::LogTimeout)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The retry is confirmed: nothing more for the refused subscriber, a new
+        // ATTACH is answered at once, and DETACH is still answered.
+        hub.handle_subscribed(&channel("ch"), serial(3), Some(pos(7, 2)), Continuity::Kept);
+        assert!(frames(&sub).is_empty());
+        hub.handle_messages(&channel("ch"), &stored_range(7, 3, 3));
+        assert!(frames(&sub).is_empty());
+        let again = subscriber(2, Format::Json);
+        hub.handle_attach(again.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        assert_eq!(
+            attached_of(&frames(&again)).position,
+            Some(to_client_position(pos(7, 3)))
+        );
+        hub.handle_detach(t0, 1, &channel("ch"), None);
+        assert!(matches!(frames(&sub).as_slice(), [ServerFrame::Detached(d)] if d.error.is_none()));
+        hub.handle_tick(t0 + Duration::from_secs(60));
+        assert!(outputs(&mut hub).is_empty(), "confirmed: no more retries");
+    }
+
+    /// The log dropping a channel on its own (Unsubscribed after a failed replay) is
+    /// answered by subscribing again after the last delivered position, with a pause
+    /// that doubles while it keeps failing; delivery continues without gap or repeat.
+    #[test]
+    fn an_unexpected_unsubscribed_resubscribes_with_backoff() {
+        let mut hub = live_hub(4);
+        let t0 = Instant::now();
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Now, vec![]);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 5, 5));
+        frames(&sub);
+        hub.handle_unsubscribed(t0, &channel("ch"));
+        hub.handle_messages(&channel("ch"), &stored_range(7, 6, 6));
+        assert!(
+            frames(&sub).is_empty(),
+            "nothing from a dropped subscription"
+        );
+        hub.handle_tick(t0 + Duration::from_millis(50));
+        assert!(outputs(&mut hub).is_empty(), "the pause (100 ms) first");
+        hub.handle_tick(t0 + Duration::from_millis(100));
+        let resubscribe = [HubOutput::Subscribe {
+            channel: channel("ch"),
+            from: SubscribeFrom::After(pos(7, 5)),
+        }];
+        assert_eq!(outputs(&mut hub), resubscribe);
+        // Confirmed, then dropped again before delivering anything: the pause doubles.
+        hub.handle_subscribed(&channel("ch"), serial(6), Some(pos(7, 5)), Continuity::Kept);
+        let t1 = t0 + Duration::from_secs(1);
+        hub.handle_unsubscribed(t1, &channel("ch"));
+        hub.handle_tick(t1 + Duration::from_millis(100));
+        assert!(outputs(&mut hub).is_empty(), "200 ms now");
+        // Another Unsubscribed while not subscribed changes nothing.
+        hub.handle_unsubscribed(t1 + Duration::from_millis(150), &channel("ch"));
+        hub.handle_tick(t1 + Duration::from_millis(200));
+        assert_eq!(outputs(&mut hub), resubscribe);
+        hub.handle_subscribed(&channel("ch"), serial(6), Some(pos(7, 5)), Continuity::Kept);
+        hub.handle_messages(&channel("ch"), &stored_range(7, 6, 7));
+        assert_eq!(serials(&frames(&sub)), [6, 7]);
+        // The answer to the hub's own Unsubscribe changes nothing.
+        hub.handle_detach(t1, 1, &channel("ch"), None);
+        hub.handle_detach(t1, 100, &channel("ch"), None);
+        hub.handle_tick(t1 + Duration::from_secs(2));
+        assert_eq!(
+            outputs(&mut hub),
+            [HubOutput::Unsubscribe {
+                channel: channel("ch")
+            }]
+        );
+        hub.handle_unsubscribed(t1 + Duration::from_secs(2), &channel("ch"));
+        hub.handle_tick(t1 + Duration::from_secs(10));
+        assert!(outputs(&mut hub).is_empty());
+    }
+
+    /// ATTACH/DETACH churn over many channels keeps at most `max_lingering` of them
+    /// subscribed without subscribers: the ones idle longest go first.
+    #[test]
+    fn lingering_channels_are_capped_oldest_first() {
+        let mut hub = Hub::new(
+            HubConfig {
+                max_lingering: 3,
+                ..HubConfig::default()
+            },
+            Arc::new(Metrics::default()),
+        );
+        hub.handle_link_up();
+        let t0 = Instant::now();
+        let sub = subscriber(1, Format::Json);
+        for i in 0..6u64 {
+            let name = channel(&format!("ch{i}"));
+            hub.handle_attach(sub.clone(), name.clone(), AttachFrom::Now, vec![]);
+            hub.handle_detach(t0 + Duration::from_millis(i), 1, &name, None);
+        }
+        // Re-attaching a lingering one takes it off the list; leaving again puts it
+        // last, so the next one over the cap evicts ch4.
+        hub.handle_attach(sub.clone(), channel("ch3"), AttachFrom::Now, vec![]);
+        hub.handle_detach(t0 + Duration::from_millis(10), 1, &channel("ch3"), None);
+        hub.handle_attach(sub.clone(), channel("ch6"), AttachFrom::Now, vec![]);
+        hub.handle_detach(t0 + Duration::from_millis(11), 1, &channel("ch6"), None);
+        let unsubscribed: Vec<_> = outputs(&mut hub)
+            .into_iter()
+            .filter_map(|o| match o {
+                HubOutput::Unsubscribe { channel } => Some(channel.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unsubscribed, ["ch0", "ch1", "ch2", "ch4"]);
+        let mut left: Vec<_> = hub.channels.keys().map(ToString::to_string).collect();
+        left.sort();
+        assert_eq!(left, ["ch3", "ch5", "ch6"]);
+        // The rest still go after the linger.
+        hub.handle_tick(t0 + Duration::from_secs(6));
+        assert_eq!(outputs(&mut hub).len(), 3);
+        assert!(hub.channels.is_empty());
+        assert_eq!(hub.lingering_count, 0);
     }
 }

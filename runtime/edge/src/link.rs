@@ -205,6 +205,7 @@ impl LinkTask {
             Some(self.connect());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let drained = self.hub.drain_signal();
         loop {
             self.carry_out(&read_tx).await;
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -222,6 +223,7 @@ impl LinkTask {
                 Some((channel, conn, generation, result)) = read_rx.recv() => {
                     self.hub.handle_read_result(&channel, conn, generation, result);
                 }
+                () = drained.notified() => self.hub.handle_drained(),
                 result = async { connecting.as_mut().expect("guarded by the branch condition").await }, if connecting.is_some() => {
                     connecting = None;
                     match result {
@@ -351,7 +353,13 @@ impl LinkTask {
             Some(SubscriptionEvent::Messages { channel, messages }) => {
                 self.hub.handle_messages(&channel, &messages);
             }
+            Some(SubscriptionEvent::Unsubscribed { channel }) => {
+                self.hub.handle_unsubscribed(Instant::now(), &channel);
+            }
             Some(SubscriptionEvent::Error(error)) => {
+                // It names no channel: a subscribe it refused is sent again when
+                // unconfirmed for `request_timeout`, a failed replay ends with
+                // Unsubscribed (both handled by the hub).
                 warn!(%error, "the log reported an error on the subscription stream");
             }
             Some(SubscriptionEvent::Closed(error)) => {

@@ -18,6 +18,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -42,6 +43,9 @@ struct Queue {
     overflowed: bool,
     /// Set when the connection is gone; pushes are dropped.
     closed: bool,
+    /// Signalled (once) when the frames drain to a quarter of the budget: the hub's
+    /// catch-up reader parked for room waits on it.
+    drain_wake: Option<Arc<Notify>>,
 }
 
 /// One connection's outbound queue. Shared (`Arc`) between the connection driver and
@@ -124,11 +128,28 @@ impl Outbox {
             }
         }
         queue.bytes -= taken;
+        if queue.bytes <= self.budget / 4
+            && let Some(wake) = queue.drain_wake.take()
+        {
+            wake.notify_one();
+        }
         if queue.frames.is_empty() && queue.frames.capacity() > 64 {
             // A burst is over: give its memory back (idle connections stay small).
             queue.frames = VecDeque::new();
         }
         frames
+    }
+
+    /// Signals `wake` once the frames queued drain to a quarter of the budget (at once
+    /// if they already did). Replaces an earlier wake not signalled yet.
+    pub(crate) fn wake_when_drained(&self, wake: &Arc<Notify>) {
+        let mut queue = self.queue.lock();
+        if queue.bytes <= self.budget / 4 {
+            drop(queue);
+            wake.notify_one();
+        } else {
+            queue.drain_wake = Some(Arc::clone(wake));
+        }
     }
 
     /// Takes every publish answer queued.

@@ -106,7 +106,7 @@ impl Edge {
         })?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let hub = Hub::new(HubConfig::default(), Arc::clone(&metrics));
+        let hub = Hub::new(HubConfig::for_link(&config.log), Arc::clone(&metrics));
         let (link, mut tasks) = link::start(
             config.log.clone(),
             ca,
