@@ -46,6 +46,9 @@ const BATCH_BYTES: usize = 1 << 20;
 const BATCHES_IN_FLIGHT: usize = 8;
 /// How often the hub's timers run (linger, parked reads) and the link is checked.
 const TICK: Duration = Duration::from_millis(50);
+/// Catch-up reads in flight at once (they share the log client's request slots with
+/// publishes; more wait).
+const READS_IN_FLIGHT: usize = 16;
 
 /// A request to the hub, from a connection.
 #[derive(Debug)]
@@ -158,6 +161,7 @@ pub(crate) fn start(
         failures: 0,
         retry_at: None,
         resubscribe_at: None,
+        reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
     };
     let tasks = vec![
         tokio::spawn(link.run(command_rx, shutdown.clone())),
@@ -192,6 +196,8 @@ struct LinkTask {
     retry_at: Option<tokio::time::Instant>,
     /// When to resubscribe on a new stream after the last one failed.
     resubscribe_at: Option<tokio::time::Instant>,
+    /// Slots for catch-up reads ([`READS_IN_FLIGHT`]).
+    reads: Arc<Semaphore>,
 }
 
 impl LinkTask {
@@ -399,11 +405,15 @@ impl LinkTask {
                 } => match self.client.clone() {
                     Some(client) => {
                         let reads = reads.clone();
+                        let slots = Arc::clone(&self.reads);
                         tokio::spawn(async move {
-                            let result = client
-                                .read(&channel, from, limit)
-                                .await
-                                .map_err(|e| e.to_string());
+                            let result = match slots.acquire_owned().await {
+                                Ok(_slot) => client
+                                    .read(&channel, from, limit)
+                                    .await
+                                    .map_err(|e| e.to_string()),
+                                Err(_) => Err("the edge is shutting down".to_owned()),
+                            };
                             let _ = reads.send((channel, conn, generation, result)).await;
                         });
                     }
