@@ -49,6 +49,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// Catch-up reads in flight at once (they share the log client's request slots with
 /// publishes; more wait).
 const READS_IN_FLIGHT: usize = 16;
+/// A subscription stream dropped as a slow consumer after living at least this long is
+/// replaced at once; sooner, after `reconnect_min` (so a stream that cannot keep up
+/// does not loop).
+const STABLE_STREAM: Duration = Duration::from_secs(1);
 
 /// A request to the hub, from a connection.
 #[derive(Debug)]
@@ -161,6 +165,7 @@ pub(crate) fn start(
         failures: 0,
         retry_at: None,
         resubscribe_at: None,
+        stream_since: None,
         reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
     };
     let tasks = vec![
@@ -196,6 +201,8 @@ struct LinkTask {
     retry_at: Option<tokio::time::Instant>,
     /// When to resubscribe on a new stream after the last one failed.
     resubscribe_at: Option<tokio::time::Instant>,
+    /// When the current subscription stream was opened.
+    stream_since: Option<tokio::time::Instant>,
     /// Slots for catch-up reads ([`READS_IN_FLIGHT`]).
     reads: Arc<Semaphore>,
 }
@@ -368,6 +375,16 @@ impl LinkTask {
                 // Unsubscribed (both handled by the hub).
                 warn!(%error, "the log reported an error on the subscription stream");
             }
+            Some(SubscriptionEvent::Closed(error)) if error.is_slow_consumer() => {
+                // Lost nothing but time: the hub resubscribes after what it delivered.
+                let stable = self
+                    .stream_since
+                    .is_some_and(|since| since.elapsed() >= STABLE_STREAM);
+                self.subscription_failed("the log dropped the stream as a slow consumer");
+                if stable && self.resubscribe_at.is_some() {
+                    self.resubscribe_at = Some(tokio::time::Instant::now());
+                }
+            }
             Some(SubscriptionEvent::Closed(error)) => {
                 self.subscription_failed(&format!("the stream ended: {error}"));
             }
@@ -444,6 +461,7 @@ impl LinkTask {
             None => match tokio::time::timeout(timeout, client.subscribe(channel, from)).await {
                 Ok(Ok(subscription)) => {
                     self.subscription = Some(subscription);
+                    self.stream_since = Some(tokio::time::Instant::now());
                     true
                 }
                 _ => false,
