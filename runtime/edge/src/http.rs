@@ -250,15 +250,24 @@ async fn publish(request: Request<Incoming>, shared: Arc<Shared>, channel: Strin
         return error_response(forbidden("publish to", &channel));
     }
     let max = shared.config.limits.max_frame_bytes;
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+    // The body must arrive within `connect_timeout`, like the headers.
+    let timeout = shared.config.limits.connect_timeout;
+    let body = Limited::new(request.into_body(), max).collect();
+    let body = match tokio::time::timeout(timeout, body).await {
+        Err(_) => {
+            return error_response(ErrorInfo::new(
+                ErrorCode::IdleTimeout,
+                format!("the body did not arrive within {} ms", timeout.as_millis()),
+            ));
+        }
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             return error_response(ErrorInfo::new(
                 ErrorCode::FrameTooLarge,
                 format!("the body is larger than the limit of {max} bytes"),
             ));
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             return error_response(ErrorInfo::new(
                 ErrorCode::Malformed,
                 format!("cannot read the body: {error}"),
@@ -280,16 +289,13 @@ async fn publish(request: Request<Incoming>, shared: Arc<Shared>, channel: Strin
         .map(|(message, key)| to_publish_message(&channel, message, key, None))
         .collect();
     let (tx, rx) = oneshot::channel();
-    shared
-        .link
-        .publish(
-            PublishJob {
-                messages,
-                reply: ReplyTo::Oneshot(tx),
-            },
-            &shared.metrics,
-        )
-        .await;
+    shared.link.publish(
+        PublishJob {
+            messages,
+            reply: ReplyTo::Oneshot(tx),
+        },
+        &shared.metrics,
+    );
     match rx.await {
         Ok(Ok(results)) => json(StatusCode::CREATED, &PublishAnswer { results }),
         Ok(Err(error)) => error_response(error),
@@ -364,6 +370,12 @@ async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) ->
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
     let result = match client.read(&name, from, limit).await {
         Ok(result) => result,
+        Err(error @ tern_log::net::ClientError::Timeout(_)) => {
+            return error_response(ErrorInfo::new(
+                ErrorCode::LogTimeout,
+                format!("the log did not answer the read: {error}"),
+            ));
+        }
         Err(error) => {
             return error_response(ErrorInfo::new(
                 ErrorCode::LogUnavailable,

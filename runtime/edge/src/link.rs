@@ -8,7 +8,11 @@
 //! - The **batcher task** takes publishes from a bounded queue, sends each batch as
 //!   one `LogClient::publish` (several batches in flight) and answers every publish
 //!   from its messages' outcomes: through the connection's outbox, or a oneshot for
-//!   REST. With the link down it answers `LogUnavailable` at once.
+//!   REST. With the link down, or its queue full, it answers `LogUnavailable` at once.
+//!   A batch is cut by the upper bound of its encoded size, well below the link's
+//!   frame limit, so one publisher's large messages never fail another's. On shutdown
+//!   it answers everything queued (`LogUnavailable`), waits for the batches in flight,
+//!   and only then lets the link task close the client.
 //!
 //! ```text
 //!  sessions ─commands─▶ link task ─▶ Hub ─▶ outboxes          (fan-out, catch-up reads)
@@ -40,8 +44,10 @@ const COMMAND_QUEUE: usize = 4096;
 const PUBLISH_QUEUE: usize = 4096;
 /// Most messages in one batch sent to the log.
 const BATCH_MESSAGES: usize = 1024;
-/// Most payload bytes in one batch sent to the log.
-const BATCH_BYTES: usize = 1 << 20;
+/// Most bytes in one batch sent to the log, by the upper bound of its encoded size
+/// ([`encoded_bound`]): a quarter of the link's frame limit. A single publish larger
+/// than this is sent in parts.
+const BATCH_BYTES: usize = tern_link::DEFAULT_MAX_FRAME_BYTES / 4;
 /// Batches in flight to the log at once.
 const BATCHES_IN_FLIGHT: usize = 8;
 /// How often the hub's timers run (linger, parked reads) and the link is checked.
@@ -123,12 +129,24 @@ impl LinkHandle {
         }
     }
 
-    /// Queues a publish; its answer goes where `job.reply` says.
-    pub(crate) async fn publish(&self, job: PublishJob, metrics: &Metrics) {
+    /// Queues a publish without waiting; its answer goes where `job.reply` says. With
+    /// the queue full (the log is slow) it is answered `LogUnavailable` at once.
+    pub(crate) fn publish(&self, job: PublishJob, metrics: &Metrics) {
         metrics.published(job.messages.len());
-        if let Err(mpsc::error::SendError(job)) = self.publishes.send(job).await {
-            job.reply
-                .send(Err(unavailable("the edge is shutting down")), metrics);
+        match self.publishes.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => job.reply.send(
+                Err(unavailable(
+                    "the edge has too many publishes waiting for the log; nothing was stored, retry later",
+                )),
+                metrics,
+            ),
+            Err(mpsc::error::TrySendError::Closed(job)) => job.reply.send(
+                Err(unavailable(
+                    "the edge is shutting down; nothing was stored",
+                )),
+                metrics,
+            ),
         }
     }
 
@@ -143,7 +161,8 @@ impl LinkHandle {
 }
 
 /// Starts the link and batcher tasks. They end when every [`LinkHandle`] is dropped
-/// or `shutdown` turns true.
+/// or `shutdown` turns true (the batcher first, once it answered every publish; then
+/// the link task). Turn it only after the connections are gone.
 pub(crate) fn start(
     config: LinkClientConfig,
     ca: std::path::PathBuf,
@@ -154,6 +173,7 @@ pub(crate) fn start(
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (publishes, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let (client_tx, client_rx) = watch::channel(None);
+    let request_timeout = config.request_timeout;
     let link = LinkTask {
         config,
         ca,
@@ -168,9 +188,22 @@ pub(crate) fn start(
         stream_since: None,
         reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
     };
+    // The link task stops (closing the client) only after the batcher finished.
+    let (batcher_done, link_shutdown) = watch::channel(false);
+    let batcher_client = client_rx.clone();
     let tasks = vec![
-        tokio::spawn(link.run(command_rx, shutdown.clone())),
-        tokio::spawn(batcher(publish_rx, client_rx.clone(), metrics, shutdown)),
+        tokio::spawn(link.run(command_rx, link_shutdown)),
+        tokio::spawn(async move {
+            batcher(
+                publish_rx,
+                batcher_client,
+                metrics,
+                shutdown,
+                request_timeout,
+            )
+            .await;
+            let _ = batcher_done.send(true);
+        }),
     ];
     let handle = LinkHandle {
         commands,
@@ -495,15 +528,39 @@ async fn next_event(subscription: &mut Option<Subscription>) -> Option<Subscript
     }
 }
 
-/// Sends publishes to the log in batches.
+/// An upper bound of the bytes `message` takes in a link frame (postcard: a string
+/// or byte string is its bytes after a varint length of at most 10 bytes).
+fn encoded_bound(message: &PublishMessage) -> usize {
+    const LEN: usize = 10;
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 2 * LEN)
+        .sum();
+    message.channel.len()
+        + message.idempotency_key.len()
+        + message.payload.len()
+        + headers
+        + 4 * LEN
+}
+
+/// Sends publishes to the log in batches until `shutdown`; then answers what is
+/// queued and waits (up to `request_timeout`) for the batches in flight.
 async fn batcher(
     mut jobs: mpsc::Receiver<PublishJob>,
     client: watch::Receiver<Option<LogClient>>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    request_timeout: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    // A job taken from the queue that did not fit the batch before.
+    let mut carried: Option<PublishJob> = None;
     loop {
+        if let Some(job) = carried.take() {
+            send_batch(job, &mut jobs, &mut carried, &client, &metrics, &slots).await;
+            continue;
+        }
         let first = tokio::select! {
             job = jobs.recv() => match job {
                 Some(job) => job,
@@ -516,60 +573,152 @@ async fn batcher(
                 continue;
             }
         };
-        let mut count = first.messages.len();
-        let mut bytes: usize = first.messages.iter().map(|m| m.payload.len()).sum();
-        let mut batch = vec![first];
-        while count < BATCH_MESSAGES && bytes < BATCH_BYTES {
-            let Ok(job) = jobs.try_recv() else { break };
-            count += job.messages.len();
-            bytes += job.messages.iter().map(|m| m.payload.len()).sum::<usize>();
-            batch.push(job);
-        }
-        let client = client.borrow().as_ref().filter(|c| !c.is_closed()).cloned();
-        let Some(client) = client else {
-            for job in batch {
-                job.reply.send(
-                    Err(unavailable(
-                        "the link to the log is down; nothing was stored",
-                    )),
-                    &metrics,
-                );
-            }
-            continue;
-        };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let mut counts = Vec::with_capacity(batch.len());
-            let mut messages = Vec::with_capacity(count);
-            let mut replies = Vec::with_capacity(batch.len());
-            for job in batch {
-                counts.push(job.messages.len());
-                messages.extend(job.messages);
-                replies.push(job.reply);
-            }
-            metrics.log_batch();
-            let result = client.publish(messages).await;
-            drop(slot);
-            match result {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for (reply, count) in replies.into_iter().zip(counts) {
-                        let mine: Vec<_> = outcomes.by_ref().take(count).collect();
-                        reply.send(outcomes_to_results(mine), &metrics);
-                    }
-                }
-                Err(error) => {
-                    let info = publish_error(&error);
-                    for reply in replies {
-                        reply.send(Err(info.clone()), &metrics);
-                    }
-                }
-            }
-        });
+        send_batch(first, &mut jobs, &mut carried, &client, &metrics, &slots).await;
     }
+    // Stopping: nothing new comes in; what is queued was never sent.
+    jobs.close();
+    let never_sent = || unavailable("the edge is shutting down; nothing was stored");
+    if let Some(job) = carried.take() {
+        job.reply.send(Err(never_sent()), &metrics);
+    }
+    while let Ok(job) = jobs.try_recv() {
+        job.reply.send(Err(never_sent()), &metrics);
+    }
+    let all = u32::try_from(BATCHES_IN_FLIGHT).unwrap_or(u32::MAX);
+    if tokio::time::timeout(request_timeout, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        debug!("publish batches still in flight at shutdown");
+    }
+}
+
+/// Sends `first` with as many queued jobs as fit in one batch (a job that does not
+/// fit is left in `carried` for the next). Waits for a slot, not for the answer.
+async fn send_batch(
+    first: PublishJob,
+    jobs: &mut mpsc::Receiver<PublishJob>,
+    carried: &mut Option<PublishJob>,
+    client: &watch::Receiver<Option<LogClient>>,
+    metrics: &Arc<Metrics>,
+    slots: &Arc<Semaphore>,
+) {
+    let mut count = first.messages.len();
+    let mut bytes: usize = first.messages.iter().map(encoded_bound).sum();
+    let mut batch = vec![first];
+    while count < BATCH_MESSAGES && bytes < BATCH_BYTES {
+        let Ok(job) = jobs.try_recv() else { break };
+        let size: usize = job.messages.iter().map(encoded_bound).sum();
+        if count + job.messages.len() > BATCH_MESSAGES || bytes + size > BATCH_BYTES {
+            *carried = Some(job);
+            break;
+        }
+        count += job.messages.len();
+        bytes += size;
+        batch.push(job);
+    }
+    let client = client.borrow().as_ref().filter(|c| !c.is_closed()).cloned();
+    let Some(client) = client else {
+        for job in batch {
+            job.reply.send(
+                Err(unavailable(
+                    "the link to the log is down; nothing was stored",
+                )),
+                metrics,
+            );
+        }
+        return;
+    };
+    let Ok(slot) = Arc::clone(slots).acquire_owned().await else {
+        for job in batch {
+            job.reply
+                .send(Err(unavailable("the edge is shutting down")), metrics);
+        }
+        return;
+    };
+    let metrics = Arc::clone(metrics);
+    tokio::spawn(async move {
+        if let [job] = batch.as_slice()
+            && bytes > BATCH_BYTES
+            && job.messages.len() > 1
+        {
+            // One publish too large for a batch: sent in parts.
+            if let Some(job) = batch.pop() {
+                let result = publish_in_parts(&client, job.messages, &metrics).await;
+                job.reply.send(result, &metrics);
+            }
+            drop(slot);
+            return;
+        }
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut messages = Vec::with_capacity(count);
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            counts.push(job.messages.len());
+            messages.extend(job.messages);
+            replies.push(job.reply);
+        }
+        metrics.log_batch();
+        let result = client.publish(messages).await;
+        drop(slot);
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (reply, count) in replies.into_iter().zip(counts) {
+                    let mine: Vec<_> = outcomes.by_ref().take(count).collect();
+                    reply.send(outcomes_to_results(mine), &metrics);
+                }
+            }
+            Err(error) => {
+                let info = publish_error(&error);
+                for reply in replies {
+                    reply.send(Err(info.clone()), &metrics);
+                }
+            }
+        }
+    });
+}
+
+/// Publishes one job's messages in parts of at most [`BATCH_BYTES`] (or one message
+/// each), one after the other. A failure after a stored part cannot say "nothing was
+/// stored": it is reported as `LogRejected` (some may be stored; ids make a retry safe).
+async fn publish_in_parts(
+    client: &LogClient,
+    messages: Vec<PublishMessage>,
+    metrics: &Metrics,
+) -> Result<Vec<PublishResult>, ErrorInfo> {
+    let mut outcomes = Vec::with_capacity(messages.len());
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        while let Some(message) = messages.peek() {
+            let size = encoded_bound(message);
+            if !part.is_empty() && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            part.extend(messages.next());
+        }
+        metrics.log_batch();
+        match client.publish(part).await {
+            Ok(stored) => outcomes.extend(stored),
+            Err(error) => {
+                let mut info = publish_error(&error);
+                if !outcomes.is_empty() && info.code == ErrorCode::LogUnavailable {
+                    info = ErrorInfo::new(
+                        ErrorCode::LogRejected,
+                        format!(
+                            "part of the publish was stored, then the log failed: {}",
+                            info.message
+                        ),
+                    );
+                }
+                return Err(info);
+            }
+        }
+    }
+    outcomes_to_results(outcomes)
 }
 
 fn unavailable(why: &str) -> ErrorInfo {
@@ -585,12 +734,16 @@ fn publish_error(error: &ClientError) -> ErrorInfo {
                 "the log did not answer within {after:?}; the messages may or may not be stored (retrying with the same ids is safe)"
             ),
         ),
-        ClientError::ConnectionLost(_) | ClientError::Protocol(_) => ErrorInfo::new(
-            ErrorCode::LogTimeout,
-            format!(
-                "the link to the log failed before the answer came ({error}); the messages may or may not be stored (retrying with the same ids is safe)"
-            ),
-        ),
+        // Closed: the client was closed under the request after it was handed over;
+        // whether the log stored the messages is unknown.
+        ClientError::ConnectionLost(_) | ClientError::Protocol(_) | ClientError::Closed => {
+            ErrorInfo::new(
+                ErrorCode::LogTimeout,
+                format!(
+                    "the link to the log failed before the answer came ({error}); the messages may or may not be stored (retrying with the same ids is safe)"
+                ),
+            )
+        }
         ClientError::Server(wire) if wire.retryable => ErrorInfo::new(
             ErrorCode::LogUnavailable,
             format!("the log could not take the messages: {}", wire.message),

@@ -9,7 +9,9 @@
 //! shared (reference counted) by every subscriber of the same format. The frames
 //! queued may take at most the byte budget (`limits.outbound_queue_bytes`); a push
 //! past it drops the queue and marks the connection a slow consumer, which the driver
-//! then disconnects. The log is the buffer, not the edge.
+//! then disconnects. The log is the buffer, not the edge. ACK and NACK frames
+//! ([`Outbox::push_answer`]) are not counted and survive an overflow: there are at most
+//! `max_inflight_publishes` of them, and a publish is always answered.
 //!
 //! ```text
 //! hub ──push(frame)──┐
@@ -34,13 +36,23 @@ pub(crate) struct PublishReply {
     pub(crate) result: Result<Vec<PublishResult>, ErrorInfo>,
 }
 
+/// A queued frame; `counted` unless it is an ACK/NACK.
+#[derive(Debug)]
+struct Queued {
+    frame: Bytes,
+    counted: bool,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
+    /// Bytes of the counted frames.
     bytes: usize,
     replies: VecDeque<PublishReply>,
-    /// Set when a push went over the budget; nothing more is queued.
+    /// Set when a push went over the budget; nothing more is queued but answers.
     overflowed: bool,
+    /// Set once the driver took the overflow ([`Outbox::take_overflow`]).
+    overflow_taken: bool,
     /// Set when the connection is gone; pushes are dropped.
     closed: bool,
     /// Signalled (once) when the frames drain to a quarter of the budget: the hub's
@@ -77,17 +89,37 @@ impl Outbox {
             }
             if queue.bytes + frame.len() > self.budget {
                 queue.overflowed = true;
-                queue.frames = VecDeque::new();
+                queue.frames.retain(|queued| !queued.counted);
                 queue.bytes = 0;
                 false
             } else {
                 queue.bytes += frame.len();
-                queue.frames.push_back(frame);
+                queue.frames.push_back(Queued {
+                    frame,
+                    counted: true,
+                });
                 true
             }
         };
         self.notify.notify_one();
         accepted
+    }
+
+    /// Queues an encoded ACK or NACK, in order with the other frames but outside the
+    /// budget, also after an overflow (their number is bounded by
+    /// `max_inflight_publishes`). Dropped only when the connection is gone.
+    pub(crate) fn push_answer(&self, frame: Bytes) {
+        {
+            let mut queue = self.queue.lock();
+            if queue.closed {
+                return;
+            }
+            queue.frames.push_back(Queued {
+                frame,
+                counted: false,
+            });
+        }
+        self.notify.notify_one();
     }
 
     /// Queues the answer to a PUBLISH (not counted against the budget: their number is
@@ -118,16 +150,20 @@ impl Outbox {
         let mut queue = self.queue.lock();
         let mut frames = Vec::new();
         let mut taken = 0;
-        while let Some(frame) = queue.frames.front() {
-            if !frames.is_empty() && taken + frame.len() > max_bytes {
+        let mut counted = 0;
+        while let Some(queued) = queue.frames.front() {
+            if !frames.is_empty() && taken + queued.frame.len() > max_bytes {
                 break;
             }
-            taken += frame.len();
-            if let Some(frame) = queue.frames.pop_front() {
-                frames.push(frame);
+            taken += queued.frame.len();
+            if let Some(queued) = queue.frames.pop_front() {
+                if queued.counted {
+                    counted += queued.frame.len();
+                }
+                frames.push(queued.frame);
             }
         }
-        queue.bytes -= taken;
+        queue.bytes -= counted;
         if queue.bytes <= self.budget / 4
             && let Some(wake) = queue.drain_wake.take()
         {
@@ -157,16 +193,25 @@ impl Outbox {
         self.queue.lock().replies.drain(..).collect()
     }
 
-    /// True when publish answers are queued or the budget was exceeded: what the
-    /// driver must hand to its session.
+    /// True when publish answers are queued or the budget was exceeded and the driver
+    /// was not told yet: what the driver must hand to its session.
     pub(crate) fn has_events(&self) -> bool {
         let queue = self.queue.lock();
-        !queue.replies.is_empty() || queue.overflowed
+        !queue.replies.is_empty() || (queue.overflowed && !queue.overflow_taken)
     }
 
     /// True once a push went over the budget.
+    #[cfg(test)]
     pub(crate) fn is_overflowed(&self) -> bool {
         self.queue.lock().overflowed
+    }
+
+    /// True the first time it is called after a push went over the budget.
+    pub(crate) fn take_overflow(&self) -> bool {
+        let mut queue = self.queue.lock();
+        let first = queue.overflowed && !queue.overflow_taken;
+        queue.overflow_taken |= queue.overflowed;
+        first
     }
 
     /// True when frames are queued.
@@ -203,6 +248,29 @@ mod tests {
         assert!(outbox.is_overflowed());
         assert!(outbox.drain_frames(usize::MAX).is_empty());
         assert!(!outbox.push(Bytes::from_static(b"1")));
+        assert!(outbox.has_events());
+        assert!(outbox.take_overflow());
+        assert!(!outbox.take_overflow());
+        assert!(!outbox.has_events(), "told once");
+    }
+
+    #[test]
+    fn answers_are_outside_the_budget_and_survive_an_overflow() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        outbox.push_answer(Bytes::from_static(b"ack-1-over-the-budget"));
+        assert_eq!(outbox.queued_bytes(), 5);
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+        outbox.push_answer(Bytes::from_static(b"ack-2"));
+        assert_eq!(
+            outbox.drain_frames(usize::MAX),
+            [
+                Bytes::from_static(b"ack-1-over-the-budget"),
+                Bytes::from_static(b"ack-2")
+            ]
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
     }
 
     #[test]

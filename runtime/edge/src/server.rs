@@ -20,7 +20,8 @@ use crate::hub::{Hub, HubConfig};
 use crate::link::{self, LinkHandle};
 use crate::metrics::Metrics;
 
-/// How long [`EdgeHandle::shutdown`] waits for clients to take their DISCONNECTED.
+/// How long [`EdgeHandle::shutdown`] waits for clients to take their DISCONNECTED,
+/// on top of `log.request_timeout` (their publishes in flight are answered first).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the edge could not start (the operator's config or environment).
@@ -106,13 +107,15 @@ impl Edge {
         })?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // The link outlives the connections: it answers their last publishes.
+        let (link_stop, link_stop_rx) = watch::channel(false);
         let hub = Hub::new(HubConfig::for_link(&config.log), Arc::clone(&metrics));
         let (link, mut tasks) = link::start(
             config.log.clone(),
             ca,
             hub,
             Arc::clone(&metrics),
-            shutdown_rx.clone(),
+            link_stop_rx,
         );
         let id_prefix: String = config
             .name
@@ -138,6 +141,7 @@ impl Edge {
             local_addr,
             shared,
             shutdown: shutdown_tx,
+            link_stop,
             tasks,
         })
     }
@@ -149,6 +153,8 @@ pub struct EdgeHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    /// Stops the link and batcher tasks (after the connections are gone).
+    link_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,10 +170,14 @@ impl EdgeHandle {
     }
 
     /// Stops accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
-    /// elsewhere}`, waits (up to 5 s) for them to go, then stops the link.
+    /// elsewhere}` once its publishes in flight are answered, waits (up to
+    /// `log.request_timeout` + 5 s) for them to go, then stops the link: publishes still
+    /// queued are answered `LogUnavailable`, those in flight get their answers (up to
+    /// `log.request_timeout`).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let waited = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let request_timeout = self.shared.config.log.request_timeout;
+        let waited = tokio::time::timeout(request_timeout + DRAIN_TIMEOUT, async {
             while self.shared.metrics.open_connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -179,8 +189,9 @@ impl EdgeHandle {
                 "connections still open after the drain timeout"
             );
         }
+        let _ = self.link_stop.send(true);
         for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(2), task)
+            if tokio::time::timeout(request_timeout + Duration::from_secs(2), task)
                 .await
                 .is_err()
             {

@@ -12,6 +12,16 @@
 //!  Connected ──silence ≥ idle_timeout / slow consumer / shutdown / oversized message──▶ Closed
 //! ```
 //!
+//! Publishes in flight are never left unanswered when the server ends the session:
+//! with any in flight, the session first goes `Closing` (no more frames read), sends
+//! each ACK/NACK as it comes, and only then CLOSED or DISCONNECTED. The wait is bounded
+//! by `log.request_timeout`; what is still unanswered then gets NACK `LogTimeout`
+//! (outcome unknown).
+//!
+//! ```text
+//!  end (CLOSE, disconnect) ──publishes in flight──▶ Closing ──last answer / request_timeout──▶ Closed
+//! ```
+//!
 //! Channels: the session decides whether an ATTACH or DETACH is allowed and keeps the
 //! set of channels it handed to the hub; the hub answers them (ATTACHED, DETACHED) in
 //! order with the messages it delivers. Refusals of channels the hub does not hold are
@@ -117,8 +127,16 @@ enum State {
         key: ApiKey,
         client_id: Option<String>,
     },
-    /// Closing or closed: everything is ignored. With the DISCONNECTED code, if the
-    /// server ended the session.
+    /// Ending, waiting for the answers of publishes in flight until `deadline`; then
+    /// `last` (CLOSED or DISCONNECTED) and the close. Frames are ignored.
+    Closing {
+        last: ServerFrame,
+        code: CloseCode,
+        reason: Option<ErrorCode>,
+        deadline: Instant,
+    },
+    /// Closed: everything is ignored. With the DISCONNECTED code, if the server ended
+    /// the session.
     Closed(Option<ErrorCode>),
 }
 
@@ -130,8 +148,9 @@ pub struct Session {
     state: State,
     /// Channels handed to the hub (attaching or attached).
     channels: HashSet<ChannelName>,
-    /// PUBLISH frames handed to the link and not answered yet.
-    inflight: usize,
+    /// The `msg_serial`s of PUBLISH frames handed to the link and not answered yet
+    /// (at most `max_inflight_publishes`).
+    inflight: Vec<u64>,
     opened_at: Instant,
     last_received: Instant,
     last_sent: Instant,
@@ -146,7 +165,7 @@ impl Session {
             params,
             state: State::Open,
             channels: HashSet::new(),
-            inflight: 0,
+            inflight: Vec::new(),
             opened_at: now,
             last_received: now,
             last_sent: now,
@@ -164,9 +183,10 @@ impl Session {
         matches!(self.state, State::Connected { .. })
     }
 
-    /// True once the session has asked to close.
+    /// True once the session is ending (it may still wait for publish answers): the
+    /// driver reads no more frames.
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closed(_))
+        matches!(self.state, State::Closing { .. } | State::Closed(_))
     }
 
     /// The channels the hub holds for this session (to clean up when it ends).
@@ -177,6 +197,7 @@ impl Session {
     /// The code of the DISCONNECTED the session ended with, if it did.
     pub fn disconnect_code(&self) -> Option<ErrorCode> {
         match self.state {
+            State::Closing { reason, .. } => reason,
             State::Closed(code) => code,
             _ => None,
         }
@@ -196,6 +217,7 @@ impl Session {
                 (self.last_received + limits.idle_timeout)
                     .min(self.last_sent + limits.heartbeat_interval),
             ),
+            State::Closing { deadline, .. } => Some(deadline),
             State::Closed(_) => None,
         }
     }
@@ -218,7 +240,7 @@ impl Session {
                         limits.connect_timeout.as_millis()
                     ),
                 );
-                self.disconnect(error, Reconnect::Retry, CloseCode::Policy);
+                self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
             }
             State::Connected { .. } if now >= self.last_received + limits.idle_timeout => {
                 let error = ErrorInfo::new(
@@ -228,11 +250,24 @@ impl Session {
                         limits.idle_timeout.as_millis()
                     ),
                 );
-                self.disconnect(error, Reconnect::Retry, CloseCode::Policy);
+                self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
             }
             State::Connected { .. } if now >= self.last_sent + limits.heartbeat_interval => {
                 self.send(ServerFrame::Heartbeat(Heartbeat { id: None }));
                 self.last_sent = now;
+            }
+            State::Closing { deadline, .. } if now >= deadline => {
+                let after = self.config.log.request_timeout;
+                for msg_serial in std::mem::take(&mut self.inflight) {
+                    let error = ErrorInfo::new(
+                        ErrorCode::LogTimeout,
+                        format!(
+                            "no answer from the log within {after:?} while the session ended; the messages may or may not be stored (retrying with the same ids is safe)"
+                        ),
+                    );
+                    self.send(ServerFrame::Nack(Nack { msg_serial, error }));
+                }
+                self.finish_closing();
             }
             _ => {}
         }
@@ -250,10 +285,9 @@ impl Session {
             }
             ClientFrame::Heartbeat(Heartbeat { id: None }) => {}
             ClientFrame::Close(_) => {
-                self.send(ServerFrame::Closed(Closed {}));
-                self.close(CloseCode::Normal);
+                self.end(now, ServerFrame::Closed(Closed {}), CloseCode::Normal, None);
             }
-            ClientFrame::Connect(connect) => self.handle_connect(connect),
+            ClientFrame::Connect(connect) => self.handle_connect(now, connect),
             ClientFrame::Publish(publish) => self.handle_publish(publish),
             ClientFrame::Attach(attach) => self.handle_attach(attach),
             ClientFrame::Detach(detach) => self.handle_detach(detach),
@@ -292,8 +326,9 @@ impl Session {
         }
     }
 
-    /// The client sent a WebSocket message over `max_frame_bytes`: the session ends.
-    pub fn handle_frame_too_large(&mut self) {
+    /// The client sent a WebSocket message over `max_frame_bytes` at `now`: the
+    /// session ends.
+    pub fn handle_frame_too_large(&mut self, now: Instant) {
         let error = ErrorInfo::new(
             ErrorCode::FrameTooLarge,
             format!(
@@ -301,21 +336,21 @@ impl Session {
                 self.config.limits.max_frame_bytes
             ),
         );
-        self.disconnect(error, Reconnect::Retry, CloseCode::TooLarge);
+        self.disconnect(now, error, Reconnect::Retry, CloseCode::TooLarge);
     }
 
     /// The client sent a text message that is not UTF-8: the WebSocket layer cannot
     /// read past it, so the session ends.
-    pub fn handle_invalid_text(&mut self) {
+    pub fn handle_invalid_text(&mut self, now: Instant) {
         let error = ErrorInfo::new(
             ErrorCode::Malformed,
             "a text message is not valid UTF-8 (send MessagePack in binary messages)",
         );
-        self.disconnect(error, Reconnect::Retry, CloseCode::InvalidData);
+        self.disconnect(now, error, Reconnect::Retry, CloseCode::InvalidData);
     }
 
-    /// The connection's outbound queue went over its byte budget.
-    pub fn handle_slow_consumer(&mut self) {
+    /// The connection's outbound queue went over its byte budget at `now`.
+    pub fn handle_slow_consumer(&mut self, now: Instant) {
         let error = ErrorInfo::new(
             ErrorCode::SlowConsumer,
             format!(
@@ -323,13 +358,14 @@ impl Session {
                 self.config.limits.outbound_queue_bytes
             ),
         );
-        self.disconnect(error, Reconnect::Retry, CloseCode::Policy);
+        self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
     }
 
-    /// The edge is shutting down: tell the client to go elsewhere.
-    pub fn handle_shutdown(&mut self) {
+    /// The edge is shutting down (noticed at `now`): tell the client to go elsewhere
+    /// once its publishes in flight are answered.
+    pub fn handle_shutdown(&mut self, now: Instant) {
         let error = ErrorInfo::new(ErrorCode::ShuttingDown, "the edge is shutting down");
-        self.disconnect(error, Reconnect::Elsewhere, CloseCode::GoingAway);
+        self.disconnect(now, error, Reconnect::Elsewhere, CloseCode::GoingAway);
     }
 
     /// The link's answer to the publish of `msg_serial`.
@@ -338,8 +374,13 @@ impl Session {
         msg_serial: u64,
         result: Result<Vec<PublishResult>, ErrorInfo>,
     ) {
-        self.inflight = self.inflight.saturating_sub(1);
-        if self.is_closed() {
+        // An answer is sent once, for a PUBLISH still waiting for it (one NACKed
+        // `LogTimeout` by a closing session may still be answered by the link later).
+        let Some(index) = self.inflight.iter().position(|s| *s == msg_serial) else {
+            return;
+        };
+        self.inflight.swap_remove(index);
+        if matches!(self.state, State::Closed(_)) {
             return;
         }
         self.send(match result {
@@ -349,9 +390,12 @@ impl Session {
             }),
             Err(error) => ServerFrame::Nack(Nack { msg_serial, error }),
         });
+        if matches!(self.state, State::Closing { .. }) && self.inflight.is_empty() {
+            self.finish_closing();
+        }
     }
 
-    fn handle_connect(&mut self, connect: Connect) {
+    fn handle_connect(&mut self, now: Instant, connect: Connect) {
         if self.is_connected() {
             return self.send_error(
                 ErrorInfo::new(
@@ -378,13 +422,13 @@ impl Session {
         };
         let key = match key {
             Ok(key) => key,
-            Err(error) => return self.disconnect(error, Reconnect::Never, CloseCode::Policy),
+            Err(error) => return self.disconnect(now, error, Reconnect::Never, CloseCode::Policy),
         };
         if let Some(client_id) = &connect.client_id
             && let Err(why) = check_client_id(client_id)
         {
             let error = ErrorInfo::new(ErrorCode::InvalidValue, why);
-            return self.disconnect(error, Reconnect::Never, CloseCode::Policy);
+            return self.disconnect(now, error, Reconnect::Never, CloseCode::Policy);
         }
         let limits = &self.config.limits;
         let connected = Connected {
@@ -513,7 +557,7 @@ impl Session {
             &self.config,
             key,
             &publish,
-            self.inflight,
+            self.inflight.len(),
             &self.params.connection_id,
         );
         match checked {
@@ -527,7 +571,7 @@ impl Session {
                     .zip(keys)
                     .map(|(message, key)| to_publish_message(&channel, message, key, client_id))
                     .collect();
-                self.inflight += 1;
+                self.inflight.push(msg_serial);
                 self.outputs.push_back(SessionOutput::Publish {
                     msg_serial,
                     messages,
@@ -545,19 +589,47 @@ impl Session {
         self.send(ServerFrame::Error(ErrorFrame { error, channel }));
     }
 
-    fn disconnect(&mut self, error: ErrorInfo, reconnect: Reconnect, code: CloseCode) {
+    fn disconnect(
+        &mut self,
+        now: Instant,
+        error: ErrorInfo,
+        reconnect: Reconnect,
+        code: CloseCode,
+    ) {
+        let reason = Some(error.code);
+        let last = ServerFrame::Disconnected(Disconnected { error, reconnect });
+        self.end(now, last, code, reason);
+    }
+
+    /// Ends the session with `last` (CLOSED or DISCONNECTED) and the close `code`: at
+    /// once, or after the answers of the publishes in flight (bounded by the log's
+    /// request timeout). Only the first end counts.
+    fn end(&mut self, now: Instant, last: ServerFrame, code: CloseCode, reason: Option<ErrorCode>) {
         if self.is_closed() {
             return;
         }
-        let error_code = error.code;
-        self.send(ServerFrame::Disconnected(Disconnected { error, reconnect }));
-        self.close(code);
-        self.state = State::Closed(Some(error_code));
+        self.state = State::Closing {
+            last,
+            code,
+            reason,
+            deadline: now + self.config.log.request_timeout,
+        };
+        if self.inflight.is_empty() {
+            self.finish_closing();
+        }
     }
 
-    fn close(&mut self, code: CloseCode) {
-        self.state = State::Closed(None);
-        self.outputs.push_back(SessionOutput::Close(code));
+    /// Sends the last frame and asks for the close.
+    fn finish_closing(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::Closed(None));
+        if let State::Closing {
+            last, code, reason, ..
+        } = state
+        {
+            self.state = State::Closed(reason);
+            self.send(last);
+            self.outputs.push_back(SessionOutput::Close(code));
+        }
     }
 }
 
@@ -1287,7 +1359,7 @@ mod tests {
     fn transport_events_end_the_session_with_their_reasons() {
         let t0 = Instant::now();
         let mut s = connected(t0, KEY);
-        s.handle_frame_too_large();
+        s.handle_frame_too_large(t0);
         assert_eq!(
             disconnected(&mut s),
             (
@@ -1297,7 +1369,7 @@ mod tests {
             )
         );
         let mut s = connected(t0, KEY);
-        s.handle_invalid_text();
+        s.handle_invalid_text(t0);
         assert_eq!(
             disconnected(&mut s),
             (
@@ -1307,16 +1379,16 @@ mod tests {
             )
         );
         let mut s = connected(t0, KEY);
-        s.handle_slow_consumer();
+        s.handle_slow_consumer(t0);
         assert_eq!(
             disconnected(&mut s),
             (ErrorCode::SlowConsumer, Reconnect::Retry, CloseCode::Policy)
         );
         // Only the first end counts.
-        s.handle_shutdown();
+        s.handle_shutdown(t0);
         assert!(outputs(&mut s).is_empty());
         let mut s = session(t0);
-        s.handle_shutdown();
+        s.handle_shutdown(t0);
         assert_eq!(
             disconnected(&mut s),
             (
@@ -1328,5 +1400,85 @@ mod tests {
         // A publish answer after the end is dropped.
         s.handle_publish_result(1, Ok(vec![]));
         assert!(outputs(&mut s).is_empty());
+    }
+
+    fn ack_serial(output: &SessionOutput) -> Option<u64> {
+        match output {
+            SessionOutput::Send(ServerFrame::Ack(a)) => Some(a.msg_serial),
+            SessionOutput::Send(ServerFrame::Nack(n)) => Some(n.msg_serial),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn close_waits_for_the_answers_of_publishes_in_flight() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, KEY);
+        s.handle_frame(t0, publish(1, "c", vec![Message::new("a")]));
+        s.handle_frame(t0, publish(2, "c", vec![Message::new("b")]));
+        assert_eq!(outputs(&mut s).len(), 2);
+        s.handle_frame(t0, ClientFrame::Close(Close {}));
+        // Nothing yet: CLOSED waits for both answers; frames after CLOSE are ignored.
+        assert!(outputs(&mut s).is_empty());
+        assert!(s.is_closed());
+        s.handle_frame(t0, publish(3, "c", vec![Message::new("c")]));
+        assert!(outputs(&mut s).is_empty());
+        s.handle_publish_result(2, Err(ErrorInfo::new(ErrorCode::LogRejected, "no")));
+        assert_eq!(
+            outputs(&mut s).iter().map(ack_serial).collect::<Vec<_>>(),
+            [Some(2)]
+        );
+        s.handle_publish_result(1, Ok(vec![]));
+        assert!(matches!(
+            outputs(&mut s).as_slice(),
+            [
+                SessionOutput::Send(ServerFrame::Ack(Ack { msg_serial: 1, .. })),
+                SessionOutput::Send(ServerFrame::Closed(_)),
+                SessionOutput::Close(CloseCode::Normal)
+            ]
+        ));
+        assert_eq!(s.disconnect_code(), None);
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_disconnect_answers_publishes_in_flight_or_nacks_them_log_timeout() {
+        let t0 = Instant::now();
+        for end in 0..3 {
+            let mut s = connected(t0, KEY);
+            s.handle_frame(t0, publish(7, "c", vec![Message::new("a")]));
+            s.handle_frame(t0, publish(8, "c", vec![Message::new("b")]));
+            outputs(&mut s);
+            let t1 = t0 + Duration::from_secs(1);
+            match end {
+                0 => s.handle_slow_consumer(t1),
+                1 => s.handle_shutdown(t1),
+                _ => s.handle_tick(t0 + Duration::from_secs(30)),
+            }
+            assert!(outputs(&mut s).is_empty(), "DISCONNECTED waits");
+            assert!(s.disconnect_code().is_some());
+            s.handle_publish_result(7, Ok(vec![]));
+            assert_eq!(
+                outputs(&mut s).iter().map(ack_serial).collect::<Vec<_>>(),
+                [Some(7)]
+            );
+            // The wait is bounded by the log's request timeout (10 s): then LogTimeout.
+            let deadline = s.next_deadline().expect("a closing deadline");
+            s.handle_tick(deadline - Duration::from_millis(1));
+            assert!(outputs(&mut s).is_empty());
+            s.handle_tick(deadline);
+            let out = outputs(&mut s);
+            match out.as_slice() {
+                [
+                    SessionOutput::Send(ServerFrame::Nack(n)),
+                    SessionOutput::Send(ServerFrame::Disconnected(_)),
+                    SessionOutput::Close(_),
+                ] => assert_eq!((n.msg_serial, n.error.code), (8, ErrorCode::LogTimeout)),
+                other => panic!("{other:?}"),
+            }
+            // The link's late answer is not sent twice.
+            s.handle_publish_result(8, Ok(vec![]));
+            assert!(outputs(&mut s).is_empty());
+        }
     }
 }

@@ -11,7 +11,9 @@
 //! ([`std::future::poll_fn`]), so a client that stops reading still gets noticed: its
 //! outbox overflows, and it is disconnected as a slow consumer while writes are stuck.
 //! Reading never buffers more than `limits.max_frame_bytes` for one message: the
-//! WebSocket layer refuses a frame by its header.
+//! WebSocket layer refuses a frame by its header. Once the session is ending the driver
+//! reads no more, but keeps writing until the session's last frame (it may wait for
+//! publish answers first). A client's WebSocket close is answered before the socket goes.
 
 use std::future::poll_fn;
 use std::pin::pin;
@@ -53,6 +55,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Most bytes read and discarded after closing, so the client reads our last frame
 /// before the socket goes (closing with unread input would reset the connection).
 const CLOSE_DRAIN_BYTES: usize = 32 * 1024 * 1024;
+/// How long the reply to a client's WebSocket close may take to write.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The WebSocket settings of every connection: small buffers (idle connections stay
 /// small), and messages over `max_frame_bytes` refused by their header.
@@ -102,10 +106,15 @@ async fn run(
     };
     let mut session = Session::new(Arc::clone(&shared.config), params, Instant::now());
     let mut shutdown = shared.shutdown.clone();
+    // The edge may have begun shutting down before this receiver was cloned: then
+    // `changed()` never fires for it.
+    let mut stopped = *shutdown.borrow_and_update();
+    if stopped {
+        session.handle_shutdown(Instant::now());
+    }
     let mut flushing = false;
     let mut last_words: Option<Bytes> = None;
     let mut client_closed = false;
-    let mut overflowed = false;
     let mut sleep = pin!(tokio::time::sleep_until(
         tokio::time::Instant::now() + Duration::from_secs(3600)
     ));
@@ -116,10 +125,14 @@ async fn run(
             match output {
                 SessionOutput::Send(frame) => {
                     let bytes = Bytes::from(tern_protocol::encode(format, &frame));
-                    if matches!(frame, ServerFrame::Disconnected(_) | ServerFrame::Closed(_)) {
-                        last_words = Some(bytes);
-                    } else {
-                        outbox.push(bytes);
+                    match frame {
+                        ServerFrame::Disconnected(_) | ServerFrame::Closed(_) => {
+                            last_words = Some(bytes);
+                        }
+                        ServerFrame::Ack(_) | ServerFrame::Nack(_) => outbox.push_answer(bytes),
+                        _ => {
+                            outbox.push(bytes);
+                        }
                     }
                 }
                 SessionOutput::Publish {
@@ -132,8 +145,7 @@ async fn run(
                     };
                     shared
                         .link
-                        .publish(PublishJob { messages, reply }, &shared.metrics)
-                        .await;
+                        .publish(PublishJob { messages, reply }, &shared.metrics);
                 }
                 SessionOutput::Attach {
                     channel,
@@ -186,12 +198,15 @@ async fn run(
             sleep.as_mut().reset(deadline);
         }
         let mut wrote_at = None;
+        // An ending session reads no more (frames after CLOSE are ignored; what the
+        // client sends meanwhile stays unread) while it waits for publish answers.
+        let reading = !session.is_closed();
         let wake = {
             let mut notified = pin!(outbox.notified());
             let mut stopping = pin!(shutdown.changed());
             poll_fn(|cx| {
                 loop {
-                    if let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
+                    if !stopped && let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
                         // A completed future is not polled again: wake either way.
                         return Poll::Ready(if changed.is_err() || *shared.shutdown.borrow() {
                             Wake::Shutdown
@@ -242,7 +257,9 @@ async fn run(
                             Poll::Pending => {}
                         }
                     }
-                    if let Poll::Ready(message) = std::pin::Pin::new(&mut socket).poll_next(cx) {
+                    if reading
+                        && let Poll::Ready(message) = std::pin::Pin::new(&mut socket).poll_next(cx)
+                    {
                         return Poll::Ready(Wake::Incoming(message));
                     }
                     if sleep.as_mut().poll(cx).is_ready() {
@@ -260,7 +277,10 @@ async fn run(
         }
         let now = Instant::now();
         match wake {
-            Wake::Shutdown => session.handle_shutdown(),
+            Wake::Shutdown => {
+                stopped = true;
+                session.handle_shutdown(now);
+            }
             Wake::Tick => session.handle_tick(now),
             Wake::WriteFailed(error) => {
                 debug!(%error, "write failed");
@@ -270,18 +290,17 @@ async fn run(
                 for reply in outbox.take_replies() {
                     session.handle_publish_result(reply.msg_serial, reply.result);
                 }
-                if outbox.is_overflowed() && !overflowed {
-                    overflowed = true;
-                    session.handle_slow_consumer();
+                if outbox.take_overflow() {
+                    session.handle_slow_consumer(now);
                 }
             }
             Wake::Incoming(None) => client_closed = true,
             Wake::Incoming(Some(Err(WsError::Capacity(CapacityError::MessageTooLong {
                 ..
             })))) => {
-                session.handle_frame_too_large();
+                session.handle_frame_too_large(now);
             }
-            Wake::Incoming(Some(Err(WsError::Utf8(_)))) => session.handle_invalid_text(),
+            Wake::Incoming(Some(Err(WsError::Utf8(_)))) => session.handle_invalid_text(now),
             Wake::Incoming(Some(Err(error))) => {
                 debug!(%error, "WebSocket read failed");
                 break None;
@@ -317,16 +336,17 @@ async fn run(
     };
     if let Some(code) = close {
         // Boxed: the closing steps would otherwise enlarge every idle connection's task.
-        let graceful = Box::pin(finish(
-            &mut socket,
-            &outbox,
-            format,
-            last_words,
-            code,
-            overflowed,
-        ));
+        let graceful = Box::pin(finish(&mut socket, &outbox, format, last_words, code));
         if tokio::time::timeout(CLOSE_GRACE, graceful).await.is_err() {
             debug!("close handshake timed out");
+        }
+    } else if client_closed {
+        // The WebSocket layer queued the reply to the client's close; it goes out on
+        // the next write or flush, not by itself.
+        let flushed =
+            tokio::time::timeout(CLOSE_REPLY_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            debug!("the reply to the client's close was not sent");
         }
     }
     outbox.close();
@@ -377,26 +397,23 @@ fn ws_message(format: Format, frames: &[Bytes]) -> Message {
     Message::Frame(Frame::message(payload, OpCode::Data(opcode), true))
 }
 
-/// Sends what is queued (unless the client was too slow for it), the last frame, the
-/// WebSocket close, then reads until the client closes too.
+/// Sends what is queued (after an overflow, only the publish answers are left), the
+/// last frame, the WebSocket close, then reads until the client closes too.
 async fn finish(
     socket: &mut Socket,
     outbox: &Outbox,
     format: Format,
     last_words: Option<Bytes>,
     code: CloseCode,
-    overflowed: bool,
 ) {
     use futures::SinkExt as _;
-    if !overflowed {
-        loop {
-            let frames = outbox.drain_frames(WRITE_CHUNK);
-            if frames.is_empty() {
-                break;
-            }
-            if socket.feed(ws_message(format, &frames)).await.is_err() {
-                return;
-            }
+    loop {
+        let frames = outbox.drain_frames(WRITE_CHUNK);
+        if frames.is_empty() {
+            break;
+        }
+        if socket.feed(ws_message(format, &frames)).await.is_err() {
+            return;
         }
     }
     if let Some(bytes) = last_words
