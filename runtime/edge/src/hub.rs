@@ -455,11 +455,12 @@ impl Hub {
         let Some(state) = self.channels.get_mut(channel) else {
             return;
         };
-        // The log names the position assigned before `next_serial`, except after a
-        // gap it found mid-stream (the message before was removed too). Name that one
-        // in the epoch of the last position known (epoch 0, which no log assigns, when
-        // none is): a client resuming from it is then checked by the log, never
-        // continued on trust, so a wrong epoch costs an explicit break, not a gap.
+        // The log names the position assigned before `next_serial` whenever
+        // `next_serial` > 1. Should a log not (an older one did not after a gap it
+        // found mid-stream), name it in the epoch of the last position known (epoch 0,
+        // which no log assigns, when none is): a client resuming from it is checked by
+        // the log, never continued on trust, so a wrong epoch costs an explicit break,
+        // not a gap.
         let previous = previous.or_else(|| {
             let serial = Serial::new(next_serial.get() - 1)?;
             let epoch = state.last.map_or(Epoch(0), |last| last.epoch);

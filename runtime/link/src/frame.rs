@@ -75,15 +75,16 @@ pub enum Frame {
     /// Log → edge: the subscription is in place; messages follow from `next_serial`.
     ///
     /// Also sent again mid-stream, with [`Continuity::Lost`], when retention removed
-    /// messages before they could be replayed; `previous` is then `None`.
+    /// messages before they could be replayed; `previous` then names the (removed)
+    /// message right before the new `next_serial`.
     Subscribed {
         /// The channel subscribed to.
         channel: String,
         /// The serial of the next message this stream will deliver.
         next_serial: u64,
         /// The position the log assigned to serial `next_serial - 1`, even if
-        /// retention removed that message since. `None` when `next_serial` is 1
-        /// (nothing came before) or after a mid-stream retention gap.
+        /// retention removed that message since. `None` only when `next_serial` is
+        /// 1 (nothing came before).
         /// An edge following from [`SubscribeFrom::Latest`] uses it as the position
         /// it has "already delivered".
         previous: Option<Position>,

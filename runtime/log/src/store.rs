@@ -182,16 +182,20 @@ impl ChannelInfo {
         if serial == last.serial {
             return Some(last);
         }
-        // The newest epoch starting at or before `serial` assigned it; later epochs
-        // only replaced serials from their own start on.
-        let epoch = self
-            .epochs
-            .iter()
-            .rev()
-            .find(|(_, start)| *start <= serial)
-            .map(|(epoch, _)| *epoch)?;
+        let epoch = epoch_of(&self.epochs, serial)?;
         Some(Position { epoch, serial })
     }
+}
+
+/// The epoch that assigned `serial`, given a channel's epoch table (`(epoch, first
+/// serial assigned in it)`, oldest first): the newest epoch starting at or before
+/// `serial`, since later epochs only replaced serials from their own start on.
+pub(crate) fn epoch_of(epochs: &[(Epoch, Serial)], serial: Serial) -> Option<Epoch> {
+    epochs
+        .iter()
+        .rev()
+        .find(|(_, start)| *start <= serial)
+        .map(|(epoch, _)| *epoch)
 }
 
 /// Messages that just became durable, for live tails. Sent once per group commit.

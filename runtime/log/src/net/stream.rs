@@ -705,7 +705,7 @@ impl<S: LogStore> StreamDriver<S> {
                 // tail; what `info` counted as stored is skipped.
                 let resume = resolve(&info, from);
                 debug!(%name, ?from, next = %resume.next, previous = ?resume.previous, continuity = ?resume.continuity, "subscribed");
-                self.subs.start(name, resume.next);
+                self.subs.start(name, resume.next, info.epochs);
                 self.outbox.push_back(Frame::Subscribed {
                     channel,
                     next_serial: resume.next.get(),

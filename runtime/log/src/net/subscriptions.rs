@@ -23,17 +23,17 @@
 //!
 //! A gap found in replay (retention removed messages after the subscription was
 //! answered) is never silent: the client gets a second `Subscribed` with
-//! `Continuity::Lost`, the serial delivery continues from and no `previous` (that
-//! message was removed too).
+//! `Continuity::Lost`, the serial delivery continues from and the position of the
+//! (removed) message before it, from the channel's epoch table.
 //!
 //! A subscription from the latest position is no different here: it starts replay at
 //! the next serial to be assigned, so its first read finds only what committed since.
 
 use std::collections::{HashMap, VecDeque};
 
-use tern_link::{ChannelName, Continuity, Frame, Serial, StoredMessage};
+use tern_link::{ChannelName, Continuity, Epoch, Frame, Position, Serial, StoredMessage};
 
-use crate::store::{CommittedBatch, ReadResult};
+use crate::store::{CommittedBatch, ReadResult, epoch_of};
 
 /// Bytes of a `Messages` frame not taken by messages (tags, channel name, lengths).
 const FRAME_OVERHEAD: usize = 512;
@@ -53,6 +53,10 @@ struct Cursor {
     phase: Phase,
     /// Whether the channel is in the replay queue.
     queued: bool,
+    /// The channel's epoch table when the subscription was answered, to name the
+    /// position before a retention gap. Epochs only change when the store opens,
+    /// which ends every stream, so it stays right for the stream's lifetime.
+    epochs: Vec<(Epoch, Serial)>,
 }
 
 /// The channels followed on one stream and how far each has been sent.
@@ -90,15 +94,23 @@ impl Subscriptions {
         !self.replay_queue.is_empty()
     }
 
-    /// Starts (or restarts) following `channel` from `next`, replaying first.
-    pub(crate) fn start(&mut self, channel: ChannelName, next: Serial) {
+    /// Starts (or restarts) following `channel` from `next`, replaying first;
+    /// `epochs` is the channel's epoch table ([`ChannelInfo::epochs`]).
+    pub(crate) fn start(
+        &mut self,
+        channel: ChannelName,
+        next: Serial,
+        epochs: Vec<(Epoch, Serial)>,
+    ) {
         let cursor = self.cursors.entry(channel.clone()).or_insert(Cursor {
             next,
             phase: Phase::Replaying,
             queued: false,
+            epochs: Vec::new(),
         });
         cursor.next = next;
         cursor.phase = Phase::Replaying;
+        cursor.epochs = epochs;
         if !cursor.queued {
             cursor.queued = true;
             self.replay_queue.push_back(channel);
@@ -152,11 +164,18 @@ impl Subscriptions {
             if serial > cursor.next {
                 // Retention removed what we were about to send: say so, never skip.
                 flush(channel, &mut batch, budget, &mut frames);
+                let before = Serial::new(serial.get() - 1);
                 frames.push(Frame::Subscribed {
                     channel: channel.to_string(),
                     next_serial: serial.get(),
-                    // The message before `serial` is among those just removed.
-                    previous: None,
+                    // The message before `serial` was just removed; its position
+                    // is still known, so a subscriber can continue right after it.
+                    previous: before.and_then(|before| {
+                        epoch_of(&cursor.epochs, before).map(|epoch| Position {
+                            epoch,
+                            serial: before,
+                        })
+                    }),
                     continuity: Continuity::Lost {
                         reason: format!(
                             "retention removed serials {} to {} during replay",
@@ -281,7 +300,6 @@ pub(crate) fn truncate_to_frame(messages: &mut Vec<StoredMessage>, max_frame_byt
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use tern_link::{Epoch, Position};
 
     fn s(n: u64) -> Serial {
         Serial::new(n).expect("non-zero in tests")
@@ -330,7 +348,7 @@ mod tests {
     fn replay_then_tail_has_no_gaps_or_duplicates() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1));
+        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
         // The tail delivers 4..=5 while replay is still going: ignored.
         assert!(subs.handle_tail(&tail(&ch, 4..=5)).is_empty());
         let (c, from) = subs.next_replay().expect("replay wanted");
@@ -350,7 +368,7 @@ mod tests {
     fn tail_gap_goes_back_to_replay() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1));
+        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
         let (_, from) = subs.next_replay().expect("replay");
         let empty = ReadResult::default();
         assert!(subs.handle_replay(&ch, from, empty).is_empty());
@@ -362,7 +380,7 @@ mod tests {
     fn replay_gap_is_reported_as_lost() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1));
+        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
         let (_, from) = subs.next_replay().expect("replay");
         let frames = subs.handle_replay(&ch, from, read(5..=6, false));
         assert!(matches!(
@@ -370,8 +388,9 @@ mod tests {
             Frame::Subscribed {
                 next_serial: 5,
                 continuity: Continuity::Lost { .. },
+                previous: Some(Position { epoch: Epoch(1), serial }),
                 ..
-            }
+            } if serial.get() == 4
         ));
         assert_eq!(serials(&frames), vec![5, 6]);
     }
@@ -381,8 +400,8 @@ mod tests {
         let a = ChannelName::parse("a").expect("valid");
         let b = ChannelName::parse("b").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(a.clone(), s(1));
-        subs.start(b.clone(), s(1));
+        subs.start(a.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(b.clone(), s(1), vec![(Epoch(1), s(1))]);
         let (first, from) = subs.next_replay().expect("a");
         assert_eq!(first, a);
         assert_eq!(
@@ -402,7 +421,7 @@ mod tests {
     fn frames_are_split_by_size() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(FRAME_OVERHEAD + 2 * (MESSAGE_OVERHEAD + 3));
-        subs.start(ch.clone(), s(1));
+        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
         let (_, from) = subs.next_replay().expect("replay");
         let frames = subs.handle_replay(&ch, from, read(1..=5, false));
         assert_eq!(frames.len(), 3);
