@@ -47,6 +47,7 @@ mod check;
 pub mod edge;
 mod error;
 pub mod log;
+mod source;
 mod units;
 
 pub use edge::{

@@ -130,6 +130,11 @@ pub(crate) fn show_duration(duration: Duration) -> String {
     }
 }
 
+/// Byte limits that fit in any supported `usize` (all are at most 1 GiB).
+pub(crate) fn to_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).expect("byte limits are at most 1 GiB, which fits in usize")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,8 @@ pub use keys::{
 pub use raw::{RawApiKey, RawEdgeConfig, RawEdgeLimitsConfig, RawEdgeSection, RawLinkClientConfig};
 
 use crate::error::ConfigError;
+use crate::source;
+use crate::units::to_usize;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -156,29 +158,19 @@ impl Default for EdgeLimitsConfig {
     }
 }
 
-/// Byte limits that fit in any supported `usize` (all are at most 1 GiB).
-fn to_usize(bytes: u64) -> usize {
-    usize::try_from(bytes).expect("byte limits are at most 1 GiB, which fits in usize")
-}
-
 /// Parses and validates an edge config from TOML text.
 ///
 /// A syntax error, unknown key or value of the wrong TOML type is reported alone (with
 /// its line and column); otherwise every invalid value is reported with its key path.
 pub fn parse_edge_config(text: &str) -> Result<EdgeConfig, ConfigError> {
-    let raw: RawEdgeConfig =
-        toml::from_str(text).map_err(|error| ConfigError::from_toml(text, &error))?;
-    raw.compile()
+    source::parse(text, RawEdgeConfig::compile)
 }
 
 /// Reads, parses and validates an edge config file; see [`parse_edge_config`].
 ///
 /// A file that cannot be read is one problem whose path is the file's.
 pub fn load_edge_config(path: &Path) -> Result<EdgeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::single(path.display().to_string(), format!("cannot read: {error}"))
-    })?;
-    parse_edge_config(&text)
+    source::load(path, parse_edge_config)
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub use raw::{
 };
 
 use crate::error::ConfigError;
+use crate::source;
+use crate::units::to_usize;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -172,29 +174,19 @@ impl Default for LinkServerConfig {
     }
 }
 
-/// Byte limits that fit in any supported `usize` (all are at most 1 GiB).
-fn to_usize(bytes: u64) -> usize {
-    usize::try_from(bytes).expect("byte limits are at most 1 GiB, which fits in usize")
-}
-
 /// Parses and validates a log node config from TOML text.
 ///
 /// A syntax error, unknown key or value of the wrong TOML type is reported alone (with
 /// its line and column); otherwise every invalid value is reported with its key path.
 pub fn parse_log_config(text: &str) -> Result<LogNodeConfig, ConfigError> {
-    let raw: RawLogNodeConfig =
-        toml::from_str(text).map_err(|error| ConfigError::from_toml(text, &error))?;
-    raw.compile()
+    source::parse(text, RawLogNodeConfig::compile)
 }
 
 /// Reads, parses and validates a log node config file; see [`parse_log_config`].
 ///
 /// A file that cannot be read is one problem whose path is the file's.
 pub fn load_log_config(path: &Path) -> Result<LogNodeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::single(path.display().to_string(), format!("cannot read: {error}"))
-    })?;
-    parse_log_config(&text)
+    source::load(path, parse_log_config)
 }
 
 #[cfg(test)]
