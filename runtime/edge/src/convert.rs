@@ -130,10 +130,12 @@ pub(crate) fn outcomes_to_results(outcomes: Vec<Outcome>) -> Result<Vec<PublishR
             Outcome::Appended(position) => Ok(PublishResult {
                 position: to_client_position(position),
                 duplicate: false,
+                dropped: None,
             }),
             Outcome::Duplicate(position) => Ok(PublishResult {
                 position: to_client_position(position),
                 duplicate: true,
+                dropped: None,
             }),
             Outcome::Rejected(error) => Err(ErrorInfo::new(
                 ErrorCode::LogRejected,

@@ -1151,6 +1151,7 @@ mod tests {
                 PublishResult {
                     position,
                     duplicate: false,
+                    dropped: None,
                 };
                 2
             ]),

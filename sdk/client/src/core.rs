@@ -1018,10 +1018,12 @@ mod tests {
             PublishResult {
                 position: pos(1, 1),
                 duplicate: false,
+                dropped: None,
             },
             PublishResult {
                 position: pos(1, 2),
                 duplicate: false,
+                dropped: None,
             },
         ];
         sim.frame(ServerFrame::Ack(Ack {
@@ -1098,6 +1100,7 @@ mod tests {
             results: vec![PublishResult {
                 position: pos(1, 1),
                 duplicate: false,
+                dropped: None,
             }],
         }));
         sim.outputs();
@@ -1119,6 +1122,7 @@ mod tests {
         let dup = vec![PublishResult {
             position: pos(1, 2),
             duplicate: true,
+            dropped: None,
         }];
         sim.frame(ServerFrame::Ack(Ack {
             msg_serial: 0,

@@ -181,7 +181,7 @@ impl MockEdge {
                                             (serial, false)
                                         }
                                     };
-                                    results.push(PublishResult { position: Position { epoch: EPOCH, serial }, duplicate });
+                                    results.push(PublishResult { position: Position { epoch: EPOCH, serial }, duplicate, dropped: None });
                                 }
                                 drop(logs);
                                 if self.drop_on_publish.load(Ordering::SeqCst) {

@@ -438,6 +438,7 @@ mod tests {
                 results: vec![PublishResult {
                     position,
                     duplicate: true,
+                    dropped: None,
                 }],
             }),
             ServerFrame::Nack(Nack {

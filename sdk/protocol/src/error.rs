@@ -100,6 +100,13 @@ error_codes! {
     NotFound = 40400, false;
     /// The HTTP route exists but not with this method.
     MethodNotAllowed = 40500, false;
+    /// A message function bound to the channel rejected the message; the error's
+    /// message is the function's reason. Nothing of the PUBLISH was stored.
+    FunctionRejected = 42200, false;
+    /// A message function bound to the channel with the `fail-closed` policy failed on
+    /// the message (trapped, ran out of time or memory, or answered wrongly). Nothing
+    /// of the PUBLISH was stored.
+    FunctionFailed = 50010, false;
     /// The position an ATTACH asked to continue from cannot be continued from
     /// (retention removed what followed it, or its epoch was replaced); delivery
     /// continues from the position given with this error instead. Carried in

@@ -237,6 +237,10 @@ pub struct PublishResult {
     /// True when the message's id was already stored: `position` is the original.
     #[serde(default)]
     pub duplicate: bool,
+    /// Set when a message function dropped the message: nothing was stored,
+    /// `position` is `0:0`, and this is the function's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 /// ACK: every message of a PUBLISH is durable.

@@ -179,10 +179,12 @@ fn server_samples() -> Vec<ServerFrame> {
                 PublishResult {
                     position: position(1, 42),
                     duplicate: false,
+                    dropped: None,
                 },
                 PublishResult {
                     position: position(1, 7),
                     duplicate: true,
+                    dropped: None,
                 },
             ],
         }),
