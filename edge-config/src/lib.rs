@@ -19,7 +19,11 @@
 //! - [`edge`]: an edge ([`EdgeConfig`], with [`LinkClientConfig`] for the way to its log
 //!   node, [`EdgeLimitsConfig`] for client connections, and the [`ApiKey`]s clients
 //!   authenticate with: [`Capabilities`] map [`ChannelPattern`]s to [`Operations`],
-//!   and [`EdgeConfig::authenticate`] checks a presented key in constant time);
+//!   and [`EdgeConfig::authenticate`] checks a presented key in constant time; admin
+//!   keys are checked by [`EdgeConfig::authenticate_admin`]), and its message functions
+//!   ([`FunctionsConfig`] with its [`StaticFunction`]s; a [`RawBindingSpec`] compiles
+//!   into a [`BindingSpec`]: [`BindingPattern`]s, [`Stage`], [`FailurePolicy`], time and
+//!   memory limits, the same for static functions and live deploys);
 //!   `examples/edge.toml` lists every key with its default.
 //!
 //! In both:
@@ -51,8 +55,10 @@ mod source;
 mod units;
 
 pub use edge::{
-    ApiKey, Capabilities, ChannelPattern, EdgeConfig, EdgeLimitsConfig, LinkClientConfig,
-    Operation, Operations, PatternError, load_edge_config, parse_edge_config,
+    ApiKey, BindingPattern, BindingSpec, Capabilities, ChannelPattern, EdgeConfig,
+    EdgeLimitsConfig, FailurePolicy, FunctionName, FunctionsConfig, LinkClientConfig, Operation,
+    Operations, PatternError, RawBindingSpec, Stage, StaticFunction, load_edge_config,
+    parse_edge_config,
 };
 pub use error::{ConfigError, Problem};
 pub use log::{

@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::{Serialize, Serializer};
 
 /// A byte size as written in TOML: an integer count of bytes, or a string with a unit.
 ///
@@ -50,6 +51,16 @@ impl<'de> Deserialize<'de> for RawByteSize {
         }
 
         deserializer.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+/// Written back as it was read: an integer, or a string.
+impl Serialize for RawByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Count(n) => serializer.serialize_i64(*n),
+            Self::Text(text) => serializer.serialize_str(text),
+        }
     }
 }
 

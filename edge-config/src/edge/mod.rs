@@ -1,11 +1,13 @@
-//! Config of an edge: its name and listener, how it reaches its log node, the limits it
-//! puts on client connections, and the API keys clients authenticate with.
+//! Config of an edge: its name, region and listener, how it reaches its log node, the
+//! limits it puts on client connections, its message functions ([`functions`]), the API
+//! keys clients authenticate with and the admin keys operators deploy with.
 //!
 //! The types here are the compiled, validated form. Their `Default` is the config of an
 //! empty file (no `log.ca`, no keys); tests build variations with
 //! `EdgeLimitsConfig { max_connections: 10, ..Default::default() }`, which skips
 //! validation (use [`RawEdgeConfig::compile`] to validate).
 
+pub mod functions;
 mod keys;
 mod raw;
 
@@ -13,10 +15,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use functions::{
+    BindingPattern, BindingSpec, DEFAULT_MAX_MEMORY_BYTES, FailurePolicy, FunctionName,
+    FunctionsConfig, RawBindingSpec, RawFunctionsConfig, RawStaticFunction, Stage, StaticFunction,
+};
 pub use keys::{
     ApiKey, Capabilities, ChannelPattern, MIN_SECRET_CHARS, Operation, Operations, PatternError,
 };
-pub use raw::{RawApiKey, RawEdgeConfig, RawEdgeLimitsConfig, RawEdgeSection, RawLinkClientConfig};
+pub use raw::{
+    RawAdminKey, RawApiKey, RawEdgeConfig, RawEdgeLimitsConfig, RawEdgeSection, RawLinkClientConfig,
+};
 
 use crate::error::ConfigError;
 use crate::source;
@@ -30,6 +38,9 @@ const MIB: u64 = 1024 * KIB;
 pub struct EdgeConfig {
     /// The edge's name in logs and metrics (TOML: `[edge] name`). Default `edge`.
     pub name: String,
+    /// The region the edge serves, in logs, metrics and function context (TOML:
+    /// `[edge] region`, same rules as `name`). Default `local`.
+    pub region: String,
     /// Address of the HTTP and WebSocket listener, one port for both (TOML:
     /// `[edge] listen`). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -40,16 +51,26 @@ pub struct EdgeConfig {
     /// API keys, in file order, key ids unique (TOML: `[[keys]]`). Default none: no
     /// client can authenticate with a key.
     pub keys: Vec<ApiKey>,
+    /// Message functions (TOML: `[functions]`).
+    pub functions: FunctionsConfig,
+    /// Keys of the admin API (deploying functions), in file order (TOML:
+    /// `[[admin_keys]]`). Their capabilities are empty: an admin key is not a client key.
+    /// Key ids are unique across `keys` and `admin_keys`. Default none: the admin API
+    /// refuses every request.
+    pub admin_keys: Vec<ApiKey>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             name: "edge".to_owned(),
+            region: "local".to_owned(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             log: LinkClientConfig::default(),
             limits: EdgeLimitsConfig::default(),
             keys: Vec::new(),
+            functions: FunctionsConfig::default(),
+            admin_keys: Vec::new(),
         }
     }
 }
@@ -70,6 +91,21 @@ impl EdgeConfig {
         // Check the secret even when the app is wrong, so both cost the same.
         let secret_ok = key.secret_matches(secret);
         (secret_ok && key.app == app).then_some(key)
+    }
+
+    /// True if `presented` (`"app.keyid:secret"`) is one of the admin keys: well
+    /// formed, id known, app the key's, secret matching in constant time. Client keys
+    /// are never admin keys.
+    pub fn authenticate_admin(&self, presented: &str) -> bool {
+        let Ok((app, key_id, secret)) = keys::split_key(presented) else {
+            return false;
+        };
+        let Some(key) = self.admin_keys.iter().find(|key| key.key_id == key_id) else {
+            return false;
+        };
+        // Check the secret even when the app is wrong, so both cost the same.
+        let secret_ok = key.secret_matches(secret);
+        secret_ok && key.app == app
     }
 }
 
@@ -181,19 +217,24 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/edge.toml")
     }
 
-    /// The example with its commented-out optional parts (`ca`, the `[[keys]]`
-    /// sample) switched on.
+    /// The example with its commented-out samples (`ca`, `cache_dir`, the
+    /// `[[functions.static]]`, `[[keys]]` and `[[admin_keys]]` samples) switched on: every
+    /// `# key = value` or `# [table]` line loses its `# `.
     fn example_with_optional_parts() -> String {
+        fn is_sample(line: &str) -> bool {
+            line.starts_with('[')
+                || line.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+        }
         let text = std::fs::read_to_string(example_path()).expect("example is readable");
-        let (head, keys) = text
-            .split_once("# [[keys]]")
-            .expect("example has a commented [[keys]] sample");
-        let keys: String = format!("# [[keys]]{keys}")
-            .lines()
-            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(sample) if is_sample(sample) => sample,
+                _ => line,
+            })
             .map(|line| format!("{line}\n"))
-            .collect();
-        format!("{}{keys}", head.replace("# ca = ", "ca = "))
+            .collect()
     }
 
     #[test]
@@ -209,6 +250,7 @@ mod tests {
     fn defaults_are_the_documented_values() {
         let config = EdgeConfig::default();
         assert_eq!(config.name, "edge");
+        assert_eq!(config.region, "local");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         let log = &config.log;
         assert_eq!(log.addr.to_string(), "127.0.0.1:7400");
@@ -230,6 +272,12 @@ mod tests {
         assert_eq!(limits.max_connections, 100_000);
         assert_eq!(limits.history_max_limit, 1000);
         assert!(config.keys.is_empty());
+        assert!(config.admin_keys.is_empty());
+        let functions = &config.functions;
+        assert_eq!(functions.cache_dir, None);
+        assert_eq!(functions.max_instances, 1000);
+        assert_eq!(functions.max_memory_bytes, 64 << 20);
+        assert!(functions.static_functions.is_empty());
     }
 
     #[test]
@@ -243,6 +291,7 @@ mod tests {
         let table: toml::Table = toml::from_str(&text).expect("example is valid TOML");
         let keys: &[&[&str]] = &[
             &["edge", "name"],
+            &["edge", "region"],
             &["edge", "listen"],
             &["log", "addr"],
             &["log", "server_name"],
@@ -261,6 +310,9 @@ mod tests {
             &["limits", "connect_timeout"],
             &["limits", "max_connections"],
             &["limits", "history_max_limit"],
+            &["functions", "cache_dir"],
+            &["functions", "max_instances"],
+            &["functions", "max_memory"],
         ];
         for key in keys {
             let (last, tables) = key.split_last().expect("keys are not empty");
@@ -280,6 +332,25 @@ mod tests {
             .and_then(toml::Value::as_table)
             .expect("example has a [[keys]] sample");
         assert!(sample.contains_key("key") && sample.contains_key("capabilities"));
+        let sample = table
+            .get("admin_keys")
+            .and_then(toml::Value::as_array)
+            .and_then(|keys| keys.first())
+            .and_then(toml::Value::as_table)
+            .expect("example has an [[admin_keys]] sample");
+        assert!(sample.contains_key("key"));
+        let sample = table
+            .get("functions")
+            .and_then(|functions| functions.get("static"))
+            .and_then(toml::Value::as_array)
+            .and_then(|functions| functions.first())
+            .and_then(toml::Value::as_table)
+            .expect("example has a [[functions.static]] sample");
+        for key in [
+            "name", "path", "bind", "stage", "policy", "timeout", "memory", "order",
+        ] {
+            assert!(sample.contains_key(key), "the static sample lacks {key}");
+        }
     }
 
     #[test]
@@ -291,6 +362,29 @@ mod tests {
         let key = &config.keys[0];
         assert!(key.capabilities.allows("chat:lobby", Operation::Publish));
         assert!(!key.capabilities.allows("$functions", Operation::Subscribe));
+        assert_eq!(
+            config.functions.cache_dir,
+            Some(PathBuf::from("/var/cache/tern/functions"))
+        );
+        let [function] = config.functions.static_functions.as_slice() else {
+            panic!("the example has one static function sample");
+        };
+        assert_eq!(function.name.as_str(), "profanity");
+        assert_eq!(function.path, PathBuf::from("functions/profanity.wasm"));
+        // The sample spells out the defaults.
+        let defaults = RawBindingSpec {
+            bind: vec!["chat:*".into()],
+            ..RawBindingSpec::default()
+        };
+        assert_eq!(
+            Ok(&function.binding),
+            defaults.compile("", DEFAULT_MAX_MEMORY_BYTES).as_ref()
+        );
+        assert_eq!(config.admin_keys.len(), 1);
+        let admin = &config.admin_keys[0];
+        assert!(
+            config.authenticate_admin(&format!("{}.{}:{}", admin.app, admin.key_id, admin.secret))
+        );
     }
 
     #[test]
@@ -326,5 +420,36 @@ mod tests {
         assert!(config.authenticate("shop.k2:fedcba9876543210").is_none());
         assert!(config.authenticate("blog.k3:fedcba9876543210").is_none());
         assert!(config.authenticate("blog.k2").is_none());
+    }
+
+    #[test]
+    fn admin_keys_authenticate_only_the_admin_api() {
+        let text = r#"
+            [[keys]]
+            key = "shop.web:0123456789abcdef"
+            capabilities = { "*" = ["subscribe"] }
+            [[admin_keys]]
+            key = "ops.deploy:fedcba9876543210"
+            [[admin_keys]]
+            key = "ops.ci:ci-secret-0123456789"
+        "#;
+        let config = parse_edge_config(text).expect("valid");
+        assert_eq!(config.admin_keys.len(), 2);
+        assert_eq!(config.admin_keys[0].capabilities, Capabilities::default());
+        assert!(config.authenticate_admin("ops.deploy:fedcba9876543210"));
+        assert!(config.authenticate_admin("ops.ci:ci-secret-0123456789"));
+        // Wrong secret, app, id or shape.
+        assert!(!config.authenticate_admin("ops.deploy:fedcba9876543211"));
+        assert!(!config.authenticate_admin("ops.deploy:fedcba987654321"));
+        assert!(!config.authenticate_admin("dev.deploy:fedcba9876543210"));
+        assert!(!config.authenticate_admin("ops.ci:fedcba9876543210"));
+        assert!(!config.authenticate_admin("ops.deploy"));
+        assert!(!config.authenticate_admin(""));
+        // A client key is not an admin key, and the other way round.
+        assert!(!config.authenticate_admin("shop.web:0123456789abcdef"));
+        assert!(config.authenticate("ops.deploy:fedcba9876543210").is_none());
+        assert!(config.authenticate("shop.web:0123456789abcdef").is_some());
+        // The secret stays out of Debug output.
+        assert!(!format!("{config:?}").contains("fedcba9876543210"));
     }
 }

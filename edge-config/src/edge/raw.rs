@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::functions::RawFunctionsConfig;
 use super::keys::{ApiKey, Capabilities, ChannelPattern, Operation, Operations, split_key};
 use super::{EdgeConfig, EdgeLimitsConfig, KIB, LinkClientConfig, MIB};
 use crate::check::{bytes_usize, count, duration, socket_addr};
@@ -55,9 +56,15 @@ pub struct RawEdgeConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: RawEdgeLimitsConfig,
+    /// `[functions]`.
+    #[serde(default)]
+    pub functions: RawFunctionsConfig,
     /// `[[keys]]`, in file order. Default none.
     #[serde(default)]
     pub keys: Vec<RawApiKey>,
+    /// `[[admin_keys]]`, in file order. Default none.
+    #[serde(default)]
+    pub admin_keys: Vec<RawAdminKey>,
 }
 
 /// `[edge]`: the edge itself.
@@ -67,6 +74,8 @@ pub struct RawEdgeSection {
     /// Name in logs and metrics: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
     /// Default `"edge"`.
     pub name: Option<String>,
+    /// Region the edge serves, same rules as `name`. Default `"local"`.
+    pub region: Option<String>,
     /// `IP:PORT` of the HTTP and WebSocket listener (one port for both; host names are
     /// not resolved; port 0 picks a free port). Default `"127.0.0.1:8080"`.
     pub listen: Option<String>,
@@ -144,6 +153,15 @@ pub struct RawApiKey {
     pub capabilities: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// `[[admin_keys]]`: one key of the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminKey {
+    /// `"app.keyid:secret"`, the same rules as [`RawApiKey::key`]; the key id is unique
+    /// across `[[keys]]` and `[[admin_keys]]`. Required.
+    pub key: Option<String>,
+}
+
 impl RawEdgeConfig {
     /// Validates every value and fills in defaults, reporting every problem at once.
     pub fn compile(&self) -> Result<EdgeConfig, ConfigError> {
@@ -157,6 +175,11 @@ impl RawEdgeConfig {
                 .map_err(|m| problems.push("edge.name", m))
                 .ok()
         });
+        let region = self.edge.region.as_deref().and_then(|region| {
+            edge_name(region)
+                .map_err(|m| problems.push("edge.region", m))
+                .ok()
+        });
         let listen = self.edge.listen.as_deref().and_then(|text| {
             socket_addr(text, defaults.listen)
                 .map_err(|m| problems.push("edge.listen", m))
@@ -164,14 +187,20 @@ impl RawEdgeConfig {
         });
         let log = self.log.compile(&mut problems);
         let limits = self.limits.compile(&mut problems);
-        let keys = compile_keys(&self.keys, &mut problems);
+        let functions = self.functions.compile(&mut problems);
+        let mut seen = HashMap::new();
+        let keys = compile_keys(&self.keys, &mut seen, &mut problems);
+        let admin_keys = compile_admin_keys(&self.admin_keys, &mut seen, &mut problems);
 
         problems.finish(EdgeConfig {
             name: name.unwrap_or(defaults.name),
+            region: region.unwrap_or(defaults.region),
             listen: listen.unwrap_or(defaults.listen),
             log,
             limits,
             keys,
+            functions,
+            admin_keys,
         })
     }
 }
@@ -411,38 +440,53 @@ impl RawEdgeLimitsConfig {
     }
 }
 
+/// Key id → path of the entry that first used it (`keys[0]`, `admin_keys[1]`).
+type SeenKeyIds<'a> = HashMap<&'a str, String>;
+
+/// Checks the `key` of the entry at `path`, recording its id in `seen`; `None` (problem
+/// recorded) if it is missing, malformed or its id is taken.
+fn check_key<'a>(
+    key: Option<&'a str>,
+    path: &str,
+    seen: &mut SeenKeyIds<'a>,
+    problems: &mut Problems,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    let key_path = format!("{path}.key");
+    let Some(text) = key else {
+        problems.push(&key_path, "is required: \"app.keyid:secret\"");
+        return None;
+    };
+    match split_key(text) {
+        Ok((app, key_id, secret)) => {
+            if let Some(first) = seen.get(key_id) {
+                problems.push(
+                    &key_path,
+                    format!("key id {key_id:?} is also used by {first}"),
+                );
+                None
+            } else {
+                seen.insert(key_id, path.to_owned());
+                Some((app, key_id, secret))
+            }
+        }
+        Err(message) => {
+            problems.push(&key_path, message);
+            None
+        }
+    }
+}
+
 /// Compiles every `[[keys]]` entry; entries with a problem are left out (the problem
 /// is recorded, so the result is discarded anyway).
-fn compile_keys(raw: &[RawApiKey], problems: &mut Problems) -> Vec<ApiKey> {
-    // Key id → index of the entry that first used it.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+fn compile_keys<'a>(
+    raw: &'a [RawApiKey],
+    seen: &mut SeenKeyIds<'a>,
+    problems: &mut Problems,
+) -> Vec<ApiKey> {
     let mut keys = Vec::with_capacity(raw.len());
     for (index, entry) in raw.iter().enumerate() {
         let path = format!("keys[{index}]");
-        let parts = match entry.key.as_deref() {
-            None => {
-                problems.push(&format!("{path}.key"), "is required: \"app.keyid:secret\"");
-                None
-            }
-            Some(text) => match split_key(text) {
-                Ok((app, key_id, secret)) => {
-                    if let Some(first) = seen.get(key_id) {
-                        problems.push(
-                            &format!("{path}.key"),
-                            format!("key id {key_id:?} is also used by keys[{first}]"),
-                        );
-                        None
-                    } else {
-                        seen.insert(key_id, index);
-                        Some((app, key_id, secret))
-                    }
-                }
-                Err(message) => {
-                    problems.push(&format!("{path}.key"), message);
-                    None
-                }
-            },
-        };
+        let parts = check_key(entry.key.as_deref(), &path, seen, problems);
         let capabilities = compile_capabilities(entry.capabilities.as_ref(), &path, problems);
         if let (Some((app, key_id, secret)), Some(capabilities)) = (parts, capabilities) {
             keys.push(ApiKey {
@@ -454,6 +498,27 @@ fn compile_keys(raw: &[RawApiKey], problems: &mut Problems) -> Vec<ApiKey> {
         }
     }
     keys
+}
+
+/// Compiles every `[[admin_keys]]` entry into keys without capabilities.
+fn compile_admin_keys<'a>(
+    raw: &'a [RawAdminKey],
+    seen: &mut SeenKeyIds<'a>,
+    problems: &mut Problems,
+) -> Vec<ApiKey> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(index, entry)| {
+            let path = format!("admin_keys[{index}]");
+            let (app, key_id, secret) = check_key(entry.key.as_deref(), &path, seen, problems)?;
+            Some(ApiKey {
+                app: app.to_owned(),
+                key_id: key_id.to_owned(),
+                secret: secret.to_owned(),
+                capabilities: Capabilities::default(),
+            })
+        })
+        .collect()
 }
 
 /// Compiles one key's `capabilities` table, reporting every bad pattern and operation.
