@@ -230,7 +230,7 @@ pub struct MessageFrame {
 }
 
 /// The outcome of one published message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishResult {
     /// Where the message is stored.
     pub position: Position,
