@@ -10,6 +10,7 @@
 # What each package is for:
 #   nats-server  the NATS comparison in the benchmarks; tests that use it skip
 #                cleanly when it is absent
+# It also adds rustup's wasm32-unknown-unknown target (message functions) when missing.
 # cargo-fuzz is installed by scripts/fuzz.sh when fuzzing, not here.
 set -euo pipefail
 
@@ -24,6 +25,28 @@ for tool in cargo rustc cc git; do
         exit 1
     fi
 done
+
+# Message functions are built for wasm32-unknown-unknown (tern fn build). rustup's
+# target comes first; Debian's rustc-web route (DESIGN.md section 7) is the fallback.
+wasm_target=wasm32-unknown-unknown
+sysroot="$(rustc --print sysroot)"
+if [ -d "$sysroot/lib/rustlib/$wasm_target/lib" ]; then
+    echo "setup.sh: rust target $wasm_target present"
+elif command -v rustup >/dev/null 2>&1; then
+    echo "setup.sh: adding the rust target $wasm_target"
+    if ! rustup target add "$wasm_target"; then
+        echo "setup.sh: 'rustup target add $wasm_target' failed, so message functions cannot be built;" >&2
+        echo "setup.sh: retry it, or use Debian's route: apt-get install rustc-web rust-web-src lld-19" >&2
+        exit 1
+    fi
+elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-19 >/dev/null 2>&1; then
+    echo "setup.sh: no rustup; Debian's rustc-web route builds $wasm_target"
+else
+    echo "setup.sh: the rustc at $sysroot has no $wasm_target target and rustup is missing," >&2
+    echo "setup.sh: so message functions cannot be built; install rustup and run" >&2
+    echo "setup.sh: 'rustup target add $wasm_target', or: apt-get install rustc-web rust-web-src lld-19" >&2
+    exit 1
+fi
 
 missing=()
 for pair in "${needed[@]}"; do

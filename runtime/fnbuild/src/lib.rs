@@ -34,6 +34,12 @@
 //! environment so a function crate needs no profile of its own: no debug info,
 //! stripped, `panic = "abort"`, one codegen unit.
 //!
+//! # Scaffolding
+//! [`new_function`] (`tern fn new`) writes a function crate: an example function with
+//! native unit tests, and `tests/host.rs`, which builds the crate with [`build`] and
+//! runs the component through `tern-function-test`. Inside a Tern checkout it is a
+//! workspace member; elsewhere its own workspace with path dependencies on the SDK.
+//!
 //! # What it does not do
 //! Install toolchains, optimise with `wasm-opt`, or load and run the component (that
 //! is `tern-wasm`). Crates in other languages: any tool that makes a `tern:function`
@@ -42,6 +48,7 @@
 mod cargo;
 mod componentize;
 mod error;
+mod new;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use componentize::{component_exports, componentize};
 pub use error::BuildError;
+pub use new::{Membership, NewError, NewFunction, NewOptions, new_function};
 pub use toolchain::{Probe, TARGET, Toolchain, choose, probe};
 
 /// Tells apart the temporary files of builds running at once in this process.
