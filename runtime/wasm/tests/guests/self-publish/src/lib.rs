@@ -1,0 +1,33 @@
+//! Hostile test function: publishes a copy of every message to its own channel 1000
+//! times, then replaces the message's data with a tally `published=N refused=M
+//! first-error=...` so a test can see what the host allowed.
+
+use tern_function::{Action, Message, Outgoing};
+
+/// Publishes to `message.channel` 1000 times and reports how many were accepted.
+pub fn handle(mut message: Message) -> Action {
+    let (mut published, mut refused) = (0u32, 0u32);
+    let mut first_error = String::new();
+    for _ in 0..1000 {
+        let copy = Outgoing {
+            name: message.name.clone(),
+            data: message.data.clone(),
+            content_type: message.content_type.clone(),
+            headers: Vec::new(),
+        };
+        match tern_function::publish(&message.channel, copy) {
+            Ok(()) => published += 1,
+            Err(error) => {
+                if refused == 0 {
+                    first_error = error;
+                }
+                refused += 1;
+            }
+        }
+    }
+    message.data =
+        format!("published={published} refused={refused} first-error={first_error}").into_bytes();
+    Action::Replace(message)
+}
+
+tern_function::function!(handle);
