@@ -22,6 +22,176 @@ const NAME: &str = "tern-name";
 const CONTENT_TYPE: &str = "tern-content-type";
 const CLIENT_ID: &str = "tern-client-id";
 const BINARY: &str = "tern-binary";
+/// How many functions deep a message published by a function is (absent: 0).
+const FN_DEPTH: &str = "tern-fn-depth";
+
+/// A stored or published message's headers, split into the reserved fields and the
+/// application's headers (borrowed: what a function call reads).
+#[derive(Debug)]
+pub(crate) struct HeaderView<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) client_id: Option<&'a str>,
+    pub(crate) binary: bool,
+    pub(crate) depth: u32,
+    pub(crate) app: Vec<(&'a str, &'a str)>,
+}
+
+fn view_of(headers: &[(String, String)]) -> HeaderView<'_> {
+    let mut view = HeaderView {
+        name: None,
+        content_type: None,
+        client_id: None,
+        binary: false,
+        depth: 0,
+        app: Vec::new(),
+    };
+    for (name, value) in headers {
+        match name.as_str() {
+            NAME => view.name = Some(value),
+            CONTENT_TYPE => view.content_type = Some(value),
+            CLIENT_ID => view.client_id = Some(value),
+            BINARY => view.binary = value == "1",
+            FN_DEPTH => view.depth = value.parse().unwrap_or(u32::MAX),
+            _ => view.app.push((name, value)),
+        }
+    }
+    view
+}
+
+/// The headers of a message about to be published, as a function sees them.
+pub(crate) fn header_view(message: &PublishMessage) -> HeaderView<'_> {
+    view_of(&message.headers)
+}
+
+/// The headers of a stored message, as a function sees them.
+pub(crate) fn stored_header_view(message: &StoredMessage) -> HeaderView<'_> {
+    view_of(&message.headers)
+}
+
+/// The headers of a function's replacement (or published message): its name,
+/// content type and application headers (any `tern-` header it set is ignored: the
+/// reserved ones are the edge's), with `kept` reserved headers of the original.
+fn function_headers(
+    name: Option<String>,
+    content_type: Option<String>,
+    app: Vec<(String, String)>,
+    data: &[u8],
+    kept: impl IntoIterator<Item = (String, String)>,
+    was_binary: bool,
+) -> Vec<(String, String)> {
+    let mut headers = Vec::with_capacity(app.len() + 4);
+    if let Some(name) = name {
+        headers.push((NAME.to_owned(), name));
+    }
+    if let Some(content_type) = content_type {
+        headers.push((CONTENT_TYPE.to_owned(), content_type));
+    }
+    headers.extend(kept);
+    if was_binary || std::str::from_utf8(data).is_err() {
+        headers.push((BINARY.to_owned(), "1".to_owned()));
+    }
+    headers.extend(
+        app.into_iter()
+            .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX)),
+    );
+    headers
+}
+
+fn kept_headers(headers: &[(String, String)]) -> (Vec<(String, String)>, bool) {
+    let kept = headers
+        .iter()
+        .filter(|(name, _)| name == CLIENT_ID || name == FN_DEPTH)
+        .cloned()
+        .collect();
+    let binary = headers
+        .iter()
+        .any(|(name, value)| name == BINARY && value == "1");
+    (kept, binary)
+}
+
+/// `original` with a function's replacement: same channel, id and publisher; body,
+/// name, content type and application headers from the replacement. Errs when the
+/// replacement is over `max_message_bytes`.
+pub(crate) fn replaced(
+    original: &PublishMessage,
+    replacement: tern_wasm::Message,
+    max_message_bytes: usize,
+) -> Result<PublishMessage, String> {
+    let size = replacement.data.len()
+        + replacement.name.as_ref().map_or(0, String::len)
+        + replacement.content_type.as_ref().map_or(0, String::len)
+        + original.idempotency_key.len()
+        + replacement
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if size > max_message_bytes {
+        return Err(format!(
+            "its replacement is {size} bytes, over max_message_bytes ({max_message_bytes})"
+        ));
+    }
+    let (kept, binary) = kept_headers(&original.headers);
+    let headers = function_headers(
+        replacement.name,
+        replacement.content_type,
+        replacement.headers,
+        &replacement.data,
+        kept,
+        binary,
+    );
+    Ok(PublishMessage {
+        channel: original.channel.clone(),
+        idempotency_key: original.idempotency_key.clone(),
+        headers,
+        payload: Bytes::from(replacement.data),
+    })
+}
+
+/// A stored message as an egress function replaced it (same position, id, time).
+pub(crate) fn replaced_stored(
+    original: StoredMessage,
+    replacement: tern_wasm::Message,
+) -> StoredMessage {
+    let (kept, binary) = kept_headers(&original.headers);
+    let headers = function_headers(
+        replacement.name,
+        replacement.content_type,
+        replacement.headers,
+        &replacement.data,
+        kept,
+        binary,
+    );
+    StoredMessage {
+        headers,
+        payload: Bytes::from(replacement.data),
+        ..original
+    }
+}
+
+/// A message a function published, `depth` functions deep, with id `key`.
+pub(crate) fn function_publish(
+    channel: String,
+    message: tern_wasm::Outgoing,
+    key: String,
+    depth: u32,
+) -> PublishMessage {
+    let headers = function_headers(
+        message.name,
+        message.content_type,
+        message.headers,
+        &message.data,
+        [(FN_DEPTH.to_owned(), depth.to_string())],
+        false,
+    );
+    PublishMessage {
+        channel,
+        idempotency_key: Bytes::from(key),
+        headers,
+        payload: Bytes::from(message.data),
+    }
+}
 
 /// An ATTACH `from` as a cursor: the link position it names, or `None` for `0:0`
 /// (before the channel's first message). Serial 0 in another epoch names nothing.
@@ -109,6 +279,7 @@ pub(crate) fn to_client_message(stored: &StoredMessage) -> Message {
             CONTENT_TYPE => message.content_type = Some(value.clone()),
             CLIENT_ID => message.client_id = Some(value.clone()),
             BINARY => binary = value == "1",
+            FN_DEPTH => {}
             _ => {
                 message.headers.insert(name.clone(), value.clone());
             }

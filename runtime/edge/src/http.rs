@@ -53,6 +53,11 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             }
             upgrade(request, shared)
         }
+        ["v1", "admin", "functions", rest @ ..] => {
+            shared.metrics.http_request(Route::Admin);
+            let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+            crate::admin::handle(request, shared, rest).await
+        }
         ["v1", "channels", channel, "messages"] => {
             let channel = match percent_decode(channel) {
                 Some(channel) => channel,
@@ -85,17 +90,24 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             }
             match segments[0] {
                 "healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-                "readyz" if shared.metrics.link_is_up() => {
-                    text(StatusCode::OK, "ready\n".into(), "text/plain")
-                }
-                "readyz" => text(
+                "readyz" if !shared.metrics.link_is_up() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the link to the log is down\n".into(),
                     "text/plain",
                 ),
+                "readyz" if !shared.functions.is_caught_up() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the functions deployed in the log are not applied yet\n".into(),
+                    "text/plain",
+                ),
+                "readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),
                 _ => text(
                     StatusCode::OK,
-                    shared.metrics.render(),
+                    {
+                        let mut out = shared.metrics.render();
+                        crate::functions::stats::render(&mut out, &shared.functions.metrics());
+                        out
+                    },
                     "text/plain; version=0.0.4",
                 ),
             }
@@ -251,28 +263,9 @@ async fn publish(request: Request<Incoming>, shared: Arc<Shared>, channel: Strin
     }
     let max = shared.config.limits.max_frame_bytes;
     // The body must arrive within `connect_timeout`, like the headers.
-    let timeout = shared.config.limits.connect_timeout;
-    let body = Limited::new(request.into_body(), max).collect();
-    let body = match tokio::time::timeout(timeout, body).await {
-        Err(_) => {
-            return error_response(ErrorInfo::new(
-                ErrorCode::IdleTimeout,
-                format!("the body did not arrive within {} ms", timeout.as_millis()),
-            ));
-        }
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            return error_response(ErrorInfo::new(
-                ErrorCode::FrameTooLarge,
-                format!("the body is larger than the limit of {max} bytes"),
-            ));
-        }
-        Ok(Err(error)) => {
-            return error_response(ErrorInfo::new(
-                ErrorCode::Malformed,
-                format!("cannot read the body: {error}"),
-            ));
-        }
+    let body = match read_body(request, max, shared.config.limits.connect_timeout).await {
+        Ok(body) => body,
+        Err(error) => return error_response(error),
     };
     let messages = match parse_messages(&body) {
         Ok(messages) => messages,
@@ -289,13 +282,10 @@ async fn publish(request: Request<Incoming>, shared: Arc<Shared>, channel: Strin
         .map(|(message, key)| to_publish_message(&channel, message, key, None))
         .collect();
     let (tx, rx) = oneshot::channel();
-    shared.link.publish(
-        PublishJob {
-            messages,
-            reply: ReplyTo::Oneshot(tx),
-        },
-        &shared.metrics,
-    );
+    shared.publish(PublishJob {
+        messages,
+        reply: ReplyTo::Oneshot(tx),
+    });
     match rx.await {
         Ok(Ok(results)) => json(StatusCode::CREATED, &PublishAnswer { results }),
         Ok(Err(error)) => error_response(error),
@@ -401,10 +391,49 @@ async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) ->
 }
 
 /// The key the request presents, checked against the config.
+/// Reads a body of at most `max` bytes that must arrive within `timeout`.
+pub(crate) async fn read_body(
+    request: Request<Incoming>,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ErrorInfo> {
+    let body = Limited::new(request.into_body(), max).collect();
+    match tokio::time::timeout(timeout, body).await {
+        Err(_) => Err(ErrorInfo::new(
+            ErrorCode::IdleTimeout,
+            format!("the body did not arrive within {} ms", timeout.as_millis()),
+        )),
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(ErrorInfo::new(
+            ErrorCode::FrameTooLarge,
+            format!("the body is larger than the limit of {max} bytes"),
+        )),
+        Ok(Err(error)) => Err(ErrorInfo::new(
+            ErrorCode::Malformed,
+            format!("cannot read the body: {error}"),
+        )),
+    }
+}
+
 fn authenticate<'a>(
     request: &Request<Incoming>,
     shared: &'a Shared,
 ) -> Result<&'a ApiKey, ErrorInfo> {
+    let presented = presented_key(request)?;
+    let Some(presented) = presented else {
+        return Err(ErrorInfo::new(
+            ErrorCode::Unauthorized,
+            "an API key is needed: Authorization: Bearer app.keyid:secret, Basic auth, or ?key=",
+        ));
+    };
+    shared
+        .config
+        .authenticate(&presented)
+        .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidCredentials, "the API key is not valid"))
+}
+
+/// The key a request presents (Bearer, Basic or `?key=`), if any.
+pub(crate) fn presented_key(request: &Request<Incoming>) -> Result<Option<String>, ErrorInfo> {
     let presented = match request.headers().get(header::AUTHORIZATION) {
         Some(value) => {
             let value = value.to_str().unwrap_or("");
@@ -433,16 +462,7 @@ fn authenticate<'a>(
         }
         None => query_param(request.uri().query(), "key"),
     };
-    let Some(presented) = presented else {
-        return Err(ErrorInfo::new(
-            ErrorCode::Unauthorized,
-            "an API key is needed: Authorization: Bearer app.keyid:secret, Basic auth, or ?key=",
-        ));
-    };
-    shared
-        .config
-        .authenticate(&presented)
-        .ok_or_else(|| ErrorInfo::new(ErrorCode::InvalidCredentials, "the API key is not valid"))
+    Ok(presented)
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
@@ -498,7 +518,7 @@ pub(crate) fn error_response(error: ErrorInfo) -> HttpResponse {
     json(status, &ErrorBody { error: &error })
 }
 
-fn method_not_allowed(allow: &'static str) -> HttpResponse {
+pub(crate) fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut response = error_response(ErrorInfo::new(
         ErrorCode::MethodNotAllowed,
         format!("this route takes {allow}"),
@@ -509,7 +529,7 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     response
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;

@@ -72,6 +72,26 @@ use crate::outbox::Outbox;
 use crate::session::AttachFrom;
 use tokio::sync::Notify;
 
+/// Egress message functions, as the hub sees them: run once per message per edge
+/// before fan-out (and on catch-up reads). Implemented by the edge's functions.
+pub(crate) trait Egress: Send + Sync + std::fmt::Debug {
+    /// Whether any egress function is bound (checked first, without locks).
+    fn is_active(&self) -> bool;
+    /// What to deliver for `stored`.
+    fn apply(&self, channel: &ChannelName, stored: &StoredMessage) -> EgressOutcome;
+}
+
+/// What egress functions made of a message.
+#[derive(Debug)]
+pub(crate) enum EgressOutcome {
+    /// Deliver it as stored.
+    Deliver,
+    /// Deliver this instead (same position).
+    Replace(StoredMessage),
+    /// Deliver nothing; cursors move past it.
+    Skip,
+}
+
 /// Identifies a connection inside the edge (not the protocol's connection id).
 pub(crate) type ConnKey = u64;
 
@@ -259,6 +279,8 @@ pub(crate) struct Hub {
     lingering: VecDeque<(ChannelName, Instant)>,
     /// How many channels are idle.
     lingering_count: usize,
+    /// Egress functions, if the edge runs any.
+    egress: Option<Arc<dyn Egress>>,
 }
 
 impl Hub {
@@ -275,7 +297,14 @@ impl Hub {
             unconfirmed: HashSet::new(),
             lingering: VecDeque::new(),
             lingering_count: 0,
+            egress: None,
         }
+    }
+
+    /// Runs `egress` on every message before it is delivered.
+    pub(crate) fn with_egress(mut self, egress: Arc<dyn Egress>) -> Self {
+        self.egress = Some(egress);
+        self
     }
 
     /// Signalled when the outbox of a reader parked for room drained: then call
@@ -540,6 +569,7 @@ impl Hub {
         }
         // Delivering: the subscription works (ends the backoff of earlier failures).
         state.failures = 0;
+        let egress = self.egress.clone();
         let mut delivered = 0;
         for stored in messages {
             let serial = stored.position.serial;
@@ -575,13 +605,18 @@ impl Hub {
                     continue;
                 }
                 *next = serial.next();
-                let frame = frame.get_or_insert_with(|| message_frame(channel, stored));
+                let Some(frame) =
+                    frame.get_or_insert_with(|| frame_for(egress.as_deref(), channel, stored))
+                else {
+                    // An egress function dropped it: the cursor moves past it.
+                    continue;
+                };
                 let slot = match sub.handle.format {
                     Format::Json => 0,
                     Format::MsgPack => 1,
                 };
                 let bytes = encoded[slot].get_or_insert_with(|| {
-                    Bytes::from(tern_protocol::encode(sub.handle.format, &*frame))
+                    Bytes::from(tern_protocol::encode(sub.handle.format, frame))
                 });
                 if sub.handle.outbox.push(bytes.clone()) {
                     delivered += 1;
@@ -721,6 +756,7 @@ impl Hub {
             (ReadPhase::Verify(p), None) => after(p),
             (ReadPhase::Rewind(start), None) => start,
         };
+        let egress = self.egress.clone();
         // Deliver while the outbox is under half its budget (counted here, one lock:
         // the driver only takes bytes away meanwhile); the rest is read again later.
         let outbox = Arc::clone(&sub.handle.outbox);
@@ -736,10 +772,11 @@ impl Hub {
                 full = true;
                 break;
             }
-            let bytes = Bytes::from(tern_protocol::encode(
-                sub.handle.format,
-                &message_frame(channel, stored),
-            ));
+            let Some(frame) = frame_for(egress.as_deref(), channel, stored) else {
+                next = stored.position.serial.next();
+                continue;
+            };
+            let bytes = Bytes::from(tern_protocol::encode(sub.handle.format, &frame));
             let len = bytes.len();
             if !outbox.push(bytes) {
                 return;
@@ -1042,6 +1079,23 @@ fn attached(
         granted: granted.to_vec(),
         error,
     })
+}
+
+/// The MESSAGE for `stored` after the egress functions (if any are bound); `None`
+/// when one dropped it.
+fn frame_for(
+    egress: Option<&dyn Egress>,
+    channel: &ChannelName,
+    stored: &StoredMessage,
+) -> Option<ServerFrame> {
+    match egress.filter(|e| e.is_active()) {
+        None => Some(message_frame(channel, stored)),
+        Some(egress) => match egress.apply(channel, stored) {
+            EgressOutcome::Deliver => Some(message_frame(channel, stored)),
+            EgressOutcome::Replace(replaced) => Some(message_frame(channel, &replaced)),
+            EgressOutcome::Skip => None,
+        },
+    }
 }
 
 fn message_frame(channel: &ChannelName, stored: &StoredMessage) -> ServerFrame {

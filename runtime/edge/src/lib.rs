@@ -19,10 +19,16 @@
 //! batching), per-connection outboxes bounded in bytes (a slow reader is disconnected,
 //! never waited for), the HTTP routes and typed metrics.
 //!
-//! Not here yet: message functions (WASM), SSE and MQTT transports, tokens,
+//! Message functions (WebAssembly, through `tern-wasm`) run at ingress, before a
+//! publish goes to the log, and at egress, before fan-out; deploys travel through the
+//! log's `$functions` channel so every edge applies them in the same order.
+//!
+//! Not here yet: SSE and MQTT transports, tokens,
 //! connection resume, rate limits per key, TLS on the client listener.
 
+mod admin;
 mod convert;
+mod functions;
 mod http;
 mod hub;
 mod link;
@@ -32,4 +38,5 @@ mod server;
 pub mod session;
 mod ws;
 
+pub use functions::FunctionsError;
 pub use server::{Edge, EdgeError, EdgeHandle};

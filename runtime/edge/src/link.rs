@@ -90,12 +90,56 @@ pub(crate) enum ReplyTo {
     },
     /// A REST request.
     Oneshot(oneshot::Sender<Result<Vec<PublishResult>, ErrorInfo>>),
+    /// `inner`, for a publish some of whose messages a function dropped: `dropped`
+    /// has one entry per original message (the reason, for a dropped one), and the
+    /// link's results fill the others in order.
+    WithDropped {
+        inner: Box<ReplyTo>,
+        dropped: Vec<Option<String>>,
+    },
+    /// Nobody waits (a message a function published); failures are logged.
+    Discard,
 }
 
 impl ReplyTo {
-    fn send(self, result: Result<Vec<PublishResult>, ErrorInfo>, metrics: &Metrics) {
+    /// Answers the publish.
+    pub(crate) fn send(self, result: Result<Vec<PublishResult>, ErrorInfo>, metrics: &Metrics) {
         metrics.answered(result.is_ok());
+        self.deliver(result);
+    }
+
+    /// The results of a publish whose every message a function dropped.
+    pub(crate) fn all_dropped(dropped: Vec<Option<String>>) -> Vec<PublishResult> {
+        dropped.into_iter().map(dropped_result).collect()
+    }
+
+    fn deliver(self, result: Result<Vec<PublishResult>, ErrorInfo>) {
         match self {
+            ReplyTo::WithDropped { inner, dropped } => {
+                let result = result.and_then(|stored| {
+                    let kept = dropped.iter().filter(|d| d.is_none()).count();
+                    if kept != stored.len() {
+                        return Err(ErrorInfo::new(
+                            ErrorCode::Internal,
+                            format!("{} results for {kept} stored messages", stored.len()),
+                        ));
+                    }
+                    let mut stored = stored.into_iter();
+                    Ok(dropped
+                        .into_iter()
+                        .map(|reason| match reason {
+                            Some(_) => dropped_result(reason),
+                            None => stored.next().unwrap_or_else(|| dropped_result(None)),
+                        })
+                        .collect())
+                });
+                inner.deliver(result);
+            }
+            ReplyTo::Discard => {
+                if let Err(error) = result {
+                    warn!(%error, "a message published by a function was not stored");
+                }
+            }
             ReplyTo::Outbox { outbox, msg_serial } => {
                 outbox.reply(PublishReply { msg_serial, result });
             }
@@ -103,6 +147,14 @@ impl ReplyTo {
                 let _ = tx.send(result);
             }
         }
+    }
+}
+
+fn dropped_result(reason: Option<String>) -> PublishResult {
+    PublishResult {
+        position: tern_protocol::Position::BEFORE_FIRST,
+        duplicate: false,
+        dropped: Some(reason.unwrap_or_default()),
     }
 }
 
@@ -148,6 +200,11 @@ impl LinkHandle {
                 metrics,
             ),
         }
+    }
+
+    /// Follows the link's client (`None` while the link is down).
+    pub(crate) fn client_watch(&self) -> watch::Receiver<Option<LogClient>> {
+        self.client.clone()
     }
 
     /// The connected client, if the link is up.

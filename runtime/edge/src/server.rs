@@ -15,9 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::functions::{self, Functions};
 use crate::http;
 use crate::hub::{Hub, HubConfig};
-use crate::link::{self, LinkHandle};
+use crate::link::{self, LinkHandle, PublishJob};
 use crate::metrics::Metrics;
 
 /// How long [`EdgeHandle::shutdown`] waits for clients to take their DISCONNECTED,
@@ -41,6 +42,9 @@ pub enum EdgeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Message functions could not be set up (the host, or a static function).
+    #[error(transparent)]
+    Functions(#[from] crate::functions::FunctionsError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -57,6 +61,7 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<EdgeConfig>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) link: LinkHandle,
+    pub(crate) functions: Arc<Functions>,
     pub(crate) shutdown: watch::Receiver<bool>,
     next_conn: AtomicU64,
     /// The url-safe prefix of connection ids (from the edge's name).
@@ -72,6 +77,12 @@ impl Shared {
     /// A fresh protocol connection id: `<edge name>-<16 hex digits>`.
     pub(crate) fn connection_id(&self) -> String {
         format!("{}-{}", self.id_prefix, crate::ws::random_hex(8))
+    }
+
+    /// Sends a publish through the ingress functions to the log; its answer goes
+    /// where `job.reply` says.
+    pub(crate) fn publish(&self, job: PublishJob) {
+        self.functions.publish(job, &self.link, &self.metrics);
     }
 
     /// True once the edge is shutting down.
@@ -109,7 +120,9 @@ impl Edge {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         // The link outlives the connections: it answers their last publishes.
         let (link_stop, link_stop_rx) = watch::channel(false);
-        let hub = Hub::new(HubConfig::for_link(&config.log), Arc::clone(&metrics));
+        let functions = Arc::new(Functions::new(&config)?);
+        let hub = Hub::new(HubConfig::for_link(&config.log), Arc::clone(&metrics))
+            .with_egress(Arc::clone(&functions) as Arc<dyn crate::hub::Egress>);
         let (link, mut tasks) = link::start(
             config.log.clone(),
             ca,
@@ -117,6 +130,12 @@ impl Edge {
             Arc::clone(&metrics),
             link_stop_rx,
         );
+        functions.set_link(link.clone(), Arc::clone(&metrics));
+        tasks.push(tokio::spawn(functions::sync::follow(
+            Arc::clone(&functions),
+            link.client_watch(),
+            shutdown_rx.clone(),
+        )));
         let id_prefix: String = config
             .name
             .chars()
@@ -127,6 +146,7 @@ impl Edge {
             config: Arc::new(config),
             metrics,
             link,
+            functions,
             shutdown: shutdown_rx,
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {

@@ -143,9 +143,7 @@ async fn run(
                         outbox: Arc::clone(&outbox),
                         msg_serial,
                     };
-                    shared
-                        .link
-                        .publish(PublishJob { messages, reply }, &shared.metrics);
+                    shared.publish(PublishJob { messages, reply });
                 }
                 SessionOutput::Attach {
                     channel,

@@ -122,6 +122,7 @@ pub fn edge_config(log: &LogNode, limits: EdgeLimitsConfig) -> EdgeConfig {
     config.log.ca = Some(log.cert.clone());
     config.log.reconnect_min = Duration::from_millis(20);
     config.log.reconnect_max = Duration::from_millis(200);
+    config.admin_keys = vec![key(ADMIN_KEY, &[])];
     config.keys = vec![
         key(ADMIN_KEY, &[("*", &Operation::ALL)]),
         key(
