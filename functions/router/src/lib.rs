@@ -22,6 +22,7 @@
 //! with `{`, or fail the original when the copy cannot be published: losing an alert
 //! copy is logged, losing the chat message would be worse.
 
+use serde_json::Value;
 use tern_function::{Action, Level, Message, Outgoing};
 
 /// The event name that marks a message as an alert.
@@ -31,12 +32,6 @@ pub const ALERTS_PREFIX: &str = "alerts:";
 /// The header on the copy that holds the original message's id.
 pub const SOURCE_ID_HEADER: &str = "x-source-id";
 
-/// The only part of a JSON body the router reads (other fields are skipped).
-#[derive(serde::Deserialize)]
-struct Priority {
-    priority: Option<String>,
-}
-
 /// Whether `message` is an alert: named [`ALERT_NAME`], or a JSON object body with
 /// `"priority": "high"`.
 pub fn is_alert(message: &Message) -> bool {
@@ -45,10 +40,11 @@ pub fn is_alert(message: &Message) -> bool {
     }
     // Only an object can have the field: skip parsing anything else.
     let object = message.data.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+    // A `Value` rather than a derived struct: 68 KB of component instead of 117 KB.
     object
         && message
-            .json::<Priority>()
-            .is_ok_and(|body| body.priority.as_deref() == Some("high"))
+            .json::<Value>()
+            .is_ok_and(|body| body.get("priority").and_then(Value::as_str) == Some("high"))
 }
 
 /// The channel an alert on `channel` is copied to.
