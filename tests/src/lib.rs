@@ -4,7 +4,8 @@
 //! fresh) and returns its path; [`LogProcess`] starts `tern log` on a free loopback
 //! port, waits for its "listening" line, and kills it (SIGKILL or SIGTERM) on demand
 //! or when dropped, so no test leaves a process behind. [`EdgeProcess`] does the same
-//! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]).
+//! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]), and
+//! [`DevProcess`] for `tern dev`, keeping every line it prints on stdout.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -176,10 +177,19 @@ impl Drop for LogProcess {
 /// waits (at most 60 s) until its stdout has printed a line starting with each of
 /// `prefixes`; returns the rest of each such line, in `prefixes` order.
 fn spawn_reporting(
-    mut cmd: Command,
+    cmd: Command,
     what: &str,
     prefixes: &[&str],
 ) -> anyhow::Result<(Child, Logs, Vec<String>)> {
+    spawn_collecting(cmd, what, prefixes).map(|(child, logs, _, found)| (child, logs, found))
+}
+
+/// [`spawn_reporting`], also keeping every stdout line (the second [`Logs`]).
+fn spawn_collecting(
+    mut cmd: Command,
+    what: &str,
+    prefixes: &[&str],
+) -> anyhow::Result<(Child, Logs, Logs, Vec<String>)> {
     cmd.env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -197,9 +207,14 @@ fn spawn_reporting(
         });
     }
     let stdout = child.stdout.take().context("stdout is piped")?;
+    let out: Logs = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let kept = out.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(mut l) = kept.lock() {
+                l.push(line.clone());
+            }
             let _ = tx.send(line);
         }
     });
@@ -217,7 +232,7 @@ fn spawn_reporting(
             }
         }
     }
-    Ok((child, logs, found.into_iter().flatten().collect()))
+    Ok((child, logs, out, found.into_iter().flatten().collect()))
 }
 
 /// Lines a child process printed on stderr, collected in the background.
@@ -281,6 +296,104 @@ impl EdgeProcess {
 }
 
 impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tern dev` child process (a log and an edge in one).
+pub struct DevProcess {
+    child: Child,
+    /// Where the edge serves HTTP and WebSocket.
+    pub addr: SocketAddr,
+    /// The dev key (`dev.local:<secret>`), a client key and an admin key.
+    pub key: String,
+    /// Lines it printed on stderr (its logs), collected in the background.
+    pub logs: Logs,
+    /// Lines it printed on stdout (start-up lines, function deploys).
+    pub stdout: Logs,
+}
+
+impl DevProcess {
+    /// Starts `tern dev --port 0 --data-dir DIR/.tern` in `DIR` (so `DIR/functions`,
+    /// when it exists, is its functions directory) with `extra` arguments, and waits
+    /// until it listens.
+    pub fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(tern_binary());
+        cmd.current_dir(dir)
+            .args(["dev", "--port", "0", "--data-dir"])
+            .arg(dir.join(".tern"))
+            .args(extra);
+        let (child, logs, stdout, found) = spawn_collecting(
+            cmd,
+            "tern dev",
+            &["tern dev listening on http://", "API key "],
+        )?;
+        let addr = found[0].parse().context("dev listen address")?;
+        Ok(Self {
+            child,
+            addr,
+            key: found[1].clone(),
+            logs,
+            stdout,
+        })
+    }
+
+    /// Waits (at most `timeout`) for a stdout line containing `needle`; returns it.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .ok()
+                .and_then(|lines| lines.iter().find(|l| l.contains(needle)).cloned());
+            if let Some(line) = found {
+                return Ok(line);
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "tern dev printed no line with {needle:?} within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.stdout_text(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+
+    /// Its stdout so far.
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for DevProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,10 +1,19 @@
 //! `tern dev`: a log node and an edge in one process, for trying Tern on one machine.
 //!
 //! Data lives in `--data-dir` (default `./.tern`): the embedded store and its
-//! development certificate in `log/`, and the development API key in `dev-key`,
-//! created on first start (random secret, allowed everything on every channel) and
-//! reused after. The log listens on 127.0.0.1 on a free port; the edge on
+//! development certificate in `log/`, the development API key in `dev-key`, created
+//! on first start (random secret, allowed everything on every channel) and reused
+//! after, and compiled functions in `fn-cache/`. The dev key is also the edge's admin
+//! key, so `tern deploy` and `tern fn list` run from the same directory need no
+//! `--key`. The log listens on 127.0.0.1 on a free port; the edge on
 //! 127.0.0.1:`--port` (default 8080; 0 picks a free one).
+//!
+//! With a functions directory (`--functions DIR`; by default `functions/` next to the
+//! data dir when it exists, so `./functions` for the default `./.tern`), every
+//! function crate there with a built component and a `[package.metadata.tern]`
+//! binding is deployed once the edge is ready, and deployed again when its component
+//! or binding changes (see [`crate::dev_functions`]). `tern dev` builds nothing:
+//! `tern fn build` does.
 //!
 //! Prints on stdout, first line stable for scripts:
 //!
@@ -12,7 +21,8 @@
 //! tern dev listening on http://127.0.0.1:8080
 //! WebSocket  ws://127.0.0.1:8080/v1/ws  (subprotocol tern.v1.json or tern.v1.msgpack)
 //! API key    dev.local:3f9c…
-//! …and a curl publish and history example
+//! …a curl publish and history example, and then one line per function deployed:
+//! function profanity v3 deployed (bind chat:*, ingress) in 12 ms
 //! ```
 
 use std::io::Write as _;
@@ -29,6 +39,10 @@ use tern_log::EmbeddedStore;
 use tern_log::net::{LogServer, tls};
 use tracing::info;
 
+use crate::deploy_cmd::AdminClient;
+use crate::dev_functions::FunctionsDir;
+use crate::http_client::Endpoint;
+
 /// The dev key's app and id.
 const DEV_APP: &str = "dev";
 const DEV_KEY_ID: &str = "local";
@@ -39,9 +53,13 @@ pub(crate) struct DevArgs {
     /// Port of the edge on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Directory for the log's data, its certificate and the dev key.
+    /// Directory for the log's data, its certificate, the dev key and the function cache.
     #[arg(long, value_name = "DIR", default_value = "./.tern")]
     data_dir: PathBuf,
+    /// Directory of function crates to deploy and redeploy when rebuilt [default:
+    /// `functions` next to the data dir, if it exists].
+    #[arg(long, value_name = "DIR")]
+    functions: Option<PathBuf>,
 }
 
 /// Runs the log and the edge until SIGINT or SIGTERM.
@@ -51,6 +69,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create data directory {}", log_dir.display()))?;
     let key = dev_key(&data_dir.join("dev-key"))?;
+    let cache_dir = data_dir.join("fn-cache");
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create {}", cache_dir.display()))?;
+    let functions_dir = functions_dir(args.functions, &data_dir)?;
 
     let log_config = LogNodeConfig::default();
     let cert = tls::ensure_self_signed(&log_dir, "127.0.0.1")?;
@@ -79,10 +101,17 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         name: "dev".to_owned(),
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         keys: vec![key.clone()],
+        // The same key deploys functions; as an admin key it grants nothing else.
+        admin_keys: vec![ApiKey {
+            capabilities: Capabilities::default(),
+            ..key.clone()
+        }],
         ..EdgeConfig::default()
     };
     config.log.addr = log_addr;
     config.log.ca = Some(cert.files.cert.clone());
+    config.functions.cache_dir = Some(cache_dir);
+    let max_memory_bytes = config.functions.max_memory_bytes;
     let edge = Edge::start(config).await.context("cannot start the edge")?;
     let addr = edge.local_addr();
     let key_text = format!("{}.{}:{}", key.app, key.key_id, key.secret);
@@ -92,16 +121,55 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
          API key    {key_text}\n\
          Data       {data}\n\
          Publish    curl -u '{key_text}' -d '{{\"data\":\"hello\"}}' http://{addr}/v1/channels/hello/messages\n\
-         History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'\n",
-        data = data_dir.display()
+         History    curl -u '{key_text}' 'http://{addr}/v1/channels/hello/messages?from=1&limit=10'\n\
+         Functions  {functions}\n",
+        data = data_dir.display(),
+        functions = functions_dir.as_ref().map_or_else(
+            || "none (--functions DIR deploys a directory of function crates)".to_owned(),
+            |dir| format!(
+                "{} (deployed when built with `tern fn build`, again on change)",
+                dir.display()
+            )
+        ),
     ));
+    let watcher = match functions_dir {
+        Some(dir) => {
+            let endpoint = Endpoint::parse(&addr.to_string()).context("the edge's own address")?;
+            let client = AdminClient::new(endpoint, key_text.clone());
+            Some(tokio::spawn(
+                FunctionsDir::new(dir, client, max_memory_bytes).run(),
+            ))
+        }
+        None => None,
+    };
     let signal = crate::wait_for_signal().await?;
     info!(signal, "stopping");
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     edge.shutdown().await;
     let _ = stop_log.send(());
     log.await.context("log task failed")??;
     info!("stopped");
     Ok(())
+}
+
+/// The functions directory: `flag` when given (it must exist), else `functions/` next
+/// to the data dir when it exists. (Not the current directory's: a data dir elsewhere,
+/// as `tern bench` uses, must not pick up the examples of the directory it runs in.)
+fn functions_dir(flag: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(dir) = flag {
+        if !dir.is_dir() {
+            bail!("--functions {}: not a directory", dir.display());
+        }
+        return Ok(Some(dir));
+    }
+    let beside_data = data_dir
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("functions");
+    Ok(beside_data.is_dir().then_some(beside_data))
 }
 
 /// The dev key in `path`, created (mode 0600) with a random secret if missing.

@@ -7,13 +7,18 @@
 //! - `tern edge` ([`edge_cmd`]): run an edge node (client WebSocket and HTTP API).
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
+//! - `tern deploy` ([`deploy_cmd`], also `tern fn list|rollback|remove`): deploy a function
+//!   to an edge through its admin API ([`http_client`]).
 //!
 //! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only the
 //! few lines other programs wait for, such as `tern log listening on <addr>`.
 
 mod bench;
+mod deploy_cmd;
 mod dev_cmd;
+mod dev_functions;
 mod edge_cmd;
+mod http_client;
 mod log_cmd;
 
 use std::io::IsTerminal;
@@ -40,6 +45,8 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Drive load against the log (and JetStream) and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Deploy a function component to an edge (admin API), bound to channel patterns.
+    Deploy(deploy_cmd::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,7 +54,7 @@ fn main() -> ExitCode {
     // A benchmark's stderr is for its progress lines; the libraries it drives log
     // only warnings unless RUST_LOG says otherwise.
     init_logging(match cli.command {
-        Command::Bench(_) => "warn",
+        Command::Bench(_) | Command::Deploy(_) => "warn",
         Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
     });
     ignore_sigxfsz();
@@ -67,6 +74,7 @@ fn main() -> ExitCode {
             Command::Edge(args) => edge_cmd::run(args).await,
             Command::Log(args) => log_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Deploy(args) => deploy_cmd::deploy(args).await,
         }
     });
     match result {
