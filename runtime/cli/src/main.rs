@@ -7,18 +7,15 @@
 //! - `tern edge` ([`edge_cmd`]): run an edge node (client WebSocket and HTTP API).
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
-//! - `tern deploy` ([`deploy_cmd`], also `tern fn list|rollback|remove`): deploy a function
-//!   to an edge through its admin API ([`http_client`]).
+//! - `tern fn` ([`fn_cmd`]): build a message-function crate into a component, scaffold one.
 //!
 //! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only the
 //! few lines other programs wait for, such as `tern log listening on <addr>`.
 
 mod bench;
-mod deploy_cmd;
 mod dev_cmd;
-mod dev_functions;
 mod edge_cmd;
-mod http_client;
+mod fn_cmd;
 mod log_cmd;
 
 use std::io::IsTerminal;
@@ -45,8 +42,8 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Drive load against the log (and JetStream) and print throughput and latency.
     Bench(bench::BenchArgs),
-    /// Deploy a function component to an edge (admin API), bound to channel patterns.
-    Deploy(deploy_cmd::DeployArgs),
+    /// Message functions: build a crate into a WebAssembly component, scaffold one.
+    Fn(fn_cmd::FnArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,7 +51,7 @@ fn main() -> ExitCode {
     // A benchmark's stderr is for its progress lines; the libraries it drives log
     // only warnings unless RUST_LOG says otherwise.
     init_logging(match cli.command {
-        Command::Bench(_) | Command::Deploy(_) => "warn",
+        Command::Bench(_) | Command::Fn(_) => "warn",
         Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
     });
     ignore_sigxfsz();
@@ -74,7 +71,7 @@ fn main() -> ExitCode {
             Command::Edge(args) => edge_cmd::run(args).await,
             Command::Log(args) => log_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Deploy(args) => deploy_cmd::deploy(args).await,
+            Command::Fn(args) => fn_cmd::run(args).await,
         }
     });
     match result {

@@ -129,31 +129,51 @@ pub fn new_function(options: &NewOptions) -> Result<NewFunction, NewError> {
         return Err(NewError::Exists(crate_dir));
     }
     let enclosing = enclosing_workspace(&dir)?;
-    let (manifest, member_of, standalone_sdk) = match &enclosing {
+    // Cargo.toml and, outside a checkout, .gitignore and Cargo.lock.
+    let (member_of, manifest_files) = match &enclosing {
         Enclosing::Tern {
             manifest,
             package_keys,
         } => {
             let root = manifest.parent().unwrap_or(Path::new("/"));
             let member = relative_member(root, &crate_dir);
-            (
-                member_manifest(&options.name, package_keys),
-                Some(Membership {
-                    workspace_manifest: manifest.clone(),
-                    member,
-                }),
-                None,
-            )
+            let membership = Membership {
+                workspace_manifest: manifest.clone(),
+                member,
+            };
+            let manifest = member_manifest(&options.name, package_keys);
+            (Some(membership), vec![("Cargo.toml", manifest)])
         }
         Enclosing::Other => {
-            let sdk = options.sdk.canonicalize().ok().filter(|sdk| {
-                sdk.join("function/Cargo.toml").is_file()
-                    && sdk.join("function-test/Cargo.toml").is_file()
+            // Canonical: a dependency inherits from its own workspace, which cargo finds
+            // above the real path, not above a symbolic link to it.
+            let crates = ["function", "function-test"].map(|name| {
+                options
+                    .sdk
+                    .join(name)
+                    .canonicalize()
+                    .ok()
+                    .filter(|dir| dir.join("Cargo.toml").is_file())
             });
-            let Some(sdk) = sdk else {
+            let [Some(function), Some(function_test)] = crates else {
                 return Err(NewError::NoSdk(options.sdk.clone()));
             };
-            (standalone_manifest(&options.name, &sdk), None, Some(sdk))
+            let mut files = vec![
+                (
+                    "Cargo.toml",
+                    standalone_manifest(&options.name, &function, &function_test),
+                ),
+                (".gitignore", "/target\n".to_owned()),
+            ];
+            // The versions the SDK was tested with (and no registry look-up for a
+            // first build); cargo drops the entries this crate does not need.
+            let checkout = function.parent().and_then(Path::parent);
+            if let Some(lock) =
+                checkout.and_then(|dir| std::fs::read_to_string(dir.join("Cargo.lock")).ok())
+            {
+                files.push(("Cargo.lock", lock));
+            }
+            (None, files)
         }
     };
 
@@ -161,26 +181,14 @@ pub fn new_function(options: &NewOptions) -> Result<NewFunction, NewError> {
     // above is still not overwritten.
     std::fs::create_dir(&crate_dir)
         .map_err(io(format!("cannot create {}", crate_dir.display())))?;
-    let mut files = vec![
-        ("Cargo.toml", manifest),
+    let sources = [
         (
             "src/lib.rs",
             LIB_TEMPLATE.replace("{{name}}", &options.name),
         ),
         ("tests/host.rs", HOST_TEST_TEMPLATE.to_owned()),
     ];
-    if let Some(sdk) = standalone_sdk {
-        files.push((".gitignore", "/target\n".to_owned()));
-        // The versions the SDK was tested with (and no registry look-up for a first
-        // build); cargo drops the entries this crate does not need.
-        if let Some(lock) = sdk
-            .parent()
-            .and_then(|checkout| std::fs::read_to_string(checkout.join("Cargo.lock")).ok())
-        {
-            files.push(("Cargo.lock", lock));
-        }
-    }
-    for (relative, contents) in files {
+    for (relative, contents) in manifest_files.into_iter().chain(sources) {
         let path = crate_dir.join(relative);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -301,10 +309,10 @@ fn member_manifest(name: &str, package_keys: &[&str]) -> String {
 }
 
 /// The manifest of a crate outside a Tern checkout: its own workspace, with path
-/// dependencies on `sdk`.
-fn standalone_manifest(name: &str, sdk: &Path) -> String {
-    let function = toml_string(&sdk.join("function"));
-    let function_test = toml_string(&sdk.join("function-test"));
+/// dependencies on the SDK's two crates.
+fn standalone_manifest(name: &str, function: &Path, function_test: &Path) -> String {
+    let function = toml_string(function);
+    let function_test = toml_string(function_test);
     format!(
         "[package]\n\
          name = \"{name}\"\n\
@@ -407,7 +415,11 @@ mod tests {
             member["dev-dependencies"]["tern-function-test"]["workspace"].as_bool(),
             Some(true)
         );
-        let standalone = table(&standalone_manifest("chat", Path::new("/sdk \"x\"")));
+        let standalone = table(&standalone_manifest(
+            "chat",
+            Path::new("/sdk \"x\"/function"),
+            Path::new("/sdk/function-test"),
+        ));
         assert_eq!(
             standalone["dependencies"]["tern-function"]["path"].as_str(),
             Some("/sdk \"x\"/function")

@@ -8,7 +8,10 @@ use tern_function_test::Component;
 fn the_component_upper_cases_text_and_rejects_empty_messages() {
     let component = Component::build(env!("CARGO_MANIFEST_DIR"));
     let outcome = component.call(Message::new("chat:1", "hello"));
-    assert_eq!(outcome.action, Action::Replace(Message::new("chat:1", "HELLO")));
+    assert_eq!(
+        outcome.action,
+        Action::Replace(Message::new("chat:1", "HELLO"))
+    );
     let outcome = component.call(Message::new("chat:1", ""));
     assert_eq!(
         outcome.action,

@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn upper_cases_text() {
         let outcome = run(handle, Message::new("chat:1", "hello"));
-        assert_eq!(outcome.action, Action::Replace(Message::new("chat:1", "HELLO")));
+        assert_eq!(
+            outcome.action,
+            Action::Replace(Message::new("chat:1", "HELLO"))
+        );
         assert_eq!(outcome.logs.len(), 1);
     }
 
