@@ -32,6 +32,12 @@ enum FnCommand {
     Build(BuildArgs),
     /// Create a function crate: an example function, its unit tests and a host test.
     New(NewArgs),
+    /// List the functions in force on an edge, with their counters.
+    List(crate::deploy_cmd::ListArgs),
+    /// Bring an earlier version of a function back (as a new version).
+    Rollback(crate::deploy_cmd::RollbackArgs),
+    /// Remove a function from every edge.
+    Remove(crate::deploy_cmd::RemoveArgs),
 }
 
 /// Flags of `tern fn build`.
@@ -64,10 +70,13 @@ struct NewArgs {
 
 /// Runs a `tern fn` subcommand.
 pub(crate) async fn run(args: FnArgs) -> anyhow::Result<()> {
-    // Both block (cargo, files); nothing else runs meanwhile.
+    // `build` and `new` block (cargo, files); nothing else runs meanwhile.
     match args.command {
         FnCommand::Build(args) => build(args),
         FnCommand::New(args) => new(args),
+        FnCommand::List(args) => crate::deploy_cmd::list(args).await,
+        FnCommand::Rollback(args) => crate::deploy_cmd::rollback(args).await,
+        FnCommand::Remove(args) => crate::deploy_cmd::remove(args).await,
     }
 }
 

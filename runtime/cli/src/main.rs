@@ -8,14 +8,19 @@
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
 //! - `tern fn` ([`fn_cmd`]): build a message-function crate into a component, scaffold one.
+//! - `tern deploy` ([`deploy_cmd`], also `tern fn list|rollback|remove`): deploy a function
+//!   to an edge through its admin API ([`http_client`]).
 //!
 //! Logs go to stderr (filter with `RUST_LOG`, default `info`); stdout carries only the
 //! few lines other programs wait for, such as `tern log listening on <addr>`.
 
 mod bench;
+mod deploy_cmd;
 mod dev_cmd;
+mod dev_functions;
 mod edge_cmd;
 mod fn_cmd;
+mod http_client;
 mod log_cmd;
 
 use std::io::IsTerminal;
@@ -44,6 +49,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Message functions: build a crate into a WebAssembly component, scaffold one.
     Fn(fn_cmd::FnArgs),
+    /// Deploy a function component to an edge (admin API), bound to channel patterns.
+    Deploy(deploy_cmd::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +58,7 @@ fn main() -> ExitCode {
     // A benchmark's stderr is for its progress lines; the libraries it drives log
     // only warnings unless RUST_LOG says otherwise.
     init_logging(match cli.command {
-        Command::Bench(_) | Command::Fn(_) => "warn",
+        Command::Bench(_) | Command::Fn(_) | Command::Deploy(_) => "warn",
         Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
     });
     ignore_sigxfsz();
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
             Command::Log(args) => log_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Fn(args) => fn_cmd::run(args).await,
+            Command::Deploy(args) => deploy_cmd::deploy(args).await,
         }
     });
     match result {
