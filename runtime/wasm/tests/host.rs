@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tern_fnbuild::BuildOptions;
 use tern_wasm::{
-    Action, CallError, EdgeInfo, Function, Host, HostConfig, Limits, LoadError,
-    MessageRef,
+    Action, CallError, EdgeInfo, Function, Host, HostConfig, Limits, LoadError, MessageRef,
 };
 
 /// Builds the function crate at `path` (relative to the workspace root) once per
@@ -245,6 +244,57 @@ fn publishing_past_the_quota_is_refused_and_the_call_completes() {
     assert_eq!(answer.publishes.len(), 32);
 }
 
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn log_lines_carry_the_function_name_and_are_capped_per_call() {
+    let host = host();
+    let function = load(&host, "runtime/wasm/tests/guests/self-publish", relaxed());
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        function
+            .call(&message("chat:1", None, b"x"))
+            .expect("completes")
+    });
+    let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("UTF-8");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("chatty line")).collect();
+    assert_eq!(lines.len(), Limits::default().max_log_lines, "{text}");
+    assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("function=runtime/wasm/tests/guests/self-publish"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[15].contains("chatty line 15"), "{}", lines[15]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("suppressed=84")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_component_whose_start_needs_more_memory_than_its_limit_is_refused() {
     let host = host();
@@ -330,6 +380,9 @@ fn fuel_interruption_stops_a_loop_too() {
 
 #[test]
 fn a_function_is_callable_from_many_threads() {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Function>();
+    shareable::<Host>();
     let host = host();
     let function = load(&host, "functions/passthrough", relaxed());
     std::thread::scope(|scope| {

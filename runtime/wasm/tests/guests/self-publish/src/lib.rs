@@ -1,11 +1,15 @@
 //! Hostile test function: publishes a copy of every message to its own channel 1000
-//! times, then replaces the message's data with a tally `published=N refused=M
+//! times and logs 100 lines, then replaces the message's data with a tally `published=N refused=M
 //! first-error=...` so a test can see what the host allowed.
 
-use tern_function::{Action, Message, Outgoing};
+use tern_function::{Action, Level, Message, Outgoing};
 
-/// Publishes to `message.channel` 1000 times and reports how many were accepted.
+/// Publishes to `message.channel` 1000 times, logs 100 lines, and reports how many
+/// publishes were accepted.
 pub fn handle(mut message: Message) -> Action {
+    for line in 0..100 {
+        tern_function::log(Level::Info, &format!("chatty line {line}"));
+    }
     let (mut published, mut refused) = (0u32, 0u32);
     let mut first_error = String::new();
     for _ in 0..1000 {
