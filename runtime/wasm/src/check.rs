@@ -87,7 +87,7 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> Result<Exports, L
             let found = match rest.split_once('@') {
                 Some((_, version)) if version == crate::WORLD_VERSION => continue,
                 Some((_, version)) => version.to_string(),
-                None => "no version".to_string(),
+                None => "(no version)".to_string(),
             };
             return Err(LoadError::WrongVersion { found });
         }

@@ -20,6 +20,8 @@ use crate::imports::{self, CallState, MAX_TABLE_ELEMENTS};
 /// Core instances one component instance may hold (a Rust function has the main
 /// module and a couple of small wit-component shims).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Native stack wasm code may use per call, in bytes (wasmtime's default).
+const MAX_WASM_STACK: usize = 512 << 10;
 /// Tables one component instance may hold (the main module's and the shims').
 const TABLES_PER_COMPONENT: u32 = 4;
 
@@ -87,6 +89,9 @@ impl Host {
             .concurrency_support(false)
             // A trap's message is enough; backtraces cost on every trap.
             .wasm_backtrace_max_frames(None)
+            // Deep recursion traps as a stack overflow well inside the caller's
+            // thread stack (tokio workers have 2 MiB).
+            .max_wasm_stack(MAX_WASM_STACK)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match interruption {
             Interruption::Epoch => engine_config.epoch_interruption(true),
