@@ -411,7 +411,11 @@ fn bad_components_keys_and_edges_exit_1_with_a_clear_line() {
     // A flag clap refuses is a usage error: exit 2, like every tern command.
     let ran = deploy(component, &["--stage", "sideways"]);
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
-    assert!(ran.stderr.contains("expected `ingress` or `egress`"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("expected `ingress` or `egress`"),
+        "{}",
+        ran.stderr
+    );
 
     let ran = deploy(component, &["--key", "dev.local:not-the-secret-at-all"]).fails();
     assert!(ran.stderr.contains("error: 40101"), "{}", ran.stderr);
