@@ -252,14 +252,17 @@ impl Function {
                 .saturating_mul(u32::try_from(messages).unwrap_or(u32::MAX));
             (limit, budget(&inner.host, limit))
         };
-        self.set_budget(store, units);
+        self.set_budget(store, limit, units);
         limit
     }
 
-    /// Epoch ticks or fuel for the next call.
-    fn set_budget(&self, store: &mut Store<CallState>, units: u64) {
+    /// Epoch ticks or fuel for the next call, limited to `limit`.
+    fn set_budget(&self, store: &mut Store<CallState>, limit: Duration, units: u64) {
         match self.inner.host.interruption {
-            Interruption::Epoch => store.set_epoch_deadline(units),
+            Interruption::Epoch => {
+                store.data_mut().deadline.arm(limit, units);
+                store.set_epoch_deadline(units);
+            }
             Interruption::Fuel { .. } => store
                 .set_fuel(units)
                 .expect("fuel is enabled in engines built for Interruption::Fuel"),
@@ -276,12 +279,14 @@ impl Function {
         );
         let mut store = Store::new(&inner.host.engine, state);
         store.limiter(|state| state as &mut dyn wasmtime::ResourceLimiter);
-        store.epoch_deadline_trap();
+        // Past the wall-clock deadline, deadline.rs decides by the thread's CPU time.
+        store
+            .epoch_deadline_callback(|mut store| Ok(store.data_mut().deadline.on_epoch_deadline()));
         // Start code gets the budget of one message, but at least START_TIMEOUT: a
         // busy machine must not refuse a deploy because instantiating was preempted.
         store.data_mut().begin(&inner.limits, 1);
         let limit = inner.limits.timeout.max(START_TIMEOUT);
-        self.set_budget(&mut store, budget(&inner.host, limit));
+        self.set_budget(&mut store, limit, budget(&inner.host, limit));
         let instance = match inner.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(error) => {

@@ -14,6 +14,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut};
 
 use crate::check::HOST;
 use crate::config::{EdgeInfo, Limits};
+use crate::deadline::Deadline;
 use crate::message::{Level, Outgoing};
 
 /// Longest log line written, in bytes; longer lines are cut (at a character boundary).
@@ -28,6 +29,8 @@ pub(crate) struct CallState {
     memory_cap: usize,
     /// Set when the limiter refused a memory growth during the current call.
     pub(crate) memory_refused: bool,
+    /// The current call's deadline (epoch interruption only).
+    pub(crate) deadline: Deadline,
     publish_quota: usize,
     publish_bytes_left: usize,
     publishes: Vec<(String, Outgoing)>,
@@ -43,6 +46,7 @@ impl CallState {
             edge,
             memory_cap: limits.memory_bytes,
             memory_refused: false,
+            deadline: Deadline::default(),
             publish_quota: 0,
             publish_bytes_left: 0,
             publishes: Vec::new(),

@@ -3,8 +3,9 @@
 //! A message function is a WebAssembly component exporting the `tern:function@0.1.0`
 //! world (`sdk/function/wit/world.wit`). This crate loads such components, checks
 //! them, compiles them once (caching the machine code on disk), keeps warm instances
-//! and calls them with per-call limits: a time deadline (epoch interruption), a memory
-//! cap, a publish quota and a log quota.
+//! and calls them with per-call limits: a time deadline (epoch interruption; once the
+//! wall-clock deadline passes, the thread's CPU time decides, so a preempted call is
+//! not a timeout), a memory cap, a publish quota and a log quota.
 //!
 //! ```text
 //!  Host::new(HostConfig)       one Engine (pooling allocator, epoch ticker thread),
@@ -28,12 +29,13 @@
 //! a function can publish, log, read the clock and ask which edge runs it, nothing else.
 //!
 //! Containment: nothing a function does can panic the host or hold a thread past its
-//! deadline. A trap, timeout or memory refusal becomes a [`CallError`]; the instance
+//! deadline (two limits of wall time on an idle machine, at most 25 on a saturated one). A trap, timeout or memory refusal becomes a [`CallError`]; the instance
 //! that failed is dropped, never reused, and the next call gets a fresh one.
 
 mod cache;
 mod check;
 mod config;
+mod deadline;
 mod error;
 mod function;
 mod host;
