@@ -23,7 +23,6 @@
 //! they carry ids derived from the original's, so a retried publish (or every edge
 //! running the same egress function) stores them once.
 
-mod record;
 pub(crate) mod stats;
 pub(crate) mod sync;
 
@@ -46,8 +45,8 @@ use crate::convert::{self, HeaderView};
 use crate::hub::{Egress, EgressOutcome};
 use crate::link::{LinkHandle, PublishJob, ReplyTo};
 use crate::metrics::Metrics;
-pub(crate) use record::{BindingRecord, CHANNEL, FunctionRecord};
 use stats::{Failure, FunctionStats, StatsSnapshot, Verdict};
+pub(crate) use tern_fnrecord::{BindingRecord, CHANNEL, FunctionRecord};
 
 /// How many functions deep messages published by functions may go. At 1: a message
 /// a function published passes the target channel's ingress chain, but whatever

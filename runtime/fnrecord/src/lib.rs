@@ -1,5 +1,7 @@
 //! What the `$functions` channel holds: one [`FunctionRecord`] per message, in the
-//! order every edge applies them.
+//! order every edge applies them. Written by an edge's admin API, read back by every
+//! edge's follower (`tern-edge`, `functions/sync.rs`); fuzzed by
+//! `fuzz/fuzz_targets/function_records.rs`.
 //!
 //! A record is postcard-encoded behind a one-byte format version, so a future format
 //! can be told apart from damage. The component travels inside its deploy record:
@@ -11,14 +13,14 @@ use serde::{Deserialize, Serialize};
 use tern_config::{BindingSpec, ConfigError, FailurePolicy, RawBindingSpec, RawByteSize, Stage};
 
 /// The channel deploys are written to.
-pub(crate) const CHANNEL: &str = "$functions";
+pub const CHANNEL: &str = "$functions";
 
 /// The first byte of every record this edge writes.
 const FORMAT_V1: u8 = 1;
 
 /// One change to the deployed functions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum FunctionRecord {
+pub enum FunctionRecord {
     /// Deploy (or replace) function `name` with this component and binding.
     Deploy {
         /// The function's name.
@@ -40,24 +42,24 @@ pub(crate) enum FunctionRecord {
 /// A [`BindingSpec`] as stored: plain numbers, so the encoding needs no
 /// self-describing format.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct BindingRecord {
+pub struct BindingRecord {
     /// Channel patterns, as written.
-    pub(crate) patterns: Vec<String>,
+    pub patterns: Vec<String>,
     /// Where it runs.
-    pub(crate) stage: Stage,
+    pub stage: Stage,
     /// What a failure does to the message.
-    pub(crate) policy: FailurePolicy,
+    pub policy: FailurePolicy,
     /// Time limit per call, microseconds.
-    pub(crate) timeout_us: u64,
+    pub timeout_us: u64,
     /// Memory limit per instance, bytes.
-    pub(crate) memory_bytes: u64,
+    pub memory_bytes: u64,
     /// Place in the chain.
-    pub(crate) order: i32,
+    pub order: i32,
 }
 
 impl BindingRecord {
     /// The stored form of `spec`.
-    pub(crate) fn from_spec(spec: &BindingSpec) -> Self {
+    pub fn from_spec(spec: &BindingSpec) -> Self {
         Self {
             patterns: spec
                 .patterns
@@ -74,7 +76,7 @@ impl BindingRecord {
 
     /// The spec again, checked as a config would be (`max_memory_bytes` is this
     /// edge's ceiling).
-    pub(crate) fn to_spec(&self, max_memory_bytes: usize) -> Result<BindingSpec, ConfigError> {
+    pub fn to_spec(&self, max_memory_bytes: usize) -> Result<BindingSpec, ConfigError> {
         RawBindingSpec {
             bind: self.patterns.clone(),
             stage: Some(self.stage),
@@ -92,7 +94,7 @@ impl BindingRecord {
 /// Why a `$functions` message could not be read as a record (written by a newer edge,
 /// or damaged).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RecordError {
+pub enum RecordError {
     /// An empty payload.
     #[error("empty $functions record")]
     Empty,
@@ -108,7 +110,7 @@ pub(crate) enum RecordError {
 
 impl FunctionRecord {
     /// The bytes stored in the log.
-    pub(crate) fn encode(&self) -> Bytes {
+    pub fn encode(&self) -> Bytes {
         let mut bytes = vec![FORMAT_V1];
         // Serializing owned strings, bytes and integers into a Vec cannot fail.
         bytes.extend(postcard::to_stdvec(self).expect("a record always serializes"));
@@ -116,7 +118,7 @@ impl FunctionRecord {
     }
 
     /// A record read back from the log.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
+    pub fn decode(bytes: &[u8]) -> Result<FunctionRecord, RecordError> {
         match bytes.split_first() {
             None => Err(RecordError::Empty),
             Some((&FORMAT_V1, rest)) => {
@@ -127,7 +129,7 @@ impl FunctionRecord {
     }
 
     /// The function the record is about.
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             FunctionRecord::Deploy { name, .. } | FunctionRecord::Remove { name } => name,
         }
