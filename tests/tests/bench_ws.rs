@@ -1,5 +1,5 @@
-//! Smoke tests of `tern bench ws`: tiny workloads through the real command, its
-//! JSON output parsed and its counts checked (every published message acknowledged,
+//! Smoke tests of `tern bench ws` and `tern bench functions`: tiny workloads through
+//! the real command, its JSON output parsed and its counts checked (every published message acknowledged,
 //! every expected delivery made, none twice). The figures themselves are not
 //! checked: this is about the plumbing, not the machine's speed.
 
@@ -16,14 +16,19 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(240);
 
 /// Runs `tern bench ws --json ARGS` and returns its JSON records.
 fn bench(args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    bench_command("ws", args)
+}
+
+/// Runs `tern bench COMMAND --json ARGS` and returns its JSON records.
+fn bench_command(command: &str, args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let mut child = Command::new(tern_binary())
-        .args(["bench", "ws", "--json", "--timeout", "120"])
+        .args(["bench", command, "--json", "--timeout", "120"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("cannot start tern bench ws")?;
+        .with_context(|| format!("cannot start tern bench {command}"))?;
     let mut stdout = child.stdout.take().context("stdout")?;
     let mut stderr = child.stderr.take().context("stderr")?;
     let out = std::thread::spawn(move || {
@@ -42,14 +47,14 @@ fn bench(args: &[&str]) -> anyhow::Result<Vec<Value>> {
         if started.elapsed() > COMMAND_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("tern bench ws {args:?} did not finish in {COMMAND_LIMIT:?}");
+            bail!("tern bench {command} {args:?} did not finish in {COMMAND_LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let stdout = out.join().map_err(|_| anyhow::anyhow!("stdout reader"))??;
     let stderr = err.join().map_err(|_| anyhow::anyhow!("stderr reader"))??;
     if !status.success() {
-        bail!("tern bench ws {args:?} failed ({status}):\n{stderr}\nstdout:\n{stdout}");
+        bail!("tern bench {command} {args:?} failed ({status}):\n{stderr}\nstdout:\n{stdout}");
     }
     stdout
         .lines()
@@ -212,5 +217,59 @@ fn an_edge_given_by_url_and_key() -> anyhow::Result<()> {
     ]);
     let error = format!("{:#}", refused.expect_err("a wrong key fails the run"));
     assert!(error.contains("DISCONNECTED"), "{error}");
+    Ok(())
+}
+
+/// `tern bench functions`: the three variants, both ratios and a swap under load that
+/// lost and repeated nothing, through the real command (it builds the two example
+/// functions, starts `tern dev` and deploys them).
+#[test]
+fn functions_bench_measures_three_variants_and_a_lossless_swap() -> anyhow::Result<()> {
+    let functions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    let functions = functions.to_str().context("a UTF-8 path")?;
+    let records = bench_command(
+        "functions",
+        &[
+            "--functions",
+            functions,
+            "--channels",
+            "2",
+            "--publishers",
+            "2",
+            "--duration",
+            "0.5",
+            "--rounds",
+            "1",
+            "--swap-duration",
+            "1",
+        ],
+    )?;
+    let kinds = |kind: &'static str| records.iter().filter(move |r| r["kind"] == kind);
+    let targets: Vec<&str> = kinds("result")
+        .filter_map(|r| r["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["none", "pass", "prof", "swap"], "{records:?}");
+    for result in kinds("result") {
+        assert!(number(result, "published") > 0, "{result}");
+        assert_eq!(
+            number(result, "acked"),
+            number(result, "published"),
+            "{result}"
+        );
+        assert_eq!(number(result, "missing"), 0, "{result}");
+        assert_eq!(number(result, "extra"), 0, "{result}");
+    }
+    let ratios: Vec<&str> = kinds("ratio")
+        .filter_map(|r| r["function"].as_str())
+        .collect();
+    assert_eq!(ratios, ["passthrough", "profanity"], "{records:?}");
+    let swap = kinds("swap").next().context("a swap record")?;
+    assert_eq!(number(swap, "from_version"), 1, "{swap}");
+    assert_eq!(number(swap, "to_version"), 2, "{swap}");
+    assert_eq!(number(swap, "missing"), 0, "{swap}");
+    assert!(
+        number(swap, "invocations_at_end") > number(swap, "invocations_at_swap"),
+        "{swap}"
+    );
     Ok(())
 }

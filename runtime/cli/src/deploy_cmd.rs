@@ -335,6 +335,9 @@ pub(crate) struct Applied {
     /// The version now in force (none after a remove).
     #[serde(default)]
     pub(crate) version: Option<u32>,
+    /// From the record being stored to it being in force on the edge asked.
+    #[serde(default)]
+    pub(crate) applied_ms: f64,
 }
 
 /// `GET /v1/admin/functions`.
@@ -369,7 +372,7 @@ pub(crate) struct FunctionInfo {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct Stats {
-    invocations: u64,
+    pub(crate) invocations: u64,
     passes: u64,
     drops: u64,
     rejects: u64,

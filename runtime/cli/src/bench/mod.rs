@@ -11,10 +11,13 @@
 //! tern bench log ─▶ for each --channels: inproc ─▶ quic ─▶ jetstream ─▶ ratio
 //!                                  each: workload::drive(target) ─▶ report::Row
 //! tern bench ws  ─▶ tern (tern dev or --url) ─▶ nats (WebSocket) ─▶ ratios
+//! tern bench functions ─▶ tern dev ─▶ rounds of [none, pass-through, profanity] ─▶ ratios
+//!                      ─▶ a live function swap under load
 //! ```
 //!
 //! Every run is bounded (`--timeout`), prints progress on stderr, and stops every
-//! process it started. Functions are not benchmarked yet.
+//! process it started. `tern bench functions` lives in [`ws`] (`ws/functions.rs`): it
+//! drives the same WebSocket load.
 
 mod child;
 mod inproc;
@@ -43,6 +46,10 @@ enum BenchCommand {
     /// print deliveries/s, publish -> deliver latency percentiles, memory per
     /// idle connection.
     Ws(ws::WsBenchArgs),
+    /// Publish throughput through one edge with no function, the pass-through and the
+    /// profanity filter at ingress (same run, ratios), then a live function swap under
+    /// load: deploy time and messages lost.
+    Functions(ws::functions::FnBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -50,5 +57,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Log(args) => log::run(args).await,
         BenchCommand::Ws(args) => ws::run(args).await,
+        BenchCommand::Functions(args) => ws::functions::run(args).await,
     }
 }

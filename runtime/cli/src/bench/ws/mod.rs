@@ -17,6 +17,7 @@
 //! stderr and stops every process it started.
 
 mod conn;
+pub(super) mod functions;
 mod load;
 mod nats;
 mod report;

@@ -131,6 +131,16 @@ impl TernTarget {
         })
     }
 
+    /// Payloads of English words after the stamp instead of one repeated letter, so a
+    /// function that reads the text (`tern bench functions`) sees what a chat sends.
+    pub(super) fn with_text_pad(mut self) -> Self {
+        const WORDS: &str = "the quick brown fox jumps over the lazy dog while seven \
+                             friends share a pot of tea and talk about the weather ";
+        let len = self.pad.len();
+        self.pad = WORDS.chars().cycle().take(len).collect();
+        self
+    }
+
     /// Opens a session: WebSocket, CONNECT, CONNECTED.
     async fn open(&self) -> anyhow::Result<Session> {
         let ws = conn::open(self.addr, &self.url, Some(self.format.subprotocol())).await?;
