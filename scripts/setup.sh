@@ -10,6 +10,10 @@
 # What each package is for:
 #   nats-server  the NATS comparison in the benchmarks; tests that use it skip
 #                cleanly when it is absent
+#   rustc-web, rust-web-src, lld-19
+#                Debian's route for building message functions (DESIGN.md section 7),
+#                the fallback of `tern fn build`; tests/functions_cli.rs builds a
+#                function that way and skips when they are absent
 # It also adds rustup's wasm32-unknown-unknown target (message functions) when missing.
 # cargo-fuzz is installed by scripts/fuzz.sh when fuzzing, not here.
 set -euo pipefail
@@ -17,6 +21,7 @@ set -euo pipefail
 # "command package" pairs: the package is installed when the command is missing.
 needed=(
     "nats-server nats-server"
+    "wasm-ld-19 lld-19"
 )
 
 for tool in cargo rustc cc git; do
@@ -49,6 +54,9 @@ else
 fi
 
 missing=()
+# The Debian route is found by path, not by command (rustup's rustc shadows /usr/bin/rustc).
+[ -x /usr/bin/rustc ] || missing+=(rustc-web)
+[ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
 for pair in "${needed[@]}"; do
     read -r cmd pkg <<<"$pair"
     if command -v "$cmd" >/dev/null 2>&1; then

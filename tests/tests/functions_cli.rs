@@ -55,10 +55,16 @@ impl Ran {
 /// Runs `tern ARGS` in `cwd` with `TERN_ADMIN_KEY` unset, killed after
 /// [`COMMAND_TIMEOUT`].
 fn tern(cwd: &Path, args: &[&str]) -> Ran {
+    tern_with_env(cwd, args, &[])
+}
+
+/// [`tern`] with environment variables set.
+fn tern_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
     let mut child = Command::new(tern_binary())
         .args(args)
         .current_dir(cwd)
         .env_remove("TERN_ADMIN_KEY")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -523,4 +529,80 @@ fn tern_dev_deploys_its_functions_dir_and_redeploys_on_change() {
         .expect("nothing to deploy");
     let stdout = dev.stdout_text();
     assert!(!stdout.contains("deployed ("), "{stdout}");
+}
+
+/// The Debian route of `tern fn build` (DESIGN.md section 7): with `RUSTC` set to
+/// Debian's `rustc-web`, which has no precompiled wasm32 library, the build compiles
+/// the standard library from `rust-web-src` and links with `wasm-ld-19`; the
+/// profanity filter built that way is deployed and rejects a message on a real edge.
+/// Skipped when the three packages are missing (`scripts/setup.sh` installs them).
+#[test]
+fn fn_build_takes_the_debian_route_without_rustups_target() {
+    let needed = [
+        "/usr/bin/rustc",
+        "/usr/lib/rustlib/src/rust/library",
+        "/usr/bin/wasm-ld-19",
+    ];
+    if let Some(missing) = needed.iter().find(|path| !Path::new(path).exists()) {
+        eprintln!("skipped: {missing} is missing (apt-get install rustc-web rust-web-src lld-19)");
+        return;
+    }
+    let root = workspace();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-debian");
+    let crate_dir = root.join("functions").join("profanity");
+    let ran = tern_with_env(
+        &root,
+        &[
+            "fn",
+            "build",
+            crate_dir.to_str().expect("UTF-8 path"),
+            "--target-dir",
+            target.to_str().expect("UTF-8 path"),
+        ],
+        &[("RUSTC", "/usr/bin/rustc")],
+    )
+    .ok();
+    assert!(
+        ran.stderr
+            .contains("Debian rustc-web (/usr/bin/rustc) with -Zbuild-std"),
+        "{}",
+        ran.stderr
+    );
+    let component = target.join("tern-fn/profanity.wasm");
+    assert!(ran.stdout.starts_with("built "), "{}", ran.stdout);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = DevProcess::start(dir.path(), &[]).expect("tern dev starts");
+    let edge = format!("http://{}", dev.addr);
+    tern(
+        dir.path(),
+        &[
+            "deploy",
+            component.to_str().expect("UTF-8 path"),
+            "--name",
+            "profanity",
+            "--bind",
+            "debian:*",
+            "--edge",
+            &edge,
+        ],
+    )
+    .ok();
+    let (status, body) = publish(&dev, "debian:1");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        dev.addr,
+        "POST",
+        "/v1/channels/debian:1/messages",
+        &dev.key,
+        r#"{"data":"well damn"}"#,
+    );
+    assert_ne!(status, 201, "{body}");
+    assert!(
+        body.contains("42200") && body.contains("damn"),
+        "{status} {body}"
+    );
 }
