@@ -115,7 +115,7 @@ fn kept_headers(headers: &[(String, String)]) -> (Vec<(String, String)>, bool) {
 /// replacement is over `max_message_bytes`.
 pub(crate) fn replaced(
     original: &PublishMessage,
-    replacement: tern_wasm::Message,
+    replacement: tern_wasm::Outgoing,
     max_message_bytes: usize,
 ) -> Result<PublishMessage, String> {
     let size = replacement.data.len()
@@ -152,7 +152,7 @@ pub(crate) fn replaced(
 /// A stored message as an egress function replaced it (same position, id, time).
 pub(crate) fn replaced_stored(
     original: StoredMessage,
-    replacement: tern_wasm::Message,
+    replacement: tern_wasm::Outgoing,
 ) -> StoredMessage {
     let (kept, binary) = kept_headers(&original.headers);
     let headers = function_headers(

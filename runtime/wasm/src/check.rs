@@ -1,6 +1,8 @@
 //! Checks a compiled component against the `tern:function@0.1.0` world before the
 //! host uses it: the right version, the handler export, the exact signatures, and no
-//! import but the `host` interface. Each refusal names what the component has.
+//! import but the `host` interface and the getters of the `types` resources. Each
+//! refusal names what the component has. (Resources render as `borrow<resource>`;
+//! which resource a handle is of is checked when the host types the exports.)
 //!
 //! Types are compared as WIT-like text (records, variants, ... rendered structurally,
 //! with the world's named types abbreviated), so a mismatch prints both sides.
@@ -12,23 +14,19 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, ComponentExportIndex};
 
 use crate::error::LoadError;
+use crate::lent::{TYPES, getter_signature};
 
 /// Export and import names of the world this host runs.
 pub(crate) const HANDLER: &str = "tern:function/handler@0.1.0";
 pub(crate) const BATCH_HANDLER: &str = "tern:function/batch-handler@0.1.0";
 pub(crate) const HOST: &str = "tern:function/host@0.1.0";
-const TYPES: &str = "tern:function/types@0.1.0";
 const PACKAGE: &str = "tern:function/";
 
 /// The world's named types, as the renderer prints them structurally. A rendered type
 /// equal to one of these is abbreviated to its name.
 const NAMED: &[(&str, &str)] = &[
     (
-        "record { id: string, channel: string, name: option<string>, data: list<u8>, content-type: option<string>, headers: list<tuple<string, string>>, client-id: option<string>, timestamp-ms: u64 }",
-        "message",
-    ),
-    (
-        "variant { pass, replace(message), drop(string), reject(string) }",
+        "variant { pass, replace(outgoing), drop(string), reject(string) }",
         "action",
     ),
     (
@@ -40,8 +38,8 @@ const NAMED: &[(&str, &str)] = &[
 ];
 
 /// The signatures this host calls and grants.
-const HANDLE: &str = "func(message) -> action";
-const HANDLE_BATCH: &str = "func(list<message>) -> list<action>";
+const HANDLE: &str = "func(borrow<resource>) -> action";
+const HANDLE_BATCH: &str = "func(borrow<resource>) -> list<action>";
 const HOST_FUNCS: &[(&str, &str)] = &[
     ("publish", "func(string, outgoing) -> result<_, string>"),
     ("log", "func(level, string)"),
@@ -184,7 +182,7 @@ fn check_func(
 }
 
 /// Imports: only `host` (any subset of its functions, each with the world's type) and
-/// the type-only `types` interface.
+/// `types` (its types, resources and resource getters, each with the world's type).
 fn check_imports(
     engine: &Engine,
     ty: &wasmtime::component::types::Component,
@@ -194,8 +192,12 @@ fn check_imports(
         match (name, &import.ty) {
             (TYPES, ComponentItem::ComponentInstance(types)) => {
                 for (export, item) in types.exports(engine) {
-                    if !matches!(item.ty, ComponentItem::Type(_)) {
-                        forbidden.push(format!("{TYPES}#{export}"));
+                    match (&item.ty, getter_signature(export)) {
+                        (ComponentItem::Type(_) | ComponentItem::Resource(_), _) => {}
+                        (ComponentItem::ComponentFunc(_), Some(expected)) => {
+                            check_func(engine, TYPES, &import.ty, export, &expected)?;
+                        }
+                        _ => forbidden.push(format!("{TYPES}#{export}")),
                     }
                 }
             }

@@ -1,25 +1,27 @@
 //! A callable function: `InstancePre` plus a small pool of warm instances.
 //!
 //! ```text
-//!  call ─▶ pool.pop() or instantiate ─▶ arm limits ─▶ handle(message) ─┬─ Ok: instance back to the pool
-//!                                                                      └─ Err: instance dropped, CallError
+//!  call ─▶ pool.pop() or instantiate ─▶ arm limits ─▶ lend message ─▶ handle(borrow<message>)
+//!        ─▶ end the loan ─┬─ Ok: instance back to the pool
+//!                         └─ Err: instance dropped, CallError
 //! ```
 //!
-//! A warm instance is a `Store` with one component instance in it and the `Func`s of
-//! its exports, looked up once. Calls on different threads take different instances;
+//! A warm instance is a `Store` with one component instance in it and the typed
+//! functions of its exports, looked up and type-checked once. Calls on different threads take different instances;
 //! the pool's lock is held only to pop or push.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use wasmtime::component::{Func, InstancePre, TypedFunc};
+use wasmtime::component::{InstancePre, Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use crate::config::{Interruption, Limits};
 use crate::error::{CallError, LoadError};
 use crate::host::{Component, HostInner};
 use crate::imports::CallState;
+use crate::lent::{BatchResource, MessageResource};
 use crate::message::{Action, MessageRef, Outgoing};
 
 /// What one call decided.
@@ -70,16 +72,20 @@ struct FunctionInner {
 /// One instance, ready to take a call.
 struct Warm {
     store: Store<CallState>,
-    handle: Func,
-    handle_batch: Option<Func>,
+    handle: HandleFunc,
+    handle_batch: Option<HandleBatchFunc>,
 }
 
 /// The least time instantiation (start code included) gets.
 const START_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The types `handle` and `handle-batch` are called with.
-type HandleFunc<'m> = TypedFunc<(&'m MessageRef<'m>,), (Action,)>;
-type HandleBatchFunc<'m> = TypedFunc<(&'m [MessageRef<'m>],), (Vec<Action>,)>;
+/// `handle` and `handle-batch` as the host calls them: a borrow of the lent message(s).
+type HandleFunc = TypedFunc<(Resource<MessageResource>,), (Action,)>;
+type HandleBatchFunc = TypedFunc<(Resource<BatchResource>,), (Vec<Action>,)>;
+
+/// The handle every call lends: the host has one message (or batch) out at a time, so
+/// the getters need no table lookup.
+const LENT: u32 = 0;
 
 impl Function {
     pub(crate) fn new(
@@ -130,7 +136,12 @@ impl Function {
         let started = Instant::now();
         let mut warm = self.take()?;
         let limit = self.arm(&mut warm.store, 1);
-        match typed_handle(warm.handle).call(&mut warm.store, (message,)) {
+        warm.store.data_mut().lent.lend(std::slice::from_ref(message));
+        let answer = warm
+            .handle
+            .call(&mut warm.store, (Resource::new_borrow(LENT),));
+        warm.store.data_mut().lent.clear();
+        match answer {
             Ok((action,)) => {
                 let mut publishes = warm.store.data_mut().finish();
                 if matches!(action, Action::Reject(_)) {
@@ -161,11 +172,14 @@ impl Function {
             });
         }
         let mut warm = self.take()?;
-        let Some(handle_batch) = warm.handle_batch else {
+        let Some(handle_batch) = warm.handle_batch.clone() else {
             return self.call_each(warm, messages, started);
         };
         let limit = self.arm(&mut warm.store, messages.len());
-        match typed_handle_batch(handle_batch).call(&mut warm.store, (messages,)) {
+        warm.store.data_mut().lent.lend(messages);
+        let answer = handle_batch.call(&mut warm.store, (Resource::new_borrow(LENT),));
+        warm.store.data_mut().lent.clear();
+        match answer {
             Ok((actions,)) if actions.len() == messages.len() => {
                 let publishes = warm.store.data_mut().finish();
                 self.give_back(warm);
@@ -194,12 +208,15 @@ impl Function {
         messages: &[MessageRef<'_>],
         started: Instant,
     ) -> Result<BatchInvocation, CallError> {
-        let handle = typed_handle(warm.handle);
+        let handle = warm.handle.clone();
         let mut actions = Vec::with_capacity(messages.len());
         let mut publishes = Vec::new();
         for message in messages {
             let limit = self.arm(&mut warm.store, 1);
-            match handle.call(&mut warm.store, (message,)) {
+            warm.store.data_mut().lent.lend(std::slice::from_ref(message));
+            let answer = handle.call(&mut warm.store, (Resource::new_borrow(LENT),));
+            warm.store.data_mut().lent.clear();
+            match answer {
                 Ok((action,)) => {
                     let published = warm.store.data_mut().finish();
                     if !matches!(action, Action::Reject(_)) {
@@ -301,20 +318,21 @@ impl Function {
         store.data_mut().finish();
         let exports = inner.component.exports();
         let missing = || CallError::Instantiate("an export checked at load is missing".into());
+        // The one type check, which also tells the `message` and `batch` resources
+        // apart (check.rs renders both as `borrow<resource>`).
         let handle = instance
             .get_func(&mut store, exports.handle)
-            .ok_or_else(missing)?;
-        // The one type check; calls then use `typed_handle*` without repeating it.
-        handle
-            .typed::<(&'static MessageRef<'static>,), (Action,)>(&store)
+            .ok_or_else(missing)?
+            .typed::<(Resource<MessageResource>,), (Action,)>(&store)
             .map_err(|e| CallError::Instantiate(format!("handle: {e:#}")))?;
         let handle_batch = match exports.handle_batch {
-            Some(index) => {
-                let func = instance.get_func(&mut store, index).ok_or_else(missing)?;
-                func.typed::<(&'static [MessageRef<'static>],), (Vec<Action>,)>(&store)
-                    .map_err(|e| CallError::Instantiate(format!("handle-batch: {e:#}")))?;
-                Some(func)
-            }
+            Some(index) => Some(
+                instance
+                    .get_func(&mut store, index)
+                    .ok_or_else(missing)?
+                    .typed::<(Resource<BatchResource>,), (Vec<Action>,)>(&store)
+                    .map_err(|e| CallError::Instantiate(format!("handle-batch: {e:#}")))?,
+            ),
             None => None,
         };
         Ok(Warm {
@@ -369,22 +387,4 @@ fn budget(host: &HostInner, limit: Duration) -> u64 {
             .div_ceil(1_000_000),
     };
     u64::try_from(units).unwrap_or(u64::MAX)
-}
-
-/// `handle`, typed without a per-call type check.
-#[allow(unsafe_code)]
-fn typed_handle<'m>(func: Func) -> HandleFunc<'m> {
-    // SAFETY: `Warm::handle` passed `Func::typed::<(&MessageRef<'static>,), (Action,)>`
-    // when its instance was made; the type check does not depend on lifetimes, so the
-    // same types with any lifetime are checked too.
-    unsafe { TypedFunc::new_unchecked(func) }
-}
-
-/// `handle-batch`, typed without a per-call type check.
-#[allow(unsafe_code)]
-fn typed_handle_batch<'m>(func: Func) -> HandleBatchFunc<'m> {
-    // SAFETY: `Warm::handle_batch` passed `Func::typed::<(&[MessageRef<'static>],),
-    // (Vec<Action>,)>` when its instance was made; the type check does not depend on
-    // lifetimes.
-    unsafe { TypedFunc::new_unchecked(func) }
 }

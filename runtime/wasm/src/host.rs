@@ -16,6 +16,7 @@ use crate::config::{EdgeInfo, HostConfig, Interruption, Limits};
 use crate::error::{HostError, LoadError};
 use crate::function::Function;
 use crate::imports::{self, CallState, MAX_TABLE_ELEMENTS};
+use crate::lent;
 
 /// Core instances one component instance may hold (a Rust function has the main
 /// module and a couple of small wit-component shims).
@@ -101,7 +102,9 @@ impl Host {
             Engine::new(&engine_config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        imports::add_to_linker(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        imports::add_to_linker(&mut linker)
+            .and_then(|()| lent::add_to_linker(&mut linker))
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
 
         let ticker = match interruption {
             Interruption::Epoch => Some(Ticker::start(engine.clone(), epoch_tick)?),

@@ -15,6 +15,7 @@ use wasmtime::{ResourceLimiter, StoreContextMut};
 use crate::check::HOST;
 use crate::config::{EdgeInfo, Limits};
 use crate::deadline::Deadline;
+use crate::lent::Lent;
 use crate::message::{Level, Outgoing};
 
 /// Longest log line written, in bytes; longer lines are cut (at a character boundary).
@@ -31,6 +32,8 @@ pub(crate) struct CallState {
     pub(crate) memory_refused: bool,
     /// The current call's deadline (epoch interruption only).
     pub(crate) deadline: Deadline,
+    /// The messages lent to the current call.
+    pub(crate) lent: Lent,
     publish_quota: usize,
     publish_bytes_left: usize,
     publishes: Vec<(String, Outgoing)>,
@@ -47,6 +50,7 @@ impl CallState {
             memory_cap: limits.memory_bytes,
             memory_refused: false,
             deadline: Deadline::default(),
+            lent: Lent::default(),
             publish_quota: 0,
             publish_bytes_left: 0,
             publishes: Vec::new(),

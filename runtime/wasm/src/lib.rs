@@ -40,13 +40,15 @@ mod error;
 mod function;
 mod host;
 mod imports;
+mod lent;
 mod message;
 
 pub use config::{EdgeInfo, HostConfig, Interruption, Limits};
 pub use error::{CallError, HostError, LoadError};
 pub use function::{BatchInvocation, Function, Invocation};
 pub use host::{Component, Host};
-pub use message::{Action, Message, MessageRef, Outgoing};
+pub use lent::{BatchResource, MessageResource};
+pub use message::{Action, MessageRef, Outgoing};
 
 /// The `tern:function` version this host runs.
 pub const WORLD_VERSION: &str = "0.1.0";

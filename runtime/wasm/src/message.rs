@@ -1,14 +1,13 @@
-//! The values that cross the boundary, laid out as the canonical ABI wants them: the
-//! derives lower [`MessageRef`] straight from the edge's borrowed buffers into guest
-//! memory and lift [`Action`] / [`Outgoing`] straight out of it, with no intermediate
-//! copies. Field order and names must match `sdk/function/wit/world.wit`
-//! (`tern:function/types`); `check.rs` holds the same shape as text.
+//! The values that cross the boundary: [`MessageRef`], what the edge lends a call
+//! (read by the guest through the getters of `lent.rs`, field by field, straight from
+//! the edge's borrowed buffers), and [`Action`] / [`Outgoing`], lifted straight out of
+//! guest memory. Names must match `sdk/function/wit/world.wit` (`tern:function/types`);
+//! `check.rs` holds the same shapes as text.
 
-use wasmtime::component::{ComponentType, Lift, Lower};
+use wasmtime::component::{ComponentType, Lift};
 
 /// One message handed to a function, borrowed from the edge's buffers.
-#[derive(Clone, Copy, Debug, ComponentType, Lower)]
-#[component(record)]
+#[derive(Clone, Copy, Debug)]
 pub struct MessageRef<'a> {
     /// The message id (its idempotency key).
     pub id: &'a str,
@@ -19,40 +18,12 @@ pub struct MessageRef<'a> {
     /// The body.
     pub data: &'a [u8],
     /// A MIME type for `data`.
-    #[component(name = "content-type")]
     pub content_type: Option<&'a str>,
     /// Application headers, sorted by name.
     pub headers: &'a [(&'a str, &'a str)],
     /// The publisher's client id.
-    #[component(name = "client-id")]
     pub client_id: Option<&'a str>,
     /// Milliseconds since the Unix epoch: received (ingress) or stored (egress).
-    #[component(name = "timestamp-ms")]
-    pub timestamp_ms: u64,
-}
-
-/// A message a function answered with ([`Action::Replace`]); owned.
-#[derive(Clone, Debug, Default, PartialEq, Eq, ComponentType, Lift)]
-#[component(record)]
-pub struct Message {
-    /// The message id (a function cannot change it: the edge keeps the original).
-    pub id: String,
-    /// The channel (a function cannot change it: the edge keeps the original).
-    pub channel: String,
-    /// The application's event name.
-    pub name: Option<String>,
-    /// The body.
-    pub data: Vec<u8>,
-    /// A MIME type for `data`.
-    #[component(name = "content-type")]
-    pub content_type: Option<String>,
-    /// Application headers.
-    pub headers: Vec<(String, String)>,
-    /// The publisher's client id.
-    #[component(name = "client-id")]
-    pub client_id: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    #[component(name = "timestamp-ms")]
     pub timestamp_ms: u64,
 }
 
@@ -63,9 +34,10 @@ pub enum Action {
     /// Pass it on unchanged.
     #[component(name = "pass")]
     Pass,
-    /// Pass this message on instead (the edge keeps the original id and channel).
+    /// Pass the message on with this name, body, content type and headers instead (the
+    /// edge keeps its id, channel, client id and time).
     #[component(name = "replace")]
-    Replace(Message),
+    Replace(Outgoing),
     /// Store and deliver nothing; the publisher still gets an ACK, with this reason.
     #[component(name = "drop")]
     Drop(String),
@@ -86,7 +58,8 @@ impl Action {
     }
 }
 
-/// A message a function published to another channel during a call.
+/// A message a function published to another channel during a call, or the new
+/// content of a message it replaced.
 #[derive(Clone, Debug, Default, PartialEq, Eq, ComponentType, Lift)]
 #[component(record)]
 pub struct Outgoing {

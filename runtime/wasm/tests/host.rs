@@ -136,10 +136,10 @@ fn host_imports_answer_the_configured_edge_and_the_clock() {
         .and_then(|v| v.parse().ok())
         .expect("x-server-ms is a number");
     assert!(server_ms > 1_700_000_000_000, "a wall clock: {server_ms}");
-    // The rest of the message came through the lowering and lifting intact.
+    // The rest of the message came through the getters and the lifting intact (the
+    // edge keeps the id, channel, client id and time of a replaced message).
     assert_eq!(replaced.data, b"hello");
     assert_eq!(replaced.name.as_deref(), Some("hi"));
-    assert_eq!(replaced.client_id.as_deref(), Some("client-7"));
     assert_eq!(replaced.content_type.as_deref(), Some("text/plain"));
     assert!(replaced.headers.contains(&("a".into(), "1".into())));
 }
@@ -588,14 +588,14 @@ fn a_newer_world_version_is_refused_naming_both_versions() {
 fn a_different_handle_signature_is_refused_naming_both_types() {
     let wit = world_text(|w| {
         w.replace(
-            "handle: func(message: message) -> action;",
-            "handle: func(message: message) -> string;",
+            "handle: func(message: borrow<message>) -> action;",
+            "handle: func(message: borrow<message>) -> string;",
         )
     });
     let text = refusal(&component_from_wit(&wit, "message-function"));
     assert_eq!(
         text,
-        "`tern:function/handler@0.1.0#handle` has type func(message) -> string; this edge expects func(message) -> action"
+        "`tern:function/handler@0.1.0#handle` has type func(borrow<resource>) -> string; this edge expects func(borrow<resource>) -> action"
     );
 }
 
@@ -627,4 +627,40 @@ fn imports_beyond_host_are_refused_naming_them() {
         text,
         "the component imports wasi:cli/environment@0.2.0; a Tern function may import only tern:function/host@0.1.0 (no WASI)"
     );
+}
+
+#[test]
+fn a_getter_the_world_does_not_have_is_refused_naming_it() {
+    let wit = world_text(|w| {
+        w.replace(
+            "        timestamp-ms: func() -> u64;\n    }",
+            "        timestamp-ms: func() -> u64;\n        secret: func() -> string;\n    }",
+        )
+    });
+    let text = refusal(&component_from_wit(&wit, "message-function"));
+    assert_eq!(
+        text,
+        "the component imports tern:function/types@0.1.0#[method]message.secret; a Tern function may import only tern:function/host@0.1.0 (no WASI)"
+    );
+}
+
+#[test]
+fn a_handle_borrowing_the_batch_resource_is_refused_at_load() {
+    // check.rs renders both resources alike; the typed export tells them apart.
+    let wit = world_text(|w| {
+        w.replace(
+            "    use types.{message, action};\n\n    /// Decides one message's fate.\n    handle: func(message: borrow<message>) -> action;",
+            "    use types.{batch, action};\n\n    /// Decides one message's fate.\n    handle: func(message: borrow<batch>) -> action;",
+        )
+    });
+    assert!(wit.contains("handle: func(message: borrow<batch>)"), "the edit applied");
+    let host = host();
+    let component = host
+        .compile(&component_from_wit(&wit, "message-function"))
+        .expect("the shape matches");
+    let error = host
+        .function("swapped", &component, relaxed())
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("handle:"), "{error}");
 }

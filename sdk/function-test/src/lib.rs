@@ -127,7 +127,7 @@ impl Component {
             .call(&message_ref(&message, &headers))
             .map_err(|error| error.to_string())?;
         Ok(Outcome {
-            action: action(invocation.action),
+            action: action(&message, invocation.action),
             published: published(invocation.publishes),
         })
     }
@@ -145,7 +145,11 @@ impl Component {
             .map(|(message, headers)| message_ref(message, headers))
             .collect();
         match self.function.call_batch(&refs) {
-            Ok(invocation) => invocation.actions.into_iter().map(action).collect(),
+            Ok(invocation) => messages
+                .iter()
+                .zip(invocation.actions)
+                .map(|(message, answer)| action(message, answer))
+                .collect(),
             Err(error) => panic!("the batch call failed: {error}"),
         }
     }
@@ -199,7 +203,7 @@ fn load(crate_dir: &Path) -> Result<Component, String> {
 
 fn borrowed_headers(message: &Message) -> Vec<(&str, &str)> {
     message
-        .headers
+        .headers()
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect()
@@ -207,30 +211,30 @@ fn borrowed_headers(message: &Message) -> Vec<(&str, &str)> {
 
 fn message_ref<'a>(message: &'a Message, headers: &'a [(&'a str, &'a str)]) -> MessageRef<'a> {
     MessageRef {
-        id: &message.id,
-        channel: &message.channel,
-        name: message.name.as_deref(),
-        data: &message.data,
-        content_type: message.content_type.as_deref(),
+        id: message.id(),
+        channel: message.channel(),
+        name: message.name(),
+        data: message.data(),
+        content_type: message.content_type(),
         headers,
-        client_id: message.client_id.as_deref(),
-        timestamp_ms: message.timestamp_ms,
+        client_id: message.client_id(),
+        timestamp_ms: message.timestamp_ms(),
     }
 }
 
-fn action(action: tern_wasm::Action) -> Action {
+/// The component's answer for `original` as the SDK's action: a replacement is the
+/// original with the new name, body, content type and headers, as on an edge.
+fn action(original: &Message, action: tern_wasm::Action) -> Action {
     match action {
         tern_wasm::Action::Pass => Action::Pass,
-        tern_wasm::Action::Replace(message) => Action::Replace(Message {
-            id: message.id,
-            channel: message.channel,
-            name: message.name,
-            data: message.data,
-            content_type: message.content_type,
-            headers: message.headers,
-            client_id: message.client_id,
-            timestamp_ms: message.timestamp_ms,
-        }),
+        tern_wasm::Action::Replace(replacement) => {
+            let mut message = original.clone();
+            message.set_name(replacement.name);
+            message.set_data(replacement.data);
+            message.set_content_type(replacement.content_type);
+            message.set_headers(replacement.headers);
+            Action::Replace(message)
+        }
         tern_wasm::Action::Drop(reason) => Action::Drop(reason),
         tern_wasm::Action::Reject(reason) => Action::Reject(reason),
     }
@@ -268,16 +272,14 @@ mod tests {
 
     #[test]
     fn messages_convert_field_by_field() {
-        let message = Message {
-            id: "m1".into(),
-            channel: "chat:1".into(),
-            name: Some("n".into()),
-            data: vec![0, 1, 2],
-            content_type: Some("application/octet-stream".into()),
-            headers: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
-            client_id: Some("c1".into()),
-            timestamp_ms: 42,
-        };
+        let message = Message::new("chat:1", vec![0, 1, 2])
+            .with_id("m1")
+            .with_name("n".to_owned())
+            .with_content_type("application/octet-stream".to_owned())
+            .with_header("b", "2")
+            .with_header("a", "1")
+            .with_client_id("c1".to_owned())
+            .with_timestamp_ms(42u64);
         let headers = borrowed_headers(&message);
         let borrowed = message_ref(&message, &headers);
         assert_eq!(borrowed.id, "m1");
@@ -289,25 +291,30 @@ mod tests {
         assert_eq!(borrowed.client_id, Some("c1"));
         assert_eq!(borrowed.timestamp_ms, 42);
 
-        let back = action(tern_wasm::Action::Replace(tern_wasm::Message {
-            id: "m1".into(),
-            channel: "chat:1".into(),
-            name: Some("n".into()),
-            data: vec![0, 1, 2],
-            content_type: Some("application/octet-stream".into()),
-            headers: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
-            client_id: Some("c1".into()),
-            timestamp_ms: 42,
-        }));
-        assert_eq!(back, Action::Replace(message));
+        let back = action(
+            &message,
+            tern_wasm::Action::Replace(tern_wasm::Outgoing {
+                name: None,
+                data: vec![9],
+                content_type: None,
+                headers: vec![("z".into(), "1".into())],
+            }),
+        );
+        let expected = message
+            .clone()
+            .with_name(None)
+            .with_data(vec![9])
+            .with_content_type(None)
+            .with_headers(vec![("z".to_owned(), "1".to_owned())]);
+        assert_eq!(back, Action::Replace(expected));
         assert_eq!(
-            action(tern_wasm::Action::Reject("no".into())),
+            action(&message, tern_wasm::Action::Reject("no".into())),
             Action::Reject("no".into())
         );
         assert_eq!(
-            action(tern_wasm::Action::Drop("x".into())),
+            action(&message, tern_wasm::Action::Drop("x".into())),
             Action::Drop("x".into())
         );
-        assert_eq!(action(tern_wasm::Action::Pass), Action::Pass);
+        assert_eq!(action(&message, tern_wasm::Action::Pass), Action::Pass);
     }
 }

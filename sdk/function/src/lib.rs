@@ -9,9 +9,9 @@
 //! use tern_function::{Action, Message};
 //!
 //! fn shout(mut message: Message) -> Action {
-//!     match message.text() {
-//!         Some(text) => {
-//!             message.data = text.to_uppercase().into_bytes();
+//!     match message.text().map(str::to_uppercase) {
+//!         Some(loud) => {
+//!             message.set_data(loud);
 //!             Action::Replace(message)
 //!         }
 //!         None => Action::Reject("only text is allowed here".into()),
@@ -25,9 +25,9 @@
 //! ```
 //!
 //! ```text
-//!  edge (tern-wasm) ──handle(message)──▶ function!(your_fn) ──▶ your_fn(Message) -> Action
-//!        ▲                                   │ publish / log / now_ms / edge
-//!        └──────────── action ◀──────────────┘ (host imports; natively: testing::run records them)
+//!  edge (tern-wasm) ──handle(borrow<message>)──▶ function!(your_fn) ──▶ your_fn(Message) -> Action
+//!        ▲   ◀── message.data(), … (read on first use)  │ publish / log / now_ms / edge
+//!        └──────────── action ◀─────────────────────────┘ (host imports; natively: testing::run records them)
 //! ```
 //!
 //! What it does not do: build the component (`tern fn build` does, see
@@ -108,22 +108,21 @@ macro_rules! function {
             struct Export;
 
             impl $crate::__private::HandlerGuest for Export {
-                fn handle(message: $crate::__private::WitMessage) -> $crate::__private::WitAction {
+                fn handle(message: &$crate::__private::WitMessage) -> $crate::__private::WitAction {
                     $crate::__private::into_wit_action(super::__TERN_FUNCTION_HANDLER(
-                        $crate::__private::from_wit_message(message),
+                        $crate::__private::lent_message(message),
                     ))
                 }
             }
 
             impl $crate::__private::BatchGuest for Export {
                 fn handle_batch(
-                    messages: ::std::vec::Vec<$crate::__private::WitMessage>,
+                    batch: &$crate::__private::WitBatch,
                 ) -> ::std::vec::Vec<$crate::__private::WitAction> {
-                    messages
-                        .into_iter()
+                    $crate::__private::lent_batch(batch)
                         .map(|message| {
                             $crate::__private::into_wit_action(super::__TERN_FUNCTION_HANDLER(
-                                $crate::__private::from_wit_message(message),
+                                message,
                             ))
                         })
                         .collect()
@@ -144,7 +143,7 @@ pub mod __private {
     pub use crate::wasm::bindings::exports::tern::function::batch_handler::Guest as BatchGuest;
     pub use crate::wasm::bindings::exports::tern::function::handler::Guest as HandlerGuest;
     pub use crate::wasm::bindings::tern::function::types::{
-        Action as WitAction, Message as WitMessage,
+        Action as WitAction, Batch as WitBatch, Message as WitMessage,
     };
-    pub use crate::wasm::{from_wit_message, into_wit_action};
+    pub use crate::wasm::{into_wit_action, lent_batch, lent_message};
 }

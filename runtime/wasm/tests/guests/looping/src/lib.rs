@@ -6,10 +6,10 @@ use tern_function::{Action, Message};
 
 /// Loops forever when `message.name` is `loop`, spins when it is `spin`, else passes.
 pub fn handle(message: Message) -> Action {
-    match message.name.as_deref() {
+    match message.name() {
         Some("loop") => spin(u64::MAX),
         Some("spin") => {
-            let turns = std::str::from_utf8(&message.data)
+            let turns = std::str::from_utf8(message.data())
                 .ok()
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(0);

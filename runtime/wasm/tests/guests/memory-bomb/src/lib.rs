@@ -5,7 +5,7 @@ use tern_function::{Action, Message};
 
 /// Allocates without bound when `message.name` is `bomb`, else passes.
 pub fn handle(message: Message) -> Action {
-    if message.name.as_deref() == Some("bomb") {
+    if message.name() == Some("bomb") {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         loop {
             // Touch the block so it is really allocated, and black_box it so the

@@ -14,12 +14,12 @@ pub fn handle(mut message: Message) -> Action {
     let mut first_error = String::new();
     for _ in 0..1000 {
         let copy = Outgoing {
-            name: message.name.clone(),
-            data: message.data.clone(),
-            content_type: message.content_type.clone(),
+            name: message.name().map(str::to_owned),
+            data: message.data().to_vec(),
+            content_type: message.content_type().map(str::to_owned),
             headers: Vec::new(),
         };
-        match tern_function::publish(&message.channel, copy) {
+        match tern_function::publish(message.channel(), copy) {
             Ok(()) => published += 1,
             Err(error) => {
                 if refused == 0 {
@@ -29,8 +29,9 @@ pub fn handle(mut message: Message) -> Action {
             }
         }
     }
-    message.data =
-        format!("published={published} refused={refused} first-error={first_error}").into_bytes();
+    message.set_data(format!(
+        "published={published} refused={refused} first-error={first_error}"
+    ));
     Action::Replace(message)
 }
 

@@ -17,7 +17,7 @@ fn descend(depth: u64) -> u64 {
 
 /// Overflows the stack when `message.name` is `deep`, else passes.
 pub fn handle(message: Message) -> Action {
-    if message.name.as_deref() == Some("deep") {
+    if message.name() == Some("deep") {
         // black_box: the start is unknown to the compiler, so nothing is precomputed.
         let depth = descend(std::hint::black_box(0));
         return Action::Drop(format!("reached depth {depth}"));

@@ -4,7 +4,7 @@ use tern_function::{Action, Message};
 
 /// Panics, whatever the message.
 pub fn handle(message: Message) -> Action {
-    panic!("trapping on purpose on channel {}", message.channel)
+    panic!("trapping on purpose on channel {}", message.channel())
 }
 
 tern_function::function!(handle);
