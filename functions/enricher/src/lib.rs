@@ -48,7 +48,7 @@ mod tests {
 
     fn headers(action: Action) -> Vec<(String, String)> {
         match action {
-            Action::Replace(message) => message.headers,
+            Action::Replace(message) => message.headers().to_vec(),
             other => panic!("expected a replacement, got {other:?}"),
         }
     }
@@ -59,12 +59,11 @@ mod tests {
         set_edge("fra1", "eu-central");
         let message = Message::new("chat:1", "hello");
         let outcome = run(handle, message.clone());
-        let mut expected = message;
-        expected.headers = vec![
-            ("x-pop".into(), "fra1".into()),
-            ("x-region".into(), "eu-central".into()),
-            ("x-server-ms".into(), "1700000000123".into()),
-        ];
+        let expected = message.with_headers(vec![
+            ("x-pop".to_owned(), "fra1".to_owned()),
+            ("x-region".to_owned(), "eu-central".to_owned()),
+            ("x-server-ms".to_owned(), "1700000000123".to_owned()),
+        ]);
         assert_eq!(outcome.action, Action::Replace(expected));
         assert!(outcome.published.is_empty() && outcome.logs.is_empty());
     }
@@ -87,7 +86,7 @@ mod tests {
     fn the_body_is_untouched() {
         let message = Message::new("chat:1", vec![0xff, 0x00]);
         match run(handle, message).action {
-            Action::Replace(replaced) => assert_eq!(replaced.data, [0xff, 0x00]),
+            Action::Replace(replaced) => assert_eq!(replaced.data(), [0xff, 0x00]),
             other => panic!("expected a replacement, got {other:?}"),
         }
     }

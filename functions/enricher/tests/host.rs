@@ -34,7 +34,7 @@ fn the_component_adds_the_hosts_time_pop_and_region() {
     let enriched = replaced(component().call(message.clone()).action);
     let after = now_ms();
 
-    assert_eq!(enriched.data, message.data);
+    assert_eq!(enriched.data(), message.data());
     assert_eq!(enriched.header("a"), Some("1"));
     assert_eq!(enriched.header("x-pop"), Some(EDGE_NAME));
     assert_eq!(enriched.header("x-region"), Some(EDGE_REGION));
@@ -66,11 +66,10 @@ fn the_component_agrees_with_the_native_function() {
     for message in [
         Message::new("chat:1", "hello"),
         Message::new("chat:1", vec![0xff, 0x00]),
-        Message {
-            name: Some("typing".into()),
-            headers: vec![("x-pop".into(), "forged".into()), ("z".into(), "2".into())],
-            ..Message::new("chat:2", "")
-        },
+        Message::new("chat:2", "")
+            .with_name("typing".to_owned())
+            .with_header("x-pop", "forged")
+            .with_header("z", "2"),
     ] {
         let action = component.call(message.clone()).action;
         let stamped = replaced(action.clone());

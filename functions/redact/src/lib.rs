@@ -279,7 +279,7 @@ pub fn handle(mut message: Message) -> Action {
     let Some(redacted) = message.text().and_then(redact) else {
         return Action::Pass;
     };
-    message.data = redacted.data;
+    message.set_data(redacted.data);
     message.set_header(COUNT_HEADER, redacted.count.to_string());
     Action::Replace(message)
 }
@@ -374,7 +374,7 @@ mod tests {
         let mut message = Message::new("chat:1", "mail ana@x.io or call 555 123 4567 ✓");
         message.set_header("app", "1");
         let outcome = run(handle, message.clone());
-        message.data = "mail [email] or call [phone] ✓".into();
+        message.set_data("mail [email] or call [phone] ✓");
         message.set_header(COUNT_HEADER, "2");
         assert_eq!(outcome.action, Action::Replace(message));
     }

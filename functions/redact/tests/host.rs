@@ -13,7 +13,7 @@ fn component() -> Component {
 
 fn message(body: impl Into<Vec<u8>>) -> Message {
     let mut message = Message::new("chat:support", body);
-    message.id = "m1".into();
+    message.set_id("m1");
     message.set_header("app", "web");
     message
 }

@@ -35,11 +35,15 @@ pub const SOURCE_ID_HEADER: &str = "x-source-id";
 /// Whether `message` is an alert: named [`ALERT_NAME`], or a JSON object body with
 /// `"priority": "high"`.
 pub fn is_alert(message: &Message) -> bool {
-    if message.name.as_deref() == Some(ALERT_NAME) {
+    if message.name() == Some(ALERT_NAME) {
         return true;
     }
     // Only an object can have the field: skip parsing anything else.
-    let object = message.data.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+    let object = message
+        .data()
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        == Some(&b'{');
     // A `Value` rather than a derived struct: 67 KiB of component instead of 114 KiB.
     object
         && message
@@ -54,19 +58,19 @@ pub fn alerts_channel(channel: &str) -> String {
 
 /// Copies an alert with `publish` (the host's, or a test's), then passes the original.
 pub fn route(message: Message, publish: fn(&str, Outgoing) -> Result<(), String>) -> Action {
-    if message.channel.starts_with(ALERTS_PREFIX) || !is_alert(&message) {
+    if message.channel().starts_with(ALERTS_PREFIX) || !is_alert(&message) {
         return Action::Pass;
     }
-    let channel = alerts_channel(&message.channel);
+    let channel = alerts_channel(message.channel());
     let mut copy = Outgoing::from_message(&message);
     copy.headers
-        .push((SOURCE_ID_HEADER.to_owned(), message.id.clone()));
+        .push((SOURCE_ID_HEADER.to_owned(), message.id().to_owned()));
     if let Err(error) = publish(&channel, copy) {
         tern_function::log(
             Level::Warn,
             &format!(
                 "could not copy message {:?} to {channel:?}: {error}",
-                message.id
+                message.id()
             ),
         );
     }
@@ -86,13 +90,11 @@ mod tests {
     use tern_function::testing::{Outcome, run};
 
     fn message(channel: &str, name: Option<&str>, body: &str) -> Message {
-        Message {
-            id: "m1".into(),
-            name: name.map(str::to_owned),
-            content_type: Some("application/json".into()),
-            headers: vec![("app".into(), "1".into())],
-            ..Message::new(channel, body)
-        }
+        Message::new(channel, body)
+            .with_id("m1")
+            .with_name(name.map(str::to_owned))
+            .with_content_type("application/json".to_owned())
+            .with_header("app", "1")
     }
 
     fn routed(outcome: &Outcome) -> Vec<&str> {

@@ -12,13 +12,11 @@ fn component() -> Component {
 }
 
 fn message(channel: &str, name: Option<&str>, body: &str) -> Message {
-    Message {
-        id: "m1".into(),
-        name: name.map(str::to_owned),
-        content_type: Some("application/json".into()),
-        headers: vec![("app".into(), "web".into())],
-        ..Message::new(channel, body)
-    }
+    Message::new(channel, body)
+        .with_id("m1")
+        .with_name(name.map(str::to_owned))
+        .with_content_type("application/json".to_owned())
+        .with_header("app", "web")
 }
 
 fn inputs() -> Vec<Message> {

@@ -182,7 +182,7 @@ fn path(key: &str) -> String {
 
 /// Passes a well-shaped chat message; rejects anything else with the first problem.
 pub fn handle(message: Message) -> Action {
-    match validate(&message.data) {
+    match validate(message.data()) {
         Ok(()) => Action::Pass,
         Err(reason) => Action::Reject(reason),
     }

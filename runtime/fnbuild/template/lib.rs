@@ -8,7 +8,8 @@ use tern_function::{Action, Level, Message};
 /// Decides each message's fate. This example refuses empty messages, upper-cases
 /// text and passes anything else (binary data) on unchanged.
 pub fn handle(mut message: Message) -> Action {
-    if message.data.is_empty() {
+    // Each accessor reads that field from the edge on first use: read only what you need.
+    if message.data().is_empty() {
         // At ingress, the publisher gets a NACK carrying this reason.
         return Action::Reject("empty messages are not allowed".into());
     }
@@ -19,7 +20,7 @@ pub fn handle(mut message: Message) -> Action {
     let upper = text.to_uppercase();
     // A line in the edge's log, tagged with this function's name.
     tern_function::log(Level::Debug, &format!("{} bytes upper-cased", upper.len()));
-    message.data = upper.into_bytes();
+    message.set_data(upper);
     Action::Replace(message)
 }
 

@@ -136,7 +136,10 @@ impl Function {
         let started = Instant::now();
         let mut warm = self.take()?;
         let limit = self.arm(&mut warm.store, 1);
-        warm.store.data_mut().lent.lend(std::slice::from_ref(message));
+        warm.store
+            .data_mut()
+            .lent
+            .lend(std::slice::from_ref(message));
         let answer = warm
             .handle
             .call(&mut warm.store, (Resource::new_borrow(LENT),));
@@ -172,7 +175,7 @@ impl Function {
             });
         }
         let mut warm = self.take()?;
-        let Some(handle_batch) = warm.handle_batch.clone() else {
+        let Some(handle_batch) = warm.handle_batch else {
             return self.call_each(warm, messages, started);
         };
         let limit = self.arm(&mut warm.store, messages.len());
@@ -208,12 +211,15 @@ impl Function {
         messages: &[MessageRef<'_>],
         started: Instant,
     ) -> Result<BatchInvocation, CallError> {
-        let handle = warm.handle.clone();
+        let handle = warm.handle;
         let mut actions = Vec::with_capacity(messages.len());
         let mut publishes = Vec::new();
         for message in messages {
             let limit = self.arm(&mut warm.store, 1);
-            warm.store.data_mut().lent.lend(std::slice::from_ref(message));
+            warm.store
+                .data_mut()
+                .lent
+                .lend(std::slice::from_ref(message));
             let answer = handle.call(&mut warm.store, (Resource::new_borrow(LENT),));
             warm.store.data_mut().lent.clear();
             match answer {

@@ -86,8 +86,16 @@ impl Lent {
 pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     let mut types = linker.instance(TYPES)?;
     // The guest only ever borrows these, so there is nothing to drop.
-    types.resource("message", ResourceType::host::<MessageResource>(), |_, _| Ok(()))?;
-    types.resource("batch", ResourceType::host::<BatchResource>(), |_, _| Ok(()))?;
+    types.resource(
+        "message",
+        ResourceType::host::<MessageResource>(),
+        |_, _| Ok(()),
+    )?;
+    types.resource(
+        "batch",
+        ResourceType::host::<BatchResource>(),
+        |_, _| Ok(()),
+    )?;
     types.func_wrap(
         "[method]batch.len",
         |cx: StoreContextMut<'_, CallState>, (_batch,): (Resource<BatchResource>,)| {
@@ -147,7 +155,10 @@ pub(crate) fn getter_signature(name: &str) -> Option<String> {
     }
     let (params, field) = match name.strip_prefix("[method]message.") {
         Some(field) => ("borrow<resource>", field),
-        None => ("borrow<resource>, u32", name.strip_prefix("[method]batch.")?),
+        None => (
+            "borrow<resource>, u32",
+            name.strip_prefix("[method]batch.")?,
+        ),
     };
     let (_, ty) = FIELDS.iter().find(|(f, _)| *f == field)?;
     Some(format!("func({params}) -> {ty}"))

@@ -653,7 +653,10 @@ fn a_handle_borrowing_the_batch_resource_is_refused_at_load() {
             "    use types.{batch, action};\n\n    /// Decides one message's fate.\n    handle: func(message: borrow<batch>) -> action;",
         )
     });
-    assert!(wit.contains("handle: func(message: borrow<batch>)"), "the edit applied");
+    assert!(
+        wit.contains("handle: func(message: borrow<batch>)"),
+        "the edit applied"
+    );
     let host = host();
     let component = host
         .compile(&component_from_wit(&wit, "message-function"))

@@ -36,10 +36,7 @@ fn call_panics_with_the_error_when_the_call_fails() {
 #[test]
 fn a_call_past_the_timeout_is_stopped() {
     let component = guest("looping");
-    let looping = Message {
-        name: Some("loop".into()),
-        ..Message::new("chat:1", "x")
-    };
+    let looping = Message::new("chat:1", "x").with_name("loop".to_owned());
     let error = component.try_call(looping).expect_err("the guest loops");
     assert_eq!(
         error,

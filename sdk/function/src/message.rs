@@ -141,7 +141,12 @@ impl Message {
     /// first): what replaces a message.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn into_outgoing(self) -> Outgoing {
-        let _ = (self.name(), self.data(), self.content_type(), self.headers());
+        let _ = (
+            self.name(),
+            self.data(),
+            self.content_type(),
+            self.headers(),
+        );
         Outgoing {
             name: self.name.into_inner().flatten(),
             data: self.data.into_inner().unwrap_or_default(),

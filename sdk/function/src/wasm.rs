@@ -74,7 +74,12 @@ pub fn lent_message(message: &types::Message) -> Message {
 /// The messages of a `handle-batch` call, in order.
 pub fn lent_batch(batch: &types::Batch) -> impl Iterator<Item = Message> {
     let handle = batch.handle();
-    (0..batch.len()).map(move |index| Message::lent(Lent::Batch { batch: handle, index }))
+    (0..batch.len()).map(move |index| {
+        Message::lent(Lent::Batch {
+            batch: handle,
+            index,
+        })
+    })
 }
 
 fn into_wit_outgoing(message: Outgoing) -> types::Outgoing {
