@@ -9,7 +9,8 @@ use std::fmt;
 /// the function until an accessor asks: [`Message::data`] copies the body once (later
 /// calls answer the copy), a pass-through copies nothing. Made with [`Message::new`]
 /// (natively, in tests) every field is already here. A message must not be kept past
-/// the call it was handed to: reading a field of a lent message later traps.
+/// the call it was handed to: the fields it had not read went with the call (a later
+/// read traps, or answers the message of the call in progress).
 #[derive(Clone, Default)]
 pub struct Message {
     id: OnceCell<String>,
