@@ -449,6 +449,7 @@ impl LinkTask {
                 next_serial,
                 previous,
                 continuity,
+                ..
             }) => {
                 self.hub
                     .handle_subscribed(&channel, next_serial, previous, continuity);

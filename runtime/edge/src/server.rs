@@ -184,9 +184,10 @@ impl EdgeHandle {
         self.local_addr
     }
 
-    /// True while the link to the log is up (what `/readyz` reports).
+    /// True while the link to the log is up and the functions deployed in the log
+    /// are in force (what `/readyz` reports).
     pub fn ready(&self) -> bool {
-        self.shared.metrics.link_is_up()
+        self.shared.metrics.link_is_up() && self.shared.functions.is_caught_up()
     }
 
     /// Stops accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:

@@ -400,3 +400,31 @@ async fn egress_runs_before_fan_out_and_deploys_swap_live() {
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["version"], 2);
 }
+
+/// An edge that starts in front of a log already holding deploys reports ready only
+/// once they are in force: a message published right after `/readyz` turns 200
+/// passes through them. The second edge has no compile cache, so compiling takes
+/// long enough that a readiness reported at subscribe time would let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_is_ready_only_once_the_deployed_functions_are_in_force() {
+    let first = Cluster::start().await;
+    for name in ["profanity", "profanity-2", "profanity-3"] {
+        let (status, answer) = deploy(
+            &first,
+            name,
+            "functions/profanity",
+            json!({"bind": ["chat:*"]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let Cluster { log, edge } = first;
+    edge.shutdown().await;
+
+    let second = Cluster::with(log, Default::default()).await;
+    let mut client = second.connected(Format::Json, ADMIN_KEY).await;
+    match publish(&mut client, 1, "chat:1", &["well damn it"]).await {
+        ServerFrame::Nack(nack) => assert_eq!(nack.error.code, ErrorCode::FunctionRejected),
+        other => panic!("the deployed filter was not in force when ready: {other:?}"),
+    }
+}

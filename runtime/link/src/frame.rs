@@ -88,6 +88,10 @@ pub enum Frame {
         /// An edge following from [`SubscribeFrom::Latest`] uses it as the position
         /// it has "already delivered".
         previous: Option<Position>,
+        /// The channel's last durable position when the subscription took effect
+        /// (`None`: nothing stored yet). Delivered up to there, the subscriber has
+        /// caught up with what the channel held when it subscribed.
+        last: Option<Position>,
         /// Whether the starting point asked for could be honoured exactly (always
         /// [`Continuity::Kept`] for [`SubscribeFrom::Start`] and
         /// [`SubscribeFrom::Latest`]).

@@ -14,7 +14,7 @@
 //! edge ── Publish{request_id, messages} ─────────────▶ log
 //! edge ◀──────────── PublishResult{request_id, outcomes} ─ (after fsync)
 //! edge ── Subscribe{channel, from: Start | After(p) | Latest} ─▶ log
-//! edge ◀── Subscribed{next_serial, previous, continuity} ── Messages{…} ── Messages{…} …
+//! edge ◀── Subscribed{next_serial, previous, last, continuity} ── Messages{…} …
 //! ```
 //!
 //! It does not run anything: the QUIC drivers live in `tern-log` (server and client).

@@ -151,12 +151,14 @@ fn samples() -> Vec<Frame> {
             channel: "chat:lobby".into(),
             next_serial: 43,
             previous: Some(position(3, 42)),
+            last: Some(position(3, 50)),
             continuity: Continuity::Kept,
         },
         Frame::Subscribed {
             channel: "ticker".into(),
             next_serial: 7,
             previous: None,
+            last: None,
             continuity: Continuity::Lost {
                 reason: "retention removed 1..=6".into(),
             },

@@ -7,7 +7,7 @@
 //! (readiness) once it has applied what the channel held when it subscribed.
 //!
 //! ```text
-//!  link up ─▶ subscribe $functions (Start | After(last)) ─▶ Subscribed{previous = tail}
+//!  link up ─▶ subscribe $functions (Start | After(last)) ─▶ Subscribed{last = tail}
 //!          ─▶ Messages ─▶ apply each (spawn_blocking) ─▶ caught up when last ≥ tail
 //!  link down / stream closed ─▶ wait for the link ─▶ subscribe again after `last`
 //! ```
@@ -64,8 +64,9 @@ pub(crate) async fn follow(
                 _ = shutdown.changed() => return,
             };
             match event {
-                Some(SubscriptionEvent::Subscribed { previous, .. }) => {
-                    tail = Some(previous);
+                Some(SubscriptionEvent::Subscribed { last: at_start, .. }) => {
+                    // A mid-stream Subscribed (a retention gap) repeats it.
+                    tail = Some(at_start);
                 }
                 Some(SubscriptionEvent::Messages { messages, .. }) => {
                     for stored in messages {

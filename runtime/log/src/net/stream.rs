@@ -705,11 +705,13 @@ impl<S: LogStore> StreamDriver<S> {
                 // tail; what `info` counted as stored is skipped.
                 let resume = resolve(&info, from);
                 debug!(%name, ?from, next = %resume.next, previous = ?resume.previous, continuity = ?resume.continuity, "subscribed");
-                self.subs.start(name, resume.next, info.epochs);
+                let last = info.last;
+                self.subs.start(name, resume.next, info);
                 self.outbox.push_back(Frame::Subscribed {
                     channel,
                     next_serial: resume.next.get(),
                     previous: resume.previous,
+                    last,
                     continuity: resume.continuity,
                 });
             }

@@ -41,6 +41,9 @@ pub enum SubscriptionEvent {
         /// first serial or that message was removed by retention. After
         /// [`SubscribeFrom::Latest`] it is the channel's last stored position.
         previous: Option<Position>,
+        /// The channel's last durable position when the node answered (`None`: it
+        /// held nothing): delivered up to there, the subscriber has caught up.
+        last: Option<Position>,
         /// Whether that continues the position asked for.
         continuity: Continuity,
     },
@@ -169,6 +172,7 @@ impl Subscription {
                 channel,
                 next_serial,
                 previous,
+                last,
                 continuity,
             } => match (ChannelName::parse(&channel), Serial::new(next_serial)) {
                 (Ok(channel), Some(next_serial))
@@ -178,6 +182,7 @@ impl Subscription {
                         channel,
                         next_serial,
                         previous,
+                        last,
                         continuity,
                     }
                 }

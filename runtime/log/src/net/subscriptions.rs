@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 
 use tern_link::{ChannelName, Continuity, Epoch, Frame, Position, Serial, StoredMessage};
 
-use crate::store::{CommittedBatch, ReadResult, epoch_of};
+use crate::store::{ChannelInfo, CommittedBatch, ReadResult, epoch_of};
 
 /// Bytes of a `Messages` frame not taken by messages (tags, channel name, lengths).
 const FRAME_OVERHEAD: usize = 512;
@@ -57,6 +57,8 @@ struct Cursor {
     /// position before a retention gap. Epochs only change when the store opens,
     /// which ends every stream, so it stays right for the stream's lifetime.
     epochs: Vec<(Epoch, Serial)>,
+    /// The channel's last durable position when the subscription was answered.
+    last: Option<Position>,
 }
 
 /// The channels followed on one stream and how far each has been sent.
@@ -95,22 +97,20 @@ impl Subscriptions {
     }
 
     /// Starts (or restarts) following `channel` from `next`, replaying first;
-    /// `epochs` is the channel's epoch table ([`ChannelInfo::epochs`]).
-    pub(crate) fn start(
-        &mut self,
-        channel: ChannelName,
-        next: Serial,
-        epochs: Vec<(Epoch, Serial)>,
-    ) {
+    /// `info` is what the store said of the channel when the subscription was
+    /// answered.
+    pub(crate) fn start(&mut self, channel: ChannelName, next: Serial, info: ChannelInfo) {
         let cursor = self.cursors.entry(channel.clone()).or_insert(Cursor {
             next,
             phase: Phase::Replaying,
             queued: false,
             epochs: Vec::new(),
+            last: None,
         });
         cursor.next = next;
         cursor.phase = Phase::Replaying;
-        cursor.epochs = epochs;
+        cursor.epochs = info.epochs;
+        cursor.last = info.last;
         if !cursor.queued {
             cursor.queued = true;
             self.replay_queue.push_back(channel);
@@ -176,6 +176,7 @@ impl Subscriptions {
                             serial: before,
                         })
                     }),
+                    last: cursor.last,
                     continuity: Continuity::Lost {
                         reason: format!(
                             "retention removed serials {} to {} during replay",
@@ -305,6 +306,15 @@ mod tests {
         Serial::new(n).expect("non-zero in tests")
     }
 
+    /// A channel in one epoch that starts at serial 1.
+    fn info() -> ChannelInfo {
+        ChannelInfo {
+            first_serial: Some(s(1)),
+            last: None,
+            epochs: vec![(Epoch(1), s(1))],
+        }
+    }
+
     fn msg(n: u64) -> StoredMessage {
         StoredMessage {
             position: Position {
@@ -348,7 +358,7 @@ mod tests {
     fn replay_then_tail_has_no_gaps_or_duplicates() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(ch.clone(), s(1), info());
         // The tail delivers 4..=5 while replay is still going: ignored.
         assert!(subs.handle_tail(&tail(&ch, 4..=5)).is_empty());
         let (c, from) = subs.next_replay().expect("replay wanted");
@@ -368,7 +378,7 @@ mod tests {
     fn tail_gap_goes_back_to_replay() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(ch.clone(), s(1), info());
         let (_, from) = subs.next_replay().expect("replay");
         let empty = ReadResult::default();
         assert!(subs.handle_replay(&ch, from, empty).is_empty());
@@ -380,7 +390,7 @@ mod tests {
     fn replay_gap_is_reported_as_lost() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(ch.clone(), s(1), info());
         let (_, from) = subs.next_replay().expect("replay");
         let frames = subs.handle_replay(&ch, from, read(5..=6, false));
         assert!(matches!(
@@ -400,8 +410,8 @@ mod tests {
         let a = ChannelName::parse("a").expect("valid");
         let b = ChannelName::parse("b").expect("valid");
         let mut subs = Subscriptions::new(1 << 20);
-        subs.start(a.clone(), s(1), vec![(Epoch(1), s(1))]);
-        subs.start(b.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(a.clone(), s(1), info());
+        subs.start(b.clone(), s(1), info());
         let (first, from) = subs.next_replay().expect("a");
         assert_eq!(first, a);
         assert_eq!(
@@ -421,7 +431,7 @@ mod tests {
     fn frames_are_split_by_size() {
         let ch = ChannelName::parse("a").expect("valid");
         let mut subs = Subscriptions::new(FRAME_OVERHEAD + 2 * (MESSAGE_OVERHEAD + 3));
-        subs.start(ch.clone(), s(1), vec![(Epoch(1), s(1))]);
+        subs.start(ch.clone(), s(1), info());
         let (_, from) = subs.next_replay().expect("replay");
         let frames = subs.handle_replay(&ch, from, read(1..=5, false));
         assert_eq!(frames.len(), 3);
