@@ -411,7 +411,12 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)),
         "{connection_id}"
     );
-    assert!(connected["connection_key"].is_string(), "{connected}");
+    let connection_key = connected["connection_key"]
+        .as_str()
+        .context("connection_key is a string")?
+        .to_owned();
+    // §3.2: `resumed` absent or false without `resume`.
+    assert_ne!(connected["resumed"], true, "{connected}");
     assert_eq!(connected["client_id"], "alice");
     assert!(
         connected["heartbeat_interval_ms"]
@@ -717,7 +722,62 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
     assert_eq!(frames[0]["type"], "CLOSED");
     assert_eq!(close, Some(CloseCode::Normal));
 
-    // ---- Reconnect and resume with `from` (§5, §7).
+    // ---- Resume the connection (§7.1) with its key and its channel's position.
+    let mut ws = Ws::open(&dev).await?;
+    let from = json!({"epoch": epoch, "serial": first + 2});
+    ws.send(
+        &json!({"type": "CONNECT", "key": dev.key, "client_id": "alice",
+        "resume": connection_key, "channels": {channel: from}}),
+    )
+    .await?;
+    let resumed = ws.expect("CONNECTED").await?;
+    // §3.2: the same connection, a fresh key, no error.
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert_eq!(resumed["connection_id"], json!(connection_id), "{resumed}");
+    assert!(resumed["connection_key"].is_string(), "{resumed}");
+    assert!(resumed.get("error").is_none(), "{resumed}");
+    // §3.1: each entry of `channels` is answered like an ATTACH with `from`.
+    let attached = ws.expect("ATTACHED").await?;
+    assert_eq!(attached["channel"], channel);
+    assert_eq!(attached["resumed"], true, "{attached}");
+    assert_eq!(attached["position"], from);
+    for serial in first + 3..=first + 5 {
+        let message = ws.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, serial));
+    }
+    // §7.1, §6.3: the first PUBLISH resent with its msg_serial is stored once, also
+    // its message without id; the ACK gives the original positions.
+    ws.send(
+        &json!({"type": "PUBLISH", "msg_serial": 0, "channel": channel, "messages": [
+        {"id": "m-1", "data": "hello"}, {"data": {"base64": "AAH/"}}]}),
+    )
+    .await?;
+    let ack = ws.expect("ACK").await?;
+    assert_eq!(position(&ack["results"][0]["position"]), (epoch, first));
+    assert_eq!(position(&ack["results"][1]["position"]), (epoch, first + 1));
+    assert!(
+        ack["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["duplicate"] == true)),
+        "{ack}"
+    );
+    // §3.2, §11: a key presented with another client id is refused, with the reason;
+    // the session is a new one.
+    let mut other = Ws::open(&dev).await?;
+    other
+        .send(
+            &json!({"type": "CONNECT", "key": dev.key, "client_id": "mallory",
+            "resume": resumed["connection_key"]}),
+        )
+        .await?;
+    let refused = other.expect("CONNECTED").await?;
+    assert_ne!(refused["resumed"], true, "{refused}");
+    assert_ne!(refused["connection_id"], json!(connection_id), "{refused}");
+    check_error_info(&refused, 41001, false);
+    drop(other);
+    drop(ws);
+
+    // ---- Reconnect without resume, then ATTACH with `from` (§5, §7).
     let mut ws = Ws::open(&dev).await?;
     let again = ws.connect(&dev.key).await?;
     assert_ne!(

@@ -23,7 +23,8 @@ pub use keys::{
     ApiKey, Capabilities, ChannelPattern, MIN_SECRET_CHARS, Operation, Operations, PatternError,
 };
 pub use raw::{
-    RawAdminKey, RawApiKey, RawEdgeConfig, RawEdgeLimitsConfig, RawEdgeSection, RawLinkClientConfig,
+    RawAdminKey, RawApiKey, RawClusterConfig, RawEdgeConfig, RawEdgeLimitsConfig, RawEdgeSection,
+    RawLinkClientConfig,
 };
 
 use crate::error::ConfigError;
@@ -58,6 +59,41 @@ pub struct EdgeConfig {
     /// Key ids are unique across `keys` and `admin_keys`. Default none: the admin API
     /// refuses every request.
     pub admin_keys: Vec<ApiKey>,
+    /// What every edge of the cluster shares (TOML: `[cluster]`).
+    pub cluster: ClusterConfig,
+}
+
+/// What every edge of a cluster shares (TOML: `[cluster]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Signs the connection keys clients resume with; the same on every edge. Default
+    /// none: the edge makes one up when it starts, and connections resume only on
+    /// that edge process.
+    pub connection_key_secret: Option<ClusterSecret>,
+    /// Secrets of before a rotation: accepted, never used to sign.
+    pub previous_connection_key_secrets: Vec<ClusterSecret>,
+}
+
+/// A secret shared by the cluster (at least 32 characters). `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(String);
+
+impl ClusterSecret {
+    /// Wraps `secret` (not checked: [`RawEdgeConfig::compile`] checks its length).
+    pub fn new(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(…)")
+    }
 }
 
 impl Default for EdgeConfig {
@@ -71,6 +107,7 @@ impl Default for EdgeConfig {
             keys: Vec::new(),
             functions: FunctionsConfig::default(),
             admin_keys: Vec::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -174,6 +211,9 @@ pub struct EdgeLimitsConfig {
     pub max_connections: usize,
     /// Largest `limit` a REST history request may ask for. Default 1000; 1..=100 000.
     pub history_max_limit: usize,
+    /// How long after a connection drops it can still be resumed (on any edge
+    /// sharing the cluster's secret). Default 2min; 1s..=24h.
+    pub state_ttl: Duration,
 }
 
 impl Default for EdgeLimitsConfig {
@@ -190,6 +230,7 @@ impl Default for EdgeLimitsConfig {
             connect_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             history_max_limit: 1000,
+            state_ttl: Duration::from_secs(120),
         }
     }
 }

@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use super::functions::RawFunctionsConfig;
 use super::keys::{ApiKey, Capabilities, ChannelPattern, Operation, Operations, split_key};
-use super::{EdgeConfig, EdgeLimitsConfig, KIB, LinkClientConfig, MIB};
+use super::{
+    ClusterConfig, ClusterSecret, EdgeConfig, EdgeLimitsConfig, KIB, LinkClientConfig, MIB,
+};
 use crate::check::{bytes_usize, count, duration, socket_addr};
 use crate::error::{ConfigError, Problems};
 use crate::units::{RawByteSize, show_duration};
@@ -42,6 +44,9 @@ const CONNECT_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(5 * 60);
 const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=10_000_000;
 const HISTORY_MAX_LIMIT: RangeInclusive<u64> = 1..=100_000;
+const STATE_TTL: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+/// Shortest connection key secret, in characters.
+const MIN_CLUSTER_SECRET_CHARS: usize = 32;
 
 /// An edge config file (the TOML top level).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -59,6 +64,9 @@ pub struct RawEdgeConfig {
     /// `[functions]`.
     #[serde(default)]
     pub functions: RawFunctionsConfig,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: RawClusterConfig,
     /// `[[keys]]`, in file order. Default none.
     #[serde(default)]
     pub keys: Vec<RawApiKey>,
@@ -79,6 +87,35 @@ pub struct RawEdgeSection {
     /// `IP:PORT` of the HTTP and WebSocket listener (one port for both; host names are
     /// not resolved; port 0 picks a free port). Default `"127.0.0.1:8080"`.
     pub listen: Option<String>,
+}
+
+/// `[cluster]`: what every edge of the cluster shares.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterConfig {
+    /// Signs the connection keys clients resume with: at least 32 characters, the
+    /// same on every edge. No default: without it the edge makes up one when it
+    /// starts, and connections resume only on that edge process.
+    pub connection_key_secret: Option<String>,
+    /// Secrets used before a rotation, still accepted (never used to sign). Default
+    /// none; each at least 32 characters.
+    #[serde(default)]
+    pub previous_connection_key_secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for RawClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawClusterConfig")
+            .field(
+                "connection_key_secret",
+                &self.connection_key_secret.as_ref().map(|_| "…"),
+            )
+            .field(
+                "previous_connection_key_secrets",
+                &self.previous_connection_key_secrets.len(),
+            )
+            .finish()
+    }
 }
 
 /// `[log]`: how the edge reaches its log node.
@@ -135,6 +172,9 @@ pub struct RawEdgeLimitsConfig {
     pub max_connections: Option<i64>,
     /// Largest `limit` of a REST history request. Default 1000; 1..=100000.
     pub history_max_limit: Option<i64>,
+    /// How long after a connection drops it can still be resumed (duration).
+    /// Default `"2min"`; 1s..=24h.
+    pub state_ttl: Option<String>,
 }
 
 /// `[[keys]]`: one API key.
@@ -188,6 +228,7 @@ impl RawEdgeConfig {
         let log = self.log.compile(&mut problems);
         let limits = self.limits.compile(&mut problems);
         let functions = self.functions.compile(&mut problems);
+        let cluster = self.cluster.compile(&mut problems);
         let mut seen = HashMap::new();
         let keys = compile_keys(&self.keys, &mut seen, &mut problems);
         let admin_keys = compile_admin_keys(&self.admin_keys, &mut seen, &mut problems);
@@ -201,7 +242,52 @@ impl RawEdgeConfig {
             keys,
             functions,
             admin_keys,
+            cluster,
         })
+    }
+}
+
+impl RawClusterConfig {
+    fn compile(&self, problems: &mut Problems) -> ClusterConfig {
+        let mut check = |path: String, secret: &str| {
+            let chars = secret.chars().count();
+            if chars < MIN_CLUSTER_SECRET_CHARS {
+                problems.push(
+                    &path,
+                    format!(
+                        "is {chars} characters; at least {MIN_CLUSTER_SECRET_CHARS} are needed"
+                    ),
+                );
+                return None;
+            }
+            Some(ClusterSecret::new(secret))
+        };
+        let current = self
+            .connection_key_secret
+            .as_deref()
+            .and_then(|secret| check("cluster.connection_key_secret".into(), secret));
+        let previous: Vec<_> = self
+            .previous_connection_key_secrets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, secret)| {
+                check(
+                    format!("cluster.previous_connection_key_secrets[{i}]"),
+                    secret,
+                )
+            })
+            .collect();
+        if self.connection_key_secret.is_none() && !self.previous_connection_key_secrets.is_empty()
+        {
+            problems.push(
+                "cluster.previous_connection_key_secrets",
+                "needs cluster.connection_key_secret: previous secrets only verify",
+            );
+        }
+        ClusterConfig {
+            connection_key_secret: current,
+            previous_connection_key_secrets: previous,
+        }
     }
 }
 
@@ -414,6 +500,13 @@ impl RawEdgeLimitsConfig {
             defaults.max_connections,
             MAX_CONNECTIONS,
         );
+        let state_ttl = duration(
+            problems,
+            "limits.state_ttl",
+            self.state_ttl.as_deref(),
+            defaults.state_ttl,
+            STATE_TTL,
+        );
         let history_max_limit = count(
             problems,
             "limits.history_max_limit",
@@ -436,6 +529,7 @@ impl RawEdgeLimitsConfig {
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
             max_connections: max_connections.unwrap_or(defaults.max_connections),
             history_max_limit: history_max_limit.unwrap_or(defaults.history_max_limit),
+            state_ttl: state_ttl.unwrap_or(defaults.state_ttl),
         }
     }
 }
@@ -707,6 +801,22 @@ mod tests {
             (
                 "[limits]\nheartbeat_interval = \"1m\"",
                 "limits.idle_timeout: 45s is not more than limits.heartbeat_interval (1m)",
+            ),
+            (
+                "[limits]\nstate_ttl = \"2days\"",
+                "limits.state_ttl: 2days is above the maximum of 1day",
+            ),
+            (
+                "[cluster]\nconnection_key_secret = \"short\"",
+                "cluster.connection_key_secret: is 5 characters; at least 32 are needed",
+            ),
+            (
+                "[cluster]\nconnection_key_secret = \"0123456789abcdef0123456789abcdef\"\nprevious_connection_key_secrets = [\"0123456789abcdef0123456789abcdef\", \"x\"]",
+                "cluster.previous_connection_key_secrets[1]: is 1 characters; at least 32 are needed",
+            ),
+            (
+                "[cluster]\nprevious_connection_key_secrets = [\"0123456789abcdef0123456789abcdef\"]",
+                "cluster.previous_connection_key_secrets: needs cluster.connection_key_secret: previous secrets only verify",
             ),
             (
                 "[limits]\nconnect_timeout = \"6m\"",

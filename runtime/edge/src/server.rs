@@ -10,6 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tern_config::EdgeConfig;
+use tern_connkey::Signer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -63,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) link: LinkHandle,
     pub(crate) functions: Arc<Functions>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Signs and checks connection keys.
+    pub(crate) signer: Arc<Signer>,
     next_conn: AtomicU64,
     /// The url-safe prefix of connection ids (from the edge's name).
     id_prefix: String,
@@ -88,6 +91,28 @@ impl Shared {
     /// True once the edge is shutting down.
     pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+}
+
+/// The signer of connection keys: the cluster's secrets, or (with a warning) a
+/// secret made up for this process when the config has none.
+fn connection_key_signer(config: &EdgeConfig) -> Signer {
+    let cluster = &config.cluster;
+    match &cluster.connection_key_secret {
+        Some(secret) => {
+            let previous: Vec<&[u8]> = cluster
+                .previous_connection_key_secrets
+                .iter()
+                .map(|secret| secret.expose())
+                .collect();
+            Signer::new(secret.expose(), &previous)
+        }
+        None => {
+            warn!(
+                "no cluster.connection_key_secret: connections resume only on this edge process (set the same secret on every edge)"
+            );
+            Signer::new(crate::ws::random_hex(32).as_bytes(), &[])
+        }
     }
 }
 
@@ -142,12 +167,14 @@ impl Edge {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .take(32)
             .collect();
+        let signer = Arc::new(connection_key_signer(&config));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics,
             link,
             functions,
             shutdown: shutdown_rx,
+            signer,
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {
                 "edge".to_owned()

@@ -22,6 +22,20 @@
 //!  end (CLOSE, disconnect) ──publishes in flight──▶ Closing ──last answer / request_timeout──▶ Closed
 //! ```
 //!
+//! Resume: CONNECTED hands the client a connection key (`tern-connkey`), signed with
+//! the cluster's secret and valid for `state_ttl` plus a refresh interval
+//! (`state_ttl / 4`); a fresh one rides on a HEARTBEAT every refresh interval. A
+//! CONNECT presenting a valid key of the same API key and client id takes over that
+//! connection's id, on any edge of the cluster: PUBLISH frames resent with their
+//! original `msg_serial` get the same idempotency keys, so the log stores them once.
+//! The channels listed in CONNECT are attached from the positions given, as ATTACHes
+//! with `from` would be, whether or not the key was honoured.
+//!
+//! ```text
+//!  CONNECT{resume: key, channels} ─▶ verify + check ─ ok ─▶ CONNECTED{resumed, same id} ─▶ Attach × channels
+//!                                                   └ no ─▶ CONNECTED{new id, error ResumeFailed} ─▶ Attach × channels
+//! ```
+//!
 //! Channels: the session decides whether an ATTACH or DETACH is allowed and keeps the
 //! set of channels it handed to the hub; the hub answers them (ATTACHED, DETACHED) in
 //! order with the messages it delivers. Refusals of channels the hub does not hold are
@@ -32,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_config::{ApiKey, EdgeConfig, EdgeLimitsConfig, Operation as KeyOperation};
+use tern_connkey::{Claims, Signer};
 use tern_link::{ChannelName, PublishMessage};
 use tern_protocol::{
     Ack, Attach, ClientFrame, Closed, Connect, Connected, Detach, Detached, Disconnected,
@@ -41,9 +56,11 @@ use tern_protocol::{
 
 use crate::convert::{RESERVED_PREFIX, to_publish_message};
 
-/// How long the server keeps a dropped connection's state for a resume (advertised
-/// in CONNECTED; resumes are not supported yet).
-const STATE_TTL_MS: u64 = 120_000;
+/// How often a connected client gets a fresh connection key.
+fn key_refresh(limits: &EdgeLimitsConfig) -> Duration {
+    limits.state_ttl / 4
+}
+
 /// Longest client id, in bytes.
 const MAX_CLIENT_ID_BYTES: usize = 128;
 
@@ -112,10 +129,15 @@ pub enum SessionOutput {
 /// Per-connection parameters chosen by the driver.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
-    /// The connection id sent in CONNECTED (url-safe, no `:`).
+    /// The connection id sent in CONNECTED unless a resume restores another one
+    /// (url-safe, no `:`).
     pub connection_id: String,
-    /// The opaque connection key sent in CONNECTED.
-    pub connection_key: String,
+    /// Signs and checks connection keys (the cluster's secret).
+    pub signer: Arc<Signer>,
+    /// The wall clock (milliseconds since the Unix epoch) at the `now` given to
+    /// [`Session::new`]: connection keys expire by the wall clock, which every edge
+    /// shares, and the session derives it from its monotonic `now`.
+    pub opened_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -154,6 +176,8 @@ pub struct Session {
     opened_at: Instant,
     last_received: Instant,
     last_sent: Instant,
+    /// When the connection key the client holds was issued.
+    key_issued_at: Instant,
     outputs: std::collections::VecDeque<SessionOutput>,
 }
 
@@ -169,6 +193,7 @@ impl Session {
             opened_at: now,
             last_received: now,
             last_sent: now,
+            key_issued_at: now,
             outputs: std::collections::VecDeque::new(),
         }
     }
@@ -215,7 +240,8 @@ impl Session {
             State::Open => Some(self.opened_at + limits.connect_timeout),
             State::Connected { .. } => Some(
                 (self.last_received + limits.idle_timeout)
-                    .min(self.last_sent + limits.heartbeat_interval),
+                    .min(self.last_sent + limits.heartbeat_interval)
+                    .min(self.key_issued_at + key_refresh(limits)),
             ),
             State::Closing { deadline, .. } => Some(deadline),
             State::Closed(_) => None,
@@ -252,8 +278,16 @@ impl Session {
                 );
                 self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
             }
+            State::Connected { .. } if now >= self.key_issued_at + key_refresh(limits) => {
+                let connection_key = self.issue_key(now);
+                self.send(ServerFrame::Heartbeat(Heartbeat {
+                    id: None,
+                    connection_key: Some(connection_key),
+                }));
+                self.last_sent = now;
+            }
             State::Connected { .. } if now >= self.last_sent + limits.heartbeat_interval => {
-                self.send(ServerFrame::Heartbeat(Heartbeat { id: None }));
+                self.send(ServerFrame::Heartbeat(Heartbeat::default()));
                 self.last_sent = now;
             }
             State::Closing { deadline, .. } if now >= deadline => {
@@ -280,10 +314,13 @@ impl Session {
         }
         self.last_received = now;
         match frame {
-            ClientFrame::Heartbeat(Heartbeat { id: Some(id) }) => {
-                self.send(ServerFrame::Heartbeat(Heartbeat { id: Some(id) }));
+            ClientFrame::Heartbeat(Heartbeat { id: Some(id), .. }) => {
+                self.send(ServerFrame::Heartbeat(Heartbeat {
+                    id: Some(id),
+                    connection_key: None,
+                }));
             }
-            ClientFrame::Heartbeat(Heartbeat { id: None }) => {}
+            ClientFrame::Heartbeat(Heartbeat { id: None, .. }) => {}
             ClientFrame::Close(_) => {
                 self.end(now, ServerFrame::Closed(Closed {}), CloseCode::Normal, None);
             }
@@ -430,14 +467,44 @@ impl Session {
             let error = ErrorInfo::new(ErrorCode::InvalidValue, why);
             return self.disconnect(now, error, Reconnect::Never, CloseCode::Policy);
         }
+        let resume = connect.resume.as_deref().map(|presented| {
+            self.params.signer.verify(presented).and_then(|claims| {
+                claims.check(
+                    self.unix_ms(now),
+                    &key.app,
+                    &key.key_id,
+                    connect.client_id.as_deref(),
+                )?;
+                Ok(claims)
+            })
+        });
+        let error = match resume {
+            Some(Ok(claims)) => {
+                self.params.connection_id = claims.connection_id;
+                None
+            }
+            Some(Err(refused)) => Some(ErrorInfo::new(
+                ErrorCode::ResumeFailed,
+                format!("{refused}; this is a new connection"),
+            )),
+            None => None,
+        };
+        let resumed = connect.resume.is_some() && error.is_none();
+        let client_id = connect.client_id;
+        self.state = State::Connected {
+            key,
+            client_id: client_id.clone(),
+        };
+        let connection_key = self.issue_key(now);
         let limits = &self.config.limits;
         let connected = Connected {
             connection_id: self.params.connection_id.clone(),
-            connection_key: self.params.connection_key.clone(),
-            client_id: connect.client_id.clone(),
+            connection_key,
+            resumed,
+            client_id,
             heartbeat_interval_ms: millis(limits.heartbeat_interval),
             idle_timeout_ms: millis(limits.idle_timeout),
-            state_ttl_ms: STATE_TTL_MS,
+            state_ttl_ms: millis(limits.state_ttl),
             limits: Limits {
                 max_frame_bytes: limits.max_frame_bytes as u64,
                 max_message_bytes: limits.max_message_bytes as u64,
@@ -445,18 +512,39 @@ impl Session {
                 max_inflight_publishes: saturating_u32(limits.max_inflight_publishes),
                 max_channels: saturating_u32(limits.max_channels_per_connection),
             },
-            error: connect.resume.as_ref().map(|_| {
-                ErrorInfo::new(
-                    ErrorCode::InvalidValue,
-                    "resume is not supported by this server yet; this is a new connection",
-                )
-            }),
-        };
-        self.state = State::Connected {
-            key,
-            client_id: connect.client_id,
+            error,
         };
         self.send(ServerFrame::Connected(connected));
+        for (channel, position) in connect.channels {
+            self.handle_attach(Attach {
+                channel,
+                from: Some(position),
+                rewind: None,
+            });
+        }
+    }
+
+    /// A connection key for this connection, valid for a resume until the state TTL
+    /// and one refresh interval have passed from `now`.
+    fn issue_key(&mut self, now: Instant) -> String {
+        let State::Connected { key, client_id } = &self.state else {
+            return String::new();
+        };
+        let limits = &self.config.limits;
+        let claims = Claims {
+            connection_id: self.params.connection_id.clone(),
+            app: key.app.clone(),
+            key_id: key.key_id.clone(),
+            client_id: client_id.clone(),
+            expires_unix_ms: self.unix_ms(now) + millis(limits.state_ttl + key_refresh(limits)),
+        };
+        self.key_issued_at = now;
+        self.params.signer.issue(&claims)
+    }
+
+    /// The wall clock at `now`, in milliseconds since the Unix epoch.
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.params.opened_unix_ms + millis(now.saturating_duration_since(self.opened_at))
     }
 
     fn handle_attach(&mut self, attach: Attach) {
@@ -823,10 +911,20 @@ mod tests {
         })
     }
 
+    /// The cluster secret of the tests.
+    const CLUSTER_SECRET: &[u8] = b"cluster-secret-0123456789abcdef0";
+    /// The wall clock when the test sessions open.
+    const OPENED_UNIX_MS: u64 = 1_800_000_000_000;
+
     fn session(t0: Instant) -> Session {
+        session_with("edge-c1", Signer::new(CLUSTER_SECRET, &[]), t0)
+    }
+
+    fn session_with(connection_id: &str, signer: Signer, t0: Instant) -> Session {
         let params = SessionParams {
-            connection_id: "edge-c1".into(),
-            connection_key: "secret-key".into(),
+            connection_id: connection_id.into(),
+            signer: Arc::new(signer),
+            opened_unix_ms: OPENED_UNIX_MS,
         };
         Session::new(config(), params, t0)
     }
@@ -910,13 +1008,23 @@ mod tests {
             panic!("not CONNECTED")
         };
         assert_eq!(c.connection_id, "edge-c1");
-        assert_eq!(c.connection_key, "secret-key");
+        let claims = Signer::new(CLUSTER_SECRET, &[])
+            .verify(&c.connection_key)
+            .expect("a key signed with the cluster's secret");
+        assert_eq!(claims.connection_id, "edge-c1");
+        assert_eq!(claims.client_id.as_deref(), Some("alice"));
+        // Valid for the state TTL plus one refresh interval (a quarter of it).
+        assert_eq!(claims.expires_unix_ms, OPENED_UNIX_MS + 150_000);
         assert_eq!(c.client_id.as_deref(), Some("alice"));
         assert_eq!(c.heartbeat_interval_ms, 10_000);
         assert_eq!(c.idle_timeout_ms, 30_000);
         assert_eq!(c.state_ttl_ms, 120_000);
         assert_eq!(c.limits.max_channels, 2);
-        assert_eq!(c.error.map(|e| e.code), Some(ErrorCode::InvalidValue));
+        // "old" is no key: a new connection, and CONNECTED says why.
+        assert!(!c.resumed);
+        let error = c.error.expect("why the resume failed");
+        assert_eq!(error.code, ErrorCode::ResumeFailed);
+        assert!(error.message.contains("malformed"), "{}", error.message);
         assert!(s.is_connected());
         s.handle_frame(t0, connect(Some(KEY)));
         match sent(&mut s) {
@@ -971,7 +1079,13 @@ mod tests {
             );
             assert_eq!(s.disconnect_code(), Some(code));
             // Nothing more is answered.
-            s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: Some(1) }));
+            s.handle_frame(
+                t0,
+                ClientFrame::Heartbeat(Heartbeat {
+                    id: Some(1),
+                    connection_key: None,
+                }),
+            );
             assert!(outputs(&mut s).is_empty());
             assert_eq!(s.next_deadline(), None);
         }
@@ -1003,12 +1117,27 @@ mod tests {
             }),
         );
         assert!(matches!(sent(&mut s), ServerFrame::Error(_)));
-        s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: Some(9) }));
+        s.handle_frame(
+            t0,
+            ClientFrame::Heartbeat(Heartbeat {
+                id: Some(9),
+                connection_key: None,
+            }),
+        );
         assert_eq!(
             sent(&mut s),
-            ServerFrame::Heartbeat(Heartbeat { id: Some(9) })
+            ServerFrame::Heartbeat(Heartbeat {
+                id: Some(9),
+                connection_key: None
+            })
         );
-        s.handle_frame(t0, ClientFrame::Heartbeat(Heartbeat { id: None }));
+        s.handle_frame(
+            t0,
+            ClientFrame::Heartbeat(Heartbeat {
+                id: None,
+                connection_key: None,
+            }),
+        );
         assert!(outputs(&mut s).is_empty());
         s.handle_frame(t0, connect(Some(KEY)));
         assert!(matches!(sent(&mut s), ServerFrame::Connected(_)));
@@ -1040,7 +1169,13 @@ mod tests {
         // Nothing sent for the heartbeat interval: a HEARTBEAT without id.
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(10)));
         s.handle_tick(t0 + Duration::from_secs(10));
-        assert_eq!(sent(&mut s), ServerFrame::Heartbeat(Heartbeat { id: None }));
+        assert_eq!(
+            sent(&mut s),
+            ServerFrame::Heartbeat(Heartbeat {
+                id: None,
+                connection_key: None
+            })
+        );
         // Something written meanwhile pushes the next one back.
         s.handle_sent(t0 + Duration::from_secs(15));
         s.handle_tick(t0 + Duration::from_secs(20));
@@ -1048,7 +1183,10 @@ mod tests {
         // Any frame from the client resets the idle timer.
         s.handle_frame(
             t0 + Duration::from_secs(25),
-            ClientFrame::Heartbeat(Heartbeat { id: None }),
+            ClientFrame::Heartbeat(Heartbeat {
+                id: None,
+                connection_key: None,
+            }),
         );
         s.handle_tick(t0 + Duration::from_secs(54));
         assert!(matches!(
@@ -1480,6 +1618,261 @@ mod tests {
             // The link's late answer is not sent twice.
             s.handle_publish_result(8, Ok(vec![]));
             assert!(outputs(&mut s).is_empty());
+        }
+    }
+
+    /// CONNECT with `key`, `client_id`, `resume` and `channels`; the CONNECTED and
+    /// whatever followed it.
+    fn connect_resuming(
+        s: &mut Session,
+        now: Instant,
+        key: &str,
+        client_id: Option<&str>,
+        resume: Option<String>,
+        channels: &[(&str, Position)],
+    ) -> (Connected, Vec<SessionOutput>) {
+        s.handle_frame(
+            now,
+            ClientFrame::Connect(Connect {
+                key: Some(key.into()),
+                client_id: client_id.map(Into::into),
+                resume,
+                channels: channels
+                    .iter()
+                    .map(|(name, position)| ((*name).to_owned(), *position))
+                    .collect(),
+                ..Connect::default()
+            }),
+        );
+        let mut out = outputs(s);
+        match out.remove(0) {
+            SessionOutput::Send(ServerFrame::Connected(c)) => (c, out),
+            other => panic!("expected CONNECTED first, got {other:?}"),
+        }
+    }
+
+    /// The idempotency key the link gets for an id-less message published as
+    /// `msg_serial`.
+    fn idless_key(s: &mut Session, msg_serial: u64) -> String {
+        s.handle_frame(
+            Instant::now(),
+            publish(msg_serial, "chat:1", vec![Message::new("x")]),
+        );
+        match outputs(s).as_slice() {
+            [SessionOutput::Publish { messages, .. }] => {
+                String::from_utf8(messages[0].idempotency_key.to_vec()).expect("UTF-8")
+            }
+            other => panic!("expected a publish, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resume_on_another_edge_takes_over_the_connection_and_its_channels() {
+        let t0 = Instant::now();
+        let mut first = session_with("edge-a-1", Signer::new(CLUSTER_SECRET, &[]), t0);
+        let (a, _) = connect_resuming(&mut first, t0, KEY, Some("alice"), None, &[]);
+        assert_eq!(idless_key(&mut first, 7), "edge-a-1:7:0");
+
+        // Another edge of the same cluster, a minute later.
+        let t1 = t0 + Duration::from_secs(60);
+        let mut second = session_with("edge-b-9", Signer::new(CLUSTER_SECRET, &[]), t1);
+        let at = |serial| Position { epoch: 3, serial };
+        let (b, attaches) = connect_resuming(
+            &mut second,
+            t1,
+            KEY,
+            Some("alice"),
+            Some(a.connection_key),
+            &[("chat:1", at(41)), ("news:2", at(7))],
+        );
+        assert!(b.resumed);
+        assert_eq!(b.error, None);
+        assert_eq!(b.connection_id, "edge-a-1");
+        assert_eq!(second.connection_id(), "edge-a-1");
+        // A fresh key, for the same connection.
+        let claims = Signer::new(CLUSTER_SECRET, &[])
+            .verify(&b.connection_key)
+            .expect("valid");
+        assert_eq!(claims.connection_id, "edge-a-1");
+        // Each channel attached right after the position the client had.
+        let attached: Vec<_> = attaches
+            .iter()
+            .map(|output| match output {
+                SessionOutput::Attach { channel, from, .. } => (channel.to_string(), *from),
+                other => panic!("expected attaches only, got {other:?}"),
+            })
+            .collect();
+        let after = |serial| {
+            AttachFrom::After(Some(tern_link::Position {
+                epoch: tern_link::Epoch(3),
+                serial: tern_link::Serial::new(serial).expect("non-zero"),
+            }))
+        };
+        assert_eq!(
+            attached,
+            vec![("chat:1".into(), after(41)), ("news:2".into(), after(7))]
+        );
+        // A PUBLISH resent with its original msg_serial gets the same idempotency key,
+        // so the log stores it once.
+        assert_eq!(idless_key(&mut second, 7), "edge-a-1:7:0");
+    }
+
+    #[test]
+    fn a_resume_that_cannot_be_honoured_says_why_and_starts_a_new_connection() {
+        let t0 = Instant::now();
+        let mut first = session(t0);
+        let (a, _) = connect_resuming(&mut first, t0, KEY, Some("alice"), None, &[]);
+        let foreign = {
+            let mut other = session_with(
+                "x-1",
+                Signer::new(b"another-cluster-0123456789abcdef", &[]),
+                t0,
+            );
+            connect_resuming(&mut other, t0, KEY, Some("alice"), None, &[])
+                .0
+                .connection_key
+        };
+        let position = Position {
+            epoch: 1,
+            serial: 5,
+        };
+        let cases = [
+            (KEY, Some("alice"), foreign, 0, "not issued by this cluster"),
+            (
+                KEY,
+                Some("mallory"),
+                a.connection_key.clone(),
+                0,
+                "another client id",
+            ),
+            (KEY, None, a.connection_key.clone(), 0, "another client id"),
+            (
+                "app.k2:secret-secret-secret",
+                Some("alice"),
+                a.connection_key.clone(),
+                0,
+                "another API key",
+            ),
+            // Valid for the state TTL (120 s) plus a refresh interval (30 s).
+            (
+                KEY,
+                Some("alice"),
+                a.connection_key.clone(),
+                150_001,
+                "expired 1 ms ago",
+            ),
+        ];
+        for (key, client_id, resume, later_ms, why) in cases {
+            let at = t0 + Duration::from_millis(later_ms);
+            let mut s = session_with("edge-b-2", Signer::new(CLUSTER_SECRET, &[]), at);
+            s.params.opened_unix_ms = OPENED_UNIX_MS + later_ms;
+            let (c, attaches) = connect_resuming(
+                &mut s,
+                at,
+                key,
+                client_id,
+                Some(resume),
+                &[("sub:1", position)],
+            );
+            assert!(!c.resumed, "{why}");
+            assert_eq!(c.connection_id, "edge-b-2", "{why}");
+            let error = c.error.expect("why");
+            assert_eq!(error.code, ErrorCode::ResumeFailed, "{why}");
+            assert!(error.message.contains(why), "{why}: {}", error.message);
+            // The channels are attached all the same: continuity is per channel.
+            assert!(
+                matches!(
+                    attaches.as_slice(),
+                    [SessionOutput::Attach {
+                        from: AttachFrom::After(Some(_)),
+                        ..
+                    }]
+                ),
+                "{why}: {attaches:?}"
+            );
+        }
+        // The key of a connection that was honoured just before expiry still works.
+        let at = t0 + Duration::from_millis(150_000);
+        let mut s = session_with("edge-b-3", Signer::new(CLUSTER_SECRET, &[]), at);
+        s.params.opened_unix_ms = OPENED_UNIX_MS + 150_000;
+        let (c, _) = connect_resuming(&mut s, at, KEY, Some("alice"), Some(a.connection_key), &[]);
+        assert!(c.resumed);
+    }
+
+    #[test]
+    fn channels_in_connect_are_checked_like_attaches() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let at = Position {
+            epoch: 1,
+            serial: 1,
+        };
+        let (_, after) = connect_resuming(
+            &mut s,
+            t0,
+            "app.k2:secret-secret-secret",
+            None,
+            None,
+            &[("pub:1", at), ("sub:1", at), ("sub:2", at), ("sub:3", at)],
+        );
+        // pub:1 is not subscribable; sub:3 is over max_channels (2).
+        let summary: Vec<String> = after
+            .iter()
+            .map(|output| match output {
+                SessionOutput::Attach { channel, .. } => format!("attach {channel}"),
+                SessionOutput::Send(ServerFrame::Detached(d)) => {
+                    format!(
+                        "refuse {} {:?}",
+                        d.channel,
+                        d.error.as_ref().map(|e| e.code)
+                    )
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                "refuse pub:1 Some(Forbidden)".to_owned(),
+                "attach sub:1".to_owned(),
+                "attach sub:2".to_owned(),
+                "refuse sub:3 Some(TooManyChannels)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fresh_connection_key_comes_every_quarter_of_the_state_ttl() {
+        let t0 = Instant::now();
+        let mut s = connected(t0, KEY);
+        let signer = Signer::new(CLUSTER_SECRET, &[]);
+        let mut now = t0;
+        for round in 1..=3u64 {
+            // The heartbeat interval (10 s) passes twice without a key, then the key
+            // is due at 30 s.
+            for _ in 0..2 {
+                now += Duration::from_secs(10);
+                s.handle_frame(now, ClientFrame::Heartbeat(Heartbeat::default()));
+                s.handle_tick(now);
+                assert_eq!(sent(&mut s), ServerFrame::Heartbeat(Heartbeat::default()));
+            }
+            now += Duration::from_secs(10);
+            s.handle_frame(now, ClientFrame::Heartbeat(Heartbeat::default()));
+            assert_eq!(s.next_deadline(), Some(now));
+            s.handle_tick(now);
+            let ServerFrame::Heartbeat(Heartbeat {
+                connection_key: Some(key),
+                id: None,
+            }) = sent(&mut s)
+            else {
+                panic!("expected a HEARTBEAT with a fresh key")
+            };
+            let claims = signer.verify(&key).expect("valid");
+            assert_eq!(claims.connection_id, "edge-c1");
+            assert_eq!(
+                claims.expires_unix_ms,
+                OPENED_UNIX_MS + round * 30_000 + 150_000
+            );
         }
     }
 }

@@ -102,7 +102,8 @@ async fn run(
     let outbox = Arc::new(Outbox::new(shared.config.limits.outbound_queue_bytes));
     let params = SessionParams {
         connection_id,
-        connection_key: random_hex(16),
+        signer: Arc::clone(&shared.signer),
+        opened_unix_ms: unix_ms_now(),
     };
     let mut session = Session::new(Arc::clone(&shared.config), params, Instant::now());
     let mut shutdown = shared.shutdown.clone();
@@ -455,6 +456,15 @@ async fn finish(
             Ok(n) => drained += n,
         }
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// `bytes` random bytes as lowercase hex.

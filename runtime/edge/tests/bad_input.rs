@@ -13,11 +13,21 @@ use tern_protocol::{
 /// The connection still answers: a HEARTBEAT with an id comes back (skipping other frames).
 async fn still_alive(client: &mut Client) {
     client
-        .send(&ClientFrame::Heartbeat(Heartbeat { id: Some(4242) }))
+        .send(&ClientFrame::Heartbeat(Heartbeat {
+            id: Some(4242),
+            connection_key: None,
+        }))
         .await;
     client
         .recv_matching(|f| {
-            matches!(f, ServerFrame::Heartbeat(Heartbeat { id: Some(4242) })).then_some(())
+            matches!(
+                f,
+                ServerFrame::Heartbeat(Heartbeat {
+                    id: Some(4242),
+                    connection_key: None
+                })
+            )
+            .then_some(())
         })
         .await;
 }

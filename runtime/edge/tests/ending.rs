@@ -143,7 +143,10 @@ async fn shutdown_answers_publishes_in_flight_before_disconnected() {
         let mut frames: Vec<_> = (0..64)
             .map(|s| publish(s, "going", Message::new("m".repeat(2000))))
             .collect();
-        frames.push(encode(&ClientFrame::Heartbeat(Heartbeat { id: Some(99) })));
+        frames.push(encode(&ClientFrame::Heartbeat(Heartbeat {
+            id: Some(99),
+            connection_key: None,
+        })));
         send_together(client, &frames).await;
     }
     // Every publish was read once the heartbeat after them is answered; then stop.
@@ -154,7 +157,10 @@ async fn shutdown_answers_publishes_in_flight_before_disconnected() {
             match client.recv().await {
                 ServerFrame::Ack(a) => assert!(mine.insert(a.msg_serial)),
                 ServerFrame::Nack(n) => assert!(mine.insert(n.msg_serial)),
-                ServerFrame::Heartbeat(Heartbeat { id: Some(99) }) => break,
+                ServerFrame::Heartbeat(Heartbeat {
+                    id: Some(99),
+                    connection_key: None,
+                }) => break,
                 _ => {}
             }
         }

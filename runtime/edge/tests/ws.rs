@@ -369,11 +369,17 @@ async fn heartbeats_detach_and_close() {
     let cluster = Cluster::start().await;
     let mut client = cluster.connected(Format::Json, ADMIN_KEY).await;
     client
-        .send(&ClientFrame::Heartbeat(Heartbeat { id: Some(7) }))
+        .send(&ClientFrame::Heartbeat(Heartbeat {
+            id: Some(7),
+            connection_key: None,
+        }))
         .await;
     assert_eq!(
         client.recv().await,
-        ServerFrame::Heartbeat(Heartbeat { id: Some(7) })
+        ServerFrame::Heartbeat(Heartbeat {
+            id: Some(7),
+            connection_key: None
+        })
     );
     client.send(&attach("d")).await;
     attached(&mut client, "d").await;
@@ -483,13 +489,19 @@ async fn the_link_comes_back_after_the_log_restarts_without_loss_or_repeats() {
         assert_eq!(got.position.serial, serial, "{got:?}");
     }
     subscriber
-        .send(&ClientFrame::Heartbeat(Heartbeat { id: Some(1) }))
+        .send(&ClientFrame::Heartbeat(Heartbeat {
+            id: Some(1),
+            connection_key: None,
+        }))
         .await;
     assert_eq!(
         subscriber
             .recv_matching(|f| match f {
                 ServerFrame::Message(m) => Some(Err(m.clone())),
-                ServerFrame::Heartbeat(Heartbeat { id: Some(1) }) => Some(Ok(())),
+                ServerFrame::Heartbeat(Heartbeat {
+                    id: Some(1),
+                    connection_key: None,
+                }) => Some(Ok(())),
                 _ => None,
             })
             .await,

@@ -396,7 +396,10 @@ mod tests {
                 channel: "chat".into(),
                 messages: vec![message.clone(), text.clone()],
             }),
-            ClientFrame::Heartbeat(Heartbeat { id: Some(9) }),
+            ClientFrame::Heartbeat(Heartbeat {
+                id: Some(9),
+                connection_key: None,
+            }),
             ClientFrame::Close(Close {}),
         ];
         let server = vec![
@@ -552,7 +555,10 @@ mod tests {
         assert_eq!(publish.channel.as_deref(), Some("c"));
         assert_eq!(
             frames[2],
-            Ok(ClientFrame::Heartbeat(Heartbeat { id: None }))
+            Ok(ClientFrame::Heartbeat(Heartbeat {
+                id: None,
+                connection_key: None
+            }))
         );
         assert_eq!(
             frames[3].clone().expect_err("not an object").code,

@@ -112,6 +112,11 @@ error_codes! {
     /// continues from the position given with this error instead. Carried in
     /// ATTACHED's `error`, never silently.
     ContinuityLost = 41000, false;
+    /// CONNECT's `resume` could not be honoured: the connection key is not one this
+    /// cluster signed, expired (the state TTL passed since the drop), or belongs to
+    /// another API key or client id. Carried in CONNECTED's `error`; the session is
+    /// new, with a new connection id (channels in CONNECT are attached all the same).
+    ResumeFailed = 41001, false;
     /// The client sent nothing (not even a HEARTBEAT) for longer than the idle
     /// timeout, or did not CONNECT in time.
     IdleTimeout = 40800, true;

@@ -5,6 +5,8 @@
 //! fields are those of the struct below, in snake_case. Optional fields may be left
 //! out; unknown fields are ignored so that later versions can add fields.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
@@ -70,11 +72,19 @@ pub struct Connect {
     /// An identity the application gives this client; stamped on its messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// A connection key from an earlier CONNECTED, to resume that connection
-    /// (reserved: servers of this version start a new connection and say so in
-    /// CONNECTED's `error`).
+    /// The latest connection key of an earlier connection (from its CONNECTED, or
+    /// the newest HEARTBEAT that carried one), to resume it on any edge within
+    /// `state_ttl_ms` of the drop: the new session takes over its connection id, so
+    /// PUBLISH frames resent with their original `msg_serial` are stored once.
+    /// CONNECTED says whether it was honoured (`resumed`, else `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// Channels to attach at once, each continuing right after the position given
+    /// (the last one the client received, or its ATTACHED `position`): the same as
+    /// one ATTACH with `from` per channel, answered by one ATTACHED each after
+    /// CONNECTED. Usually sent with `resume`, but honoured without it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, Position>,
 }
 
 /// ATTACH: start receiving a channel's messages.
@@ -124,6 +134,11 @@ pub struct Heartbeat {
     /// answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// Server → client only: a fresh connection key that replaces the last one. A
+    /// key is valid for a resume for a limited time after it was issued, so the
+    /// server sends a new one every `state_ttl_ms / 4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_key: Option<String>,
 }
 
 /// CLOSE: the client ends the session.
@@ -152,10 +167,15 @@ pub struct Limits {
 /// CONNECTED: the session is open.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Connected {
-    /// This connection's id, unique across the cluster.
+    /// This connection's id, unique across the cluster (on a resume: the resumed
+    /// connection's).
     pub connection_id: String,
-    /// A secret that names this connection for a later resume.
+    /// A key, signed by the cluster, that names this connection for a later resume
+    /// (CONNECT `resume`). Replaced by the `connection_key` of later HEARTBEATs.
     pub connection_key: String,
+    /// True when CONNECT's `resume` was honoured: this is the same connection.
+    #[serde(default)]
+    pub resumed: bool,
     /// The client id the session runs under, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -168,7 +188,8 @@ pub struct Connected {
     pub state_ttl_ms: u64,
     /// The limits that apply to this session.
     pub limits: Limits,
-    /// Set when a requested resume could not be honoured.
+    /// Why a requested resume could not be honoured (`ResumeFailed`): the session
+    /// is new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
 }

@@ -88,6 +88,17 @@ fn client_samples() -> Vec<ClientFrame> {
             resume: Some("ck-1".into()),
             ..Connect::default()
         }),
+        ClientFrame::Connect(Connect {
+            key: Some("app.key1:0123456789abcdef".into()),
+            resume: Some("AQ5lZGdlLWEtMDEyMzQ1Njc4OWFiY2RlZgNhcHA".into()),
+            channels: [
+                ("chat:lobby".to_owned(), position(3, 41)),
+                ("ünï:côdé".to_owned(), position(0, 0)),
+            ]
+            .into_iter()
+            .collect(),
+            ..Connect::default()
+        }),
         ClientFrame::Attach(Attach {
             channel: "chat:lobby".into(),
             from: Some(position(3, u64::MAX)),
@@ -115,8 +126,14 @@ fn client_samples() -> Vec<ClientFrame> {
             channel: "c".into(),
             messages: vec![],
         }),
-        ClientFrame::Heartbeat(Heartbeat { id: Some(7) }),
-        ClientFrame::Heartbeat(Heartbeat { id: None }),
+        ClientFrame::Heartbeat(Heartbeat {
+            id: Some(7),
+            connection_key: None,
+        }),
+        ClientFrame::Heartbeat(Heartbeat {
+            id: None,
+            connection_key: None,
+        }),
         ClientFrame::Close(Close {}),
     ]
 }
@@ -128,6 +145,7 @@ fn server_samples() -> Vec<ServerFrame> {
         ServerFrame::Connected(Connected {
             connection_id: "edge1-0123456789abcdef".into(),
             connection_key: "k".into(),
+            resumed: true,
             client_id: Some("alice".into()),
             heartbeat_interval_ms: 15_000,
             idle_timeout_ms: 45_000,
@@ -139,7 +157,7 @@ fn server_samples() -> Vec<ServerFrame> {
                 max_inflight_publishes: 64,
                 max_channels: 200,
             },
-            error: Some(ErrorInfo::new(ErrorCode::InvalidValue, "resume")),
+            error: Some(ErrorInfo::new(ErrorCode::ResumeFailed, "resume")),
         }),
         ServerFrame::Attached(Attached {
             channel: "chat:lobby".into(),
@@ -192,8 +210,18 @@ fn server_samples() -> Vec<ServerFrame> {
             msg_serial: 1,
             error: ErrorInfo::new(ErrorCode::LogTimeout, "log timeout"),
         }),
-        ServerFrame::Heartbeat(Heartbeat { id: Some(u64::MAX) }),
-        ServerFrame::Heartbeat(Heartbeat { id: None }),
+        ServerFrame::Heartbeat(Heartbeat {
+            id: Some(u64::MAX),
+            connection_key: None,
+        }),
+        ServerFrame::Heartbeat(Heartbeat {
+            id: None,
+            connection_key: None,
+        }),
+        ServerFrame::Heartbeat(Heartbeat {
+            id: None,
+            connection_key: Some("AQ5lZGdlLWEtMDEyMzQ1Njc4OWFiY2RlZgNhcHA".into()),
+        }),
         ServerFrame::Error(ErrorFrame {
             error: ErrorInfo::new(ErrorCode::Other(49_999), "newer"),
             channel: Some("chat:lobby".into()),
