@@ -55,10 +55,10 @@ mod source;
 mod units;
 
 pub use edge::{
-    ApiKey, BindingPattern, BindingSpec, Capabilities, ChannelPattern, EdgeConfig,
-    EdgeLimitsConfig, FailurePolicy, FunctionName, FunctionsConfig, LinkClientConfig, Operation,
-    Operations, PatternError, RawBindingSpec, Stage, StaticFunction, load_edge_config,
-    parse_edge_config,
+    ApiKey, BindingPattern, BindingSpec, Capabilities, ChannelPattern, ClusterConfig,
+    ClusterSecret, EdgeConfig, EdgeLimitsConfig, FailurePolicy, FunctionName, FunctionsConfig,
+    LinkClientConfig, Operation, Operations, PatternError, RawBindingSpec, Stage, StaticFunction,
+    load_edge_config, parse_edge_config,
 };
 pub use error::{ConfigError, Problem};
 pub use log::{

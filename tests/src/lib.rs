@@ -240,6 +240,8 @@ pub type Logs = Arc<Mutex<Vec<String>>>;
 
 /// The API key every [`EdgeProcess`] accepts, allowed everything on every channel.
 pub const TEST_KEY: &str = "test.main:0123456789abcdef-secret";
+/// The connection key secret every [`EdgeProcess`] shares: a client resumes on any.
+pub const TEST_CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 /// A running `tern edge` child process, linked to one `tern log`.
 pub struct EdgeProcess {
@@ -252,7 +254,8 @@ pub struct EdgeProcess {
 
 impl EdgeProcess {
     /// Writes `DIR/NAME.toml` (listen on a free loopback port, link to `log_addr`
-    /// trusting `log_cert`, fast link reconnects and a 3 s log request timeout, the [`TEST_KEY`], then `extra` TOML
+    /// trusting `log_cert`, fast link reconnects and a 3 s log request timeout, the
+    /// [`TEST_CLUSTER_SECRET`] and the [`TEST_KEY`], then `extra` TOML
     /// appended: e.g. a `[limits]` section), starts `tern edge --config` with it and
     /// waits until it listens.
     pub fn start(
@@ -266,6 +269,7 @@ impl EdgeProcess {
         let text = format!(
             "[edge]\nname = {name:?}\nlisten = \"127.0.0.1:0\"\n\n\
              [log]\naddr = \"{log_addr}\"\nca = {cert:?}\nrequest_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n\n\
+             [cluster]\nconnection_key_secret = {TEST_CLUSTER_SECRET:?}\n\n\
              [[keys]]\nkey = {TEST_KEY:?}\ncapabilities = {{ \"*\" = [\"*\"] }}\n\n{extra}\n",
             cert = log_cert.display().to_string(),
         );

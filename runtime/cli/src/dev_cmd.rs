@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use tern_config::{
-    ApiKey, Capabilities, ChannelPattern, EdgeConfig, LinkServerConfig, LogNodeConfig, Operations,
+    ApiKey, Capabilities, ChannelPattern, ClusterSecret, EdgeConfig, LinkServerConfig,
+    LogNodeConfig, Operations,
 };
 use tern_edge::Edge;
 use tern_log::EmbeddedStore;
@@ -69,6 +70,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create data directory {}", log_dir.display()))?;
     let key = dev_key(&data_dir.join("dev-key"))?;
+    let cluster_secret = cluster_secret(&data_dir.join("cluster-secret"))?;
     let cache_dir = data_dir.join("fn-cache");
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create {}", cache_dir.display()))?;
@@ -110,6 +112,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     config.log.addr = log_addr;
     config.log.ca = Some(cert.files.cert.clone());
+    config.cluster.connection_key_secret = Some(cluster_secret);
     config.functions.cache_dir = Some(cache_dir);
     let max_memory_bytes = config.functions.max_memory_bytes;
     let edge = Edge::start(config).await.context("cannot start the edge")?;
@@ -209,9 +212,36 @@ fn dev_key(path: &Path) -> anyhow::Result<ApiKey> {
     })
 }
 
+/// The secret that signs connection keys, in `path`, created (mode 0600) if missing:
+/// connections resume across restarts of `tern dev`.
+fn cluster_secret(path: &Path) -> anyhow::Result<ClusterSecret> {
+    let secret = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_hex(32);
+            write_private(path, &format!("{secret}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            secret
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if secret.len() < 32 {
+        bail!(
+            "the secret in {} is too short; delete the file to get a new one",
+            path.display()
+        );
+    }
+    Ok(ClusterSecret::new(&secret))
+}
+
 fn random_secret() -> String {
+    random_hex(16)
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
     use rand::RngCore as _;
-    let mut raw = [0u8; 16];
+    let mut raw = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut raw);
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tern_protocol::Format;
 
 use crate::error::ClientError;
+use crate::recovery::Recovery;
 
 /// How to connect. Start from [`ClientConfig::new`] and change what you need.
 #[derive(Clone, Debug)]
@@ -14,6 +15,13 @@ pub struct ClientConfig {
     /// `http://host:port` address, which means the same. TLS (`wss://`, `https://`)
     /// is not supported yet.
     pub url: String,
+    /// Edges to try when `url` cannot be reached (another domain, another POP), in a
+    /// random order after it; the same forms as `url`. Default none.
+    pub fallback_urls: Vec<String>,
+    /// A recovery key saved from [`Client::recovery_key`](crate::Client::recovery_key)
+    /// by an earlier run: the first connection resumes that one, and attaching one of
+    /// its channels with `AttachFrom::Now` continues where it left off. Default none.
+    pub recovery_key: Option<String>,
     /// The API key, `app.keyid:secret`.
     pub key: Option<String>,
     /// An identity for this client, stamped by the server on its messages.
@@ -41,6 +49,8 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>, key: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
+            recovery_key: None,
             key: Some(key.into()),
             client_id: None,
             format: Format::Json,
@@ -51,6 +61,23 @@ impl ClientConfig {
             max_pending_publishes: 10_000,
             max_message_bytes: 16 << 20,
         }
+    }
+
+    /// Sets the fallback URLs.
+    pub fn fallback_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Resumes the connection saved as `recovery_key` (see
+    /// [`Client::recovery_key`](crate::Client::recovery_key)).
+    pub fn recover(mut self, recovery_key: impl Into<String>) -> Self {
+        self.recovery_key = Some(recovery_key.into());
+        self
     }
 
     /// Sets the client id.
@@ -78,10 +105,18 @@ impl ClientConfig {
         self
     }
 
-    /// Checks every field; returns the WebSocket URL to connect to.
-    pub(crate) fn validate(&self) -> Result<String, ClientError> {
+    /// Checks every field; returns the WebSocket URLs to connect to (the primary
+    /// first) and the recovered connection, if any.
+    pub(crate) fn validate(&self) -> Result<(Vec<String>, Option<Recovery>), ClientError> {
         let mut problems = Vec::new();
-        let url = websocket_url(&self.url).map_err(|e| problems.push(e)).ok();
+        let urls: Vec<String> = std::iter::once(&self.url)
+            .chain(&self.fallback_urls)
+            .filter_map(|url| websocket_url(url).map_err(|e| problems.push(e)).ok())
+            .collect();
+        let recovered = self
+            .recovery_key
+            .as_deref()
+            .and_then(|key| Recovery::decode(key).map_err(|e| problems.push(e)).ok());
         if self.reconnect_min.is_zero() {
             problems.push("reconnect_min must be above zero".to_owned());
         }
@@ -100,9 +135,10 @@ impl ClientConfig {
         if self.max_message_bytes < 1024 {
             problems.push("max_message_bytes must be at least 1024".to_owned());
         }
-        match (url, problems.is_empty()) {
-            (Some(url), true) => Ok(url),
-            _ => Err(ClientError::Config(problems.join("; "))),
+        if problems.is_empty() {
+            Ok((urls, recovered))
+        } else {
+            Err(ClientError::Config(problems.join("; ")))
         }
     }
 }
@@ -166,7 +202,9 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let mut config = ClientConfig::new("wss://h:1", "app.k:s");
+        let mut config = ClientConfig::new("wss://h:1", "app.k:s")
+            .fallback_urls(["ws://ok:1", "ftp://fallback"])
+            .recover("%%%");
         config.request_timeout = Duration::ZERO;
         config.channel_buffer = 0;
         let Err(ClientError::Config(text)) = config.validate() else {
@@ -174,10 +212,18 @@ mod tests {
         };
         assert!(
             text.contains("TLS")
+                && text.contains("ftp")
+                && text.contains("recovery key")
                 && text.contains("request_timeout")
                 && text.contains("channel_buffer"),
             "{text}"
         );
+        let (urls, recovered) = ClientConfig::new("ws://a:1", "k")
+            .fallback_urls(["http://b:2"])
+            .validate()
+            .expect("valid");
+        assert_eq!(urls, vec!["ws://a:1/v1/ws", "ws://b:2/v1/ws"]);
+        assert_eq!(recovered, None);
         assert!(
             ClientConfig::new("ws://127.0.0.1:1", "k")
                 .validate()

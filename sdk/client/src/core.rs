@@ -29,6 +29,8 @@ use tern_protocol::{
 use crate::backoff::Backoff;
 use crate::channel::{AttachFrom, ChannelEvent};
 use crate::error::{ClientError, PublishError};
+use crate::hosts::Hosts;
+use crate::recovery::Recovery;
 use crate::state::ConnectionState;
 
 /// What the core needs to know from the application's configuration.
@@ -39,13 +41,17 @@ pub(crate) struct CoreConfig {
     pub(crate) backoff: Backoff,
     pub(crate) request_timeout: Duration,
     pub(crate) max_pending_publishes: usize,
+    /// The WebSocket URLs to dial: the primary, then the fallbacks.
+    pub(crate) urls: Vec<String>,
+    /// Where a connection from before (a recovery key) left off.
+    pub(crate) recovered: Option<Recovery>,
 }
 
 /// Something for the driver to do.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Output {
-    /// Open a new transport, then call `handle_open` or `handle_open_failed`.
-    Open,
+    /// Open a new transport to `url`, then call `handle_open` or `handle_open_failed`.
+    Open { url: String },
     /// Send this frame on the current transport.
     Send(ClientFrame),
     /// Drop the current transport (or the one being opened).
@@ -83,7 +89,8 @@ struct PendingPublish {
     channel: String,
     /// Every message has an id, so a re-send is stored once.
     messages: Vec<Message>,
-    /// The msg_serial it was sent with on the current connection.
+    /// The msg_serial it was sent with; kept across a resumed connection, so a
+    /// re-send has the same idempotency keys.
     serial: Option<u64>,
     deadline: Instant,
 }
@@ -123,7 +130,6 @@ struct Session {
     limits: Limits,
     last_recv: Instant,
     last_sent: Instant,
-    next_serial: u64,
     /// msg_serial → publish id, for PUBLISH frames not yet answered; `None` once the
     /// application's publish timed out (the server still counts it as in flight).
     inflight: HashMap<u64, Option<u64>>,
@@ -159,6 +165,15 @@ pub(crate) struct Core {
     /// Connection attempts since the last CONNECTED.
     attempt: u32,
     ever_connected: bool,
+    hosts: Hosts,
+    /// The latest connection key: CONNECT presents it to resume the connection.
+    connection_key: Option<String>,
+    /// The next msg_serial of the connection; starts again at 0 only when a resume
+    /// was not honoured.
+    next_serial: u64,
+    /// Positions from a recovery key for channels not attached again yet: an
+    /// `attach` with `AttachFrom::Now` continues from there instead.
+    recovered_positions: BTreeMap<String, Position>,
     id_prefix: String,
     next_message_id: u64,
     next_publish: u64,
@@ -174,12 +189,19 @@ impl Core {
     pub(crate) fn new(config: CoreConfig, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let id_prefix = format!("tc-{:016x}", rand::Rng::random::<u64>(&mut rng));
+        let mut hosts = Hosts::new(config.urls.len());
+        let url = config.urls[hosts.next(&mut rng)].clone();
+        let recovered = config.recovered.clone();
         let mut core = Self {
             config,
             rng,
             link: Link::Opening,
             attempt: 0,
             ever_connected: false,
+            hosts,
+            connection_key: recovered.as_ref().map(|r| r.connection_key.clone()),
+            next_serial: recovered.as_ref().map_or(0, |r| r.msg_serial),
+            recovered_positions: recovered.map(|r| r.channels).unwrap_or_default(),
             id_prefix,
             next_message_id: 0,
             next_publish: 0,
@@ -189,8 +211,27 @@ impl Core {
         };
         core.outputs
             .push_back(Output::State(ConnectionState::Connecting));
-        core.outputs.push_back(Output::Open);
+        core.outputs.push_back(Output::Open { url });
         core
+    }
+
+    /// What a client needs to resume this connection after losing its memory; `None`
+    /// before the first CONNECTED.
+    pub(crate) fn recovery(&self) -> Option<Recovery> {
+        let connection_key = self.connection_key.clone()?;
+        let mut channels = self.recovered_positions.clone();
+        channels.extend(
+            self.channels
+                .iter()
+                .filter_map(|(name, ch)| Some((name.clone(), ch.cursor?))),
+        );
+        // Publishes not answered yet were given serials below `next_serial`; a
+        // recovered client resends them with ids (it cannot know their serials).
+        Some(Recovery {
+            connection_key,
+            msg_serial: self.next_serial,
+            channels,
+        })
     }
 
     /// The next thing for the driver to do.
@@ -226,9 +267,10 @@ impl Core {
         match &mut self.link {
             Link::Waiting { until } if *until <= now => {
                 self.link = Link::Opening;
+                let url = self.config.urls[self.hosts.next(&mut self.rng)].clone();
                 self.outputs
                     .push_back(Output::State(ConnectionState::Connecting));
-                self.outputs.push_back(Output::Open);
+                self.outputs.push_back(Output::Open { url });
             }
             Link::Handshake { deadline } if *deadline <= now => {
                 let waited = self.config.request_timeout;
@@ -285,10 +327,22 @@ impl Core {
         self.link = Link::Handshake {
             deadline: now + self.config.request_timeout,
         };
+        // Channels with a known position are re-attached by CONNECT itself.
+        let mut channels = BTreeMap::new();
+        for (name, ch) in &mut self.channels {
+            if ch.state == ChannelState::Waiting
+                && let Some(position) = ch.cursor
+            {
+                ch.state = ChannelState::Attaching;
+                channels.insert(name.clone(), position);
+            }
+        }
         self.outputs
             .push_back(Output::Send(ClientFrame::Connect(Connect {
                 key: self.config.key.clone(),
                 client_id: self.config.client_id.clone(),
+                resume: self.connection_key.clone(),
+                channels,
                 ..Connect::default()
             })));
     }
@@ -329,6 +383,10 @@ impl Core {
             ServerFrame::Nack(Nack { msg_serial, error }) => {
                 self.on_answer(now, msg_serial, Err(PublishError::Nack(error)));
             }
+            ServerFrame::Heartbeat(Heartbeat {
+                connection_key: Some(key),
+                ..
+            }) => self.connection_key = Some(key),
             ServerFrame::Heartbeat(_) => {}
             ServerFrame::Error(frame) => {
                 tracing::warn!(error = %frame.error, channel = ?frame.channel, "server reported an error");
@@ -343,6 +401,9 @@ impl Core {
                     self.fail(error);
                 }
                 Reconnect::Retry | Reconnect::Elsewhere => {
+                    if disconnected.reconnect == Reconnect::Elsewhere {
+                        self.hosts.avoid_current();
+                    }
                     if matches!(self.link, Link::Closing { .. }) {
                         self.finish_close(None);
                     } else {
@@ -429,6 +490,11 @@ impl Core {
         if self.channels.contains_key(&channel) {
             return Err(ClientError::AlreadyAttached(channel));
         }
+        let recovered = self.recovered_positions.remove(&channel);
+        let from = match (from, recovered) {
+            (AttachFrom::Now, Some(position)) => AttachFrom::After(position),
+            (from, _) => from,
+        };
         self.channels.insert(
             channel.clone(),
             Channel {
@@ -518,22 +584,57 @@ impl Core {
             (true, false) => idle / 2,
             (true, true) => Duration::ZERO,
         };
+        if let Some(error) = &connected.error {
+            tracing::info!(%error, "the connection could not be resumed; a new one started");
+        }
+        if !connected.resumed {
+            // A new connection: its msg_serials start again, and what was in flight
+            // is resent under new ones (every message has an id, so it is stored once).
+            self.next_serial = 0;
+            for publish in self.publishes.values_mut() {
+                publish.serial = None;
+            }
+        }
+        self.connection_key = Some(connected.connection_key);
+        // On a resumed connection, PUBLISH frames not answered yet go again with
+        // their msg_serials, oldest first.
+        let inflight: HashMap<u64, Option<u64>> = self
+            .publishes
+            .iter()
+            .filter_map(|(&id, p)| Some((p.serial?, Some(id))))
+            .collect();
+        let resend: Vec<ClientFrame> = self
+            .publishes
+            .values()
+            .filter_map(|p| {
+                Some(ClientFrame::Publish(Publish {
+                    msg_serial: p.serial?,
+                    channel: p.channel.clone(),
+                    messages: p.messages.clone(),
+                }))
+            })
+            .collect();
         self.link = Link::Up(Session {
             heartbeat,
             send_every,
             limits: connected.limits,
             last_recv: now,
             last_sent: now,
-            next_serial: 0,
-            inflight: HashMap::new(),
+            inflight,
             detaching: HashMap::new(),
         });
         self.attempt = 0;
         self.ever_connected = true;
+        self.hosts.connected();
         self.outputs
             .push_back(Output::State(ConnectionState::Connected {
                 connection_id: connected.connection_id,
+                resumed: connected.resumed,
+                url: self.config.urls[self.hosts.current()].clone(),
             }));
+        for frame in resend {
+            self.send(now, frame);
+        }
         let waiting: Vec<String> = self
             .channels
             .iter()
@@ -683,8 +784,8 @@ impl Core {
             if publish.serial.is_some() {
                 continue;
             }
-            let serial = s.next_serial;
-            s.next_serial += 1;
+            let serial = self.next_serial;
+            self.next_serial += 1;
             s.inflight.insert(serial, Some(id));
             publish.serial = Some(serial);
             frames.push(ClientFrame::Publish(Publish {
@@ -758,9 +859,6 @@ impl Core {
         }
         tracing::info!(%reason, attempt = self.attempt, "connection lost; reconnecting");
         self.outputs.push_back(Output::CloseTransport);
-        for publish in self.publishes.values_mut() {
-            publish.serial = None;
-        }
         for ch in self.channels.values_mut() {
             if ch.state != ChannelState::Paused {
                 ch.state = ChannelState::Waiting;
@@ -829,6 +927,12 @@ mod tests {
     use super::*;
     use tern_protocol::{Closed, ErrorFrame, Operation};
 
+    const URL: &str = "ws://edge:1/v1/ws";
+
+    fn open() -> Output {
+        Output::Open { url: URL.into() }
+    }
+
     fn pos(epoch: u64, serial: u64) -> Position {
         Position { epoch, serial }
     }
@@ -837,6 +941,8 @@ mod tests {
     struct Sim {
         core: Core,
         now: Instant,
+        /// The CONNECT of the last handshake.
+        last_connect: Option<Connect>,
     }
 
     impl Sim {
@@ -850,10 +956,13 @@ mod tests {
                 },
                 request_timeout: Duration::from_secs(5),
                 max_pending_publishes: 4,
+                urls: vec![URL.into()],
+                recovered: None,
             };
             Self {
                 core: Core::new(config, 1),
                 now: Instant::now(),
+                last_connect: None,
             }
         }
 
@@ -896,16 +1005,36 @@ mod tests {
         }
 
         /// From `Open`: the transport opens, CONNECT goes out, CONNECTED comes back.
-        /// Returns the frames sent after CONNECTED.
+        /// Returns the channels of CONNECT as the ATTACH frames they stand for (the
+        /// server answers both alike), then the frames sent after CONNECTED.
         fn handshake(&mut self, id: &str, max_inflight: u32) -> Vec<ClientFrame> {
+            self.handshake_as(Self::connected(id, max_inflight))
+        }
+
+        /// [`Sim::handshake`] answered with `connected`.
+        fn handshake_as(&mut self, connected: ServerFrame) -> Vec<ClientFrame> {
             self.core.handle_open(self.now);
             let sent = self.sent();
-            assert!(
-                matches!(&sent[..], [ClientFrame::Connect(c)] if c.key.as_deref() == Some("app.k:secret") && c.client_id.as_deref() == Some("me")),
-                "{sent:?}"
-            );
-            self.frame(Self::connected(id, max_inflight));
-            self.sent()
+            let [ClientFrame::Connect(connect)] = &sent[..] else {
+                panic!("expected CONNECT alone: {sent:?}")
+            };
+            assert_eq!(connect.key.as_deref(), Some("app.k:secret"));
+            assert_eq!(connect.client_id.as_deref(), Some("me"));
+            self.last_connect = Some(connect.clone());
+            let mut frames: Vec<ClientFrame> = connect
+                .channels
+                .iter()
+                .map(|(channel, from)| {
+                    ClientFrame::Attach(Attach {
+                        channel: channel.clone(),
+                        from: Some(*from),
+                        rewind: None,
+                    })
+                })
+                .collect();
+            self.frame(connected);
+            frames.extend(self.sent());
+            frames
         }
 
         fn start() -> Self {
@@ -913,7 +1042,7 @@ mod tests {
             let first = sim.outputs();
             assert_eq!(
                 first,
-                vec![Output::State(ConnectionState::Connecting), Output::Open]
+                vec![Output::State(ConnectionState::Connecting), open()]
             );
             assert!(sim.handshake("c1", 8).is_empty());
             sim
@@ -934,7 +1063,7 @@ mod tests {
             assert!(at <= self.now + Duration::from_millis(100));
             self.now = at;
             self.core.handle_timeout(self.now);
-            assert!(self.outputs().contains(&Output::Open));
+            assert!(self.outputs().contains(&open()));
             self.handshake(id, max_inflight)
         }
 
@@ -1548,7 +1677,7 @@ mod tests {
             delays.push(at - sim.now);
             sim.now = at;
             sim.core.handle_timeout(sim.now);
-            assert!(sim.outputs().contains(&Output::Open));
+            assert!(sim.outputs().contains(&open()));
             sim.core.handle_open_failed(sim.now, "refused".into());
         }
         assert!(delays[5] > delays[0] * 4, "{delays:?}");
@@ -1670,5 +1799,163 @@ mod tests {
                 .contains(&Output::State(ConnectionState::Closed { error: None }))
         );
         assert!(sim.core.is_closed());
+    }
+
+    /// CONNECTED for connection `id` with key `key`, resumed or not.
+    fn connected_as(id: &str, key: &str, resumed: bool) -> ServerFrame {
+        let ServerFrame::Connected(mut connected) = Sim::connected(id, 8) else {
+            unreachable!("Sim::connected builds CONNECTED")
+        };
+        connected.connection_key = key.into();
+        connected.resumed = resumed;
+        ServerFrame::Connected(connected)
+    }
+
+    /// The transport drops and the backoff passes; `Open` is due.
+    fn drop_and_wait(sim: &mut Sim) {
+        sim.core.handle_closed(sim.now, "reset".into());
+        sim.outputs();
+        sim.now = sim.core.poll_timeout().expect("a reconnect is scheduled");
+        sim.core.handle_timeout(sim.now);
+        assert!(sim.outputs().contains(&open()));
+    }
+
+    #[test]
+    fn a_resumed_connection_gets_unanswered_publishes_again_with_their_msg_serials() {
+        let mut sim = Sim::start();
+        for text in ["a", "b", "c"] {
+            sim.core
+                .publish(sim.now, "chat".into(), vec![Message::new(text)])
+                .expect("ok");
+        }
+        assert_eq!(sim.sent().len(), 3);
+        // Serial 0 is answered; the key is refreshed; the transport drops.
+        sim.frame(ServerFrame::Ack(Ack {
+            msg_serial: 0,
+            results: vec![PublishResult {
+                position: pos(1, 1),
+                duplicate: false,
+                dropped: None,
+            }],
+        }));
+        sim.frame(ServerFrame::Heartbeat(Heartbeat {
+            id: None,
+            connection_key: Some("fresh-key".into()),
+        }));
+        sim.outputs();
+        drop_and_wait(&mut sim);
+        let again = sim.handshake_as(connected_as("c1", "key-2", true));
+        let connect = sim.last_connect.clone().expect("CONNECT");
+        assert_eq!(
+            connect.resume.as_deref(),
+            Some("fresh-key"),
+            "the latest key"
+        );
+        let serials: Vec<u64> = again.iter().map(|f| publish_frame(f).msg_serial).collect();
+        assert_eq!(serials, vec![1, 2], "resent with their own msg_serials");
+        // A new publish continues the numbering.
+        sim.core
+            .publish(sim.now, "chat".into(), vec![Message::new("d")])
+            .expect("ok");
+        let next: Vec<u64> = sim
+            .sent()
+            .iter()
+            .map(|f| publish_frame(f).msg_serial)
+            .collect();
+        assert_eq!(next, vec![3]);
+        // The state says resumed.
+        drop_and_wait(&mut sim);
+        sim.core.handle_open(sim.now);
+        sim.sent();
+        sim.frame(connected_as("c1", "key-3", true));
+        assert!(sim.outputs().iter().any(|o| matches!(
+            o,
+            Output::State(ConnectionState::Connected { resumed: true, connection_id, .. })
+                if connection_id == "c1"
+        )));
+        // And the refused resume renumbers from 0.
+        drop_and_wait(&mut sim);
+        let again = sim.handshake_as(connected_as("c9", "key-4", false));
+        let serials: Vec<u64> = again.iter().map(|f| publish_frame(f).msg_serial).collect();
+        assert_eq!(serials, vec![0, 1, 2], "a new connection numbers from 0");
+        assert_eq!(
+            sim.last_connect.as_ref().and_then(|c| c.resume.as_deref()),
+            Some("key-3")
+        );
+    }
+
+    #[test]
+    fn a_recovery_key_resumes_the_connection_and_its_channels_in_a_new_core() {
+        let mut sim = Sim::start();
+        sim.core
+            .attach(sim.now, "chat".into(), AttachFrom::Now)
+            .expect("ok");
+        sim.sent();
+        sim.attached("chat", Some(pos(2, 10)), false, None);
+        sim.message("chat", pos(2, 11));
+        sim.outputs();
+        sim.core
+            .publish(sim.now, "chat".into(), vec![Message::new("x")])
+            .expect("ok");
+        sim.sent();
+        let recovery = sim.core.recovery().expect("connected once");
+        assert_eq!(recovery.connection_key, "key");
+        assert_eq!(recovery.msg_serial, 1);
+        assert_eq!(recovery.channels.get("chat"), Some(&pos(2, 11)));
+
+        // A new process: the recovery key is all it has.
+        let mut config = sim.core.config.clone();
+        config.recovered = Some(Recovery::decode(&recovery.encode()).expect("decodes"));
+        let mut next = Sim {
+            core: Core::new(config, 2),
+            now: sim.now,
+            last_connect: None,
+        };
+        next.outputs();
+        // Attaching the channel before the connection is up puts it in CONNECT,
+        // continuing from the recovered position.
+        next.core
+            .attach(next.now, "chat".into(), AttachFrom::Now)
+            .expect("ok");
+        let after = next.handshake_as(connected_as("c1", "key-5", true));
+        let connect = next.last_connect.clone().expect("CONNECT");
+        assert_eq!(connect.resume.as_deref(), Some("key"));
+        assert_eq!(connect.channels.get("chat"), Some(&pos(2, 11)));
+        assert_eq!(attach_frame(&after[0]).from, Some(pos(2, 11)));
+        next.core
+            .publish(next.now, "chat".into(), vec![Message::new("y")])
+            .expect("ok");
+        let serials: Vec<u64> = next
+            .sent()
+            .iter()
+            .map(|f| publish_frame(f).msg_serial)
+            .collect();
+        assert_eq!(serials, vec![1], "the numbering goes on");
+    }
+
+    #[test]
+    fn told_to_go_elsewhere_the_client_dials_a_fallback() {
+        let mut config = Sim::new().core.config.clone();
+        config.urls = vec![URL.into(), "ws://fallback:2/v1/ws".into()];
+        let mut sim = Sim {
+            core: Core::new(config, 3),
+            now: Instant::now(),
+            last_connect: None,
+        };
+        assert!(sim.outputs().contains(&open()), "the primary first");
+        sim.handshake("c1", 8);
+        sim.frame(ServerFrame::Disconnected(tern_protocol::Disconnected {
+            error: ErrorInfo::new(ErrorCode::ShuttingDown, "draining"),
+            reconnect: Reconnect::Elsewhere,
+        }));
+        sim.outputs();
+        sim.now = sim.core.poll_timeout().expect("a reconnect is scheduled");
+        sim.core.handle_timeout(sim.now);
+        assert!(
+            sim.outputs().contains(&Output::Open {
+                url: "ws://fallback:2/v1/ws".into()
+            }),
+            "the fallback, not the draining primary"
+        );
     }
 }

@@ -55,11 +55,13 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    RecoveryKey {
+        reply: oneshot::Sender<Option<String>>,
+    },
 }
 
 /// How to open transports.
 pub(crate) struct Transport {
-    pub(crate) url: String,
     pub(crate) format: Format,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_bytes: usize,
@@ -243,6 +245,9 @@ impl Driver {
                 self.closers.push(reply);
                 self.core.close(now);
             }
+            Command::RecoveryKey { reply } => {
+                let _ = reply.send(self.core.recovery().map(|r| r.encode()));
+            }
         }
     }
 
@@ -324,10 +329,10 @@ impl Driver {
 
     fn carry_out(&mut self, output: Output) {
         match output {
-            Output::Open => {
+            Output::Open { url } => {
                 self.ws = None;
                 self.opening = Some(Box::pin(open(
-                    self.transport.url.clone(),
+                    url,
                     self.transport.format,
                     self.transport.connect_timeout,
                     self.transport.max_message_bytes,

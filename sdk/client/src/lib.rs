@@ -3,14 +3,19 @@
 //! A [`Client`] holds one connection to an edge and keeps it alive: when the
 //! transport drops (or goes silent for two heartbeat intervals, or the server says
 //! `DISCONNECTED` with `retry`/`elsewhere`) it reconnects with jittered exponential
-//! backoff, re-attaches every channel from the last position the application received
-//! on it, drops whatever the server replays at or below that position, and re-sends
-//! every publish that was not answered. Every message gets an id before it is first
-//! sent (a random per-client prefix and a counter), so a re-sent publish is stored
-//! once: the log's dedupe answers with the original positions.
+//! backoff — to the primary URL, then the fallback URLs in a random order, avoiding an
+//! edge that sent it elsewhere — and **resumes** the connection there with its latest
+//! connection key (any edge of the cluster honours it within the state TTL): the same
+//! connection id, every channel continuing after the last position the application
+//! received on it (the replays at or below it are dropped), and every publish that
+//! was not answered re-sent with its msg_serial. Every message also gets an id before
+//! it is first sent (a random per-client prefix and a counter), so a re-sent publish
+//! is stored once even when the resume was refused: the log's dedupe answers with the
+//! original positions. [`Client::recovery_key`] and [`ClientConfig::recover`] carry a
+//! connection across a restart of the application.
 //!
-//! What it does not do (yet): TLS (`wss://`), fallback hosts, resuming a connection
-//! by key, tokens. A `ContinuityLost` is never hidden: it is a [`ChannelEvent`].
+//! What it does not do (yet): TLS (`wss://`), tokens, DNS resolution of its own. A
+//! `ContinuityLost` is never hidden: it is a [`ChannelEvent`].
 //!
 //! Key types: [`Client`] (cheap to clone), [`ClientConfig`], [`ChannelStream`] (a
 //! `futures::Stream` of [`ChannelEvent`]), [`AttachFrom`], [`ConnectionState`],
@@ -44,6 +49,8 @@ mod config;
 mod core;
 mod driver;
 mod error;
+mod hosts;
+mod recovery;
 mod state;
 
 use std::sync::Arc;
@@ -82,7 +89,7 @@ impl Client {
     ///
     /// Must be called within a tokio runtime: the connection runs on a task of its own.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let url = config.validate()?;
+        let (urls, recovered) = config.validate()?;
         let core = Core::new(
             CoreConfig {
                 key: config.key.clone(),
@@ -93,6 +100,8 @@ impl Client {
                 },
                 request_timeout: config.request_timeout,
                 max_pending_publishes: config.max_pending_publishes,
+                urls,
+                recovered,
             },
             rand::random(),
         );
@@ -101,7 +110,6 @@ impl Client {
         let driver = Driver::new(
             core,
             Transport {
-                url,
                 format: config.format,
                 connect_timeout: config.request_timeout,
                 max_message_bytes: config.max_message_bytes,
@@ -182,6 +190,17 @@ impl Client {
         answer
             .await
             .map_err(|_| PublishError::Closed(ClientError::Closed))?
+    }
+
+    /// Everything needed to resume this connection after the application lost its
+    /// memory (a restart, a page reload): save it, and pass it to
+    /// [`ClientConfig::recover`] next time. It changes as messages arrive and keys
+    /// are refreshed, so save it again when you can (at least every
+    /// `state_ttl / 4`, two minutes by default). `None` once the client is closed.
+    pub async fn recovery_key(&self) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::RecoveryKey { reply }).await.ok()?;
+        answer.await.ok().flatten()
     }
 
     /// The connection's state, to watch for changes.

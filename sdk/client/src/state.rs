@@ -13,8 +13,15 @@ pub enum ConnectionState {
     Connecting,
     /// CONNECTED: channels are (being) re-attached and publishes flow.
     Connected {
-        /// The server's id for this connection (a new one after every reconnect).
+        /// The server's id for this connection: the same after a resumed reconnect.
         connection_id: String,
+        /// True when the server resumed the previous connection (same id; publishes
+        /// in flight resent with their msg_serials). False for the first connection
+        /// and when a resume was refused (the reason is logged); channels continue
+        /// from their positions either way, or say `ContinuityLost`.
+        resumed: bool,
+        /// The URL connected to: the primary or a fallback.
+        url: String,
     },
     /// The connection broke; the next attempt starts after `retry_in`.
     Reconnecting {

@@ -1,7 +1,8 @@
 //! `tern-client` against a real edge (`tern_edge::Edge`) and a real log node
 //! (`tern_log::net::LogServer` on the embedded store), in this process, on
 //! 127.0.0.1:0. Transport drops are forced through a TCP proxy that can cut every
-//! connection at once, and by restarting the edge on its port.
+//! connection at once, and by restarting the edge on its port. Every edge shares one
+//! cluster secret, so a connection resumes on any of them.
 //!
 //! Run: `cargo test -p tern-client --test edge`
 
@@ -17,8 +18,8 @@ use tern_client::{
     AttachFrom, ChannelEvent, ChannelStream, Client, ClientConfig, ClientError, ConnectionState,
 };
 use tern_config::{
-    ApiKey, Capabilities, ChannelPattern, EdgeConfig, LinkServerConfig, Operation, Operations,
-    StoreConfig,
+    ApiKey, Capabilities, ChannelPattern, ClusterSecret, EdgeConfig, LinkServerConfig, Operation,
+    Operations, StoreConfig,
 };
 use tern_edge::{Edge, EdgeHandle};
 use tern_log::EmbeddedStore;
@@ -31,6 +32,8 @@ use tokio::sync::{broadcast, oneshot};
 const PATIENCE: Duration = Duration::from_secs(20);
 const KEY: &str = "app.all:all-secret-0123456789";
 const SUBSCRIBE_ONLY: &str = "app.reader:reader-secret-0123456789";
+/// The connection key secret every edge of the tests shares.
+const CLUSTER_SECRET: &str = "client-tests-cluster-secret-0123456789";
 
 /// A log node and an edge linked to it.
 struct Node {
@@ -84,6 +87,12 @@ impl Node {
     }
 
     async fn start_edge(&mut self, listen: SocketAddr) -> anyhow::Result<()> {
+        self.edge = Some(self.another_edge(listen).await?);
+        Ok(())
+    }
+
+    /// An edge on `listen` linked to this node's log, ready.
+    async fn another_edge(&self, listen: SocketAddr) -> anyhow::Result<EdgeHandle> {
         let mut config = EdgeConfig {
             name: "client-test".into(),
             listen,
@@ -93,6 +102,7 @@ impl Node {
         config.log.ca = Some(self.cert.clone());
         config.log.reconnect_min = Duration::from_millis(20);
         config.log.reconnect_max = Duration::from_millis(200);
+        config.cluster.connection_key_secret = Some(ClusterSecret::new(CLUSTER_SECRET));
         config.keys = vec![
             key(KEY, &Operation::ALL)?,
             key(SUBSCRIBE_ONLY, &[Operation::Subscribe])?,
@@ -105,8 +115,7 @@ impl Node {
         })
         .await
         .context("edge ready")?;
-        self.edge = Some(edge);
-        Ok(())
+        Ok(edge)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -455,20 +464,113 @@ async fn edge_restart_resumes_the_channel() -> anyhow::Result<()> {
         .publish("restart", vec![Message::new("1"), Message::new("2")])
         .await?;
     ensure!(texts(&take(&mut stream, 2).await?) == ["1", "2"]);
-    let id = match &*client.state().borrow() {
-        ConnectionState::Connected { connection_id } => connection_id.clone(),
-        other => bail!("not connected: {other:?}"),
-    };
+    let id = connection_id(&client)?;
     node.restart_edge().await?;
     // Published while the client may still be reconnecting: queued and sent after.
     let after = client.publish("restart", vec![Message::new("3")]).await?;
     ensure!(after[0].position.serial == before[1].position.serial + 1);
     ensure!(take(&mut stream, 1).await? == [("3".to_owned(), after[0].position)]);
-    let mut state = client.state();
-    let now = state.borrow_and_update().clone();
+    // The new edge shares the cluster's secret: the same connection, resumed.
+    let now = client.state().borrow().clone();
     ensure!(
-        !matches!(&now, ConnectionState::Connected { connection_id } if *connection_id == id),
-        "still on the old connection: {now:?}"
+        matches!(&now, ConnectionState::Connected { connection_id, resumed: true, .. } if *connection_id == id),
+        "not the same connection resumed: {now:?}"
+    );
+    Ok(())
+}
+
+/// The id of the client's connection, or an error when it is not connected.
+fn connection_id(client: &Client) -> anyhow::Result<String> {
+    match &*client.state().borrow() {
+        ConnectionState::Connected { connection_id, .. } => Ok(connection_id.clone()),
+        other => bail!("not connected: {other:?}"),
+    }
+}
+
+/// An edge drains (DISCONNECTED, reconnect elsewhere): the client dials its fallback
+/// URL, another edge of the cluster, and resumes the same connection there; the
+/// channel continues with nothing lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_edge_sends_the_client_to_a_fallback_where_it_resumes() -> anyhow::Result<()> {
+    let mut node = Node::start().await?;
+    let other = node.another_edge("127.0.0.1:0".parse()?).await?;
+    let client = Client::connect(
+        config(node.addr(), Format::Json).fallback_urls([format!("ws://{}", other.local_addr())]),
+    )
+    .await?;
+    let id = connection_id(&client)?;
+    let mut stream = client.attach("moving", AttachFrom::Now).await?;
+    let before = client
+        .publish("moving", vec![Message::new("1"), Message::new("2")])
+        .await?;
+    ensure!(texts(&take(&mut stream, 2).await?) == ["1", "2"]);
+    // The primary drains and is gone; the client is sent elsewhere.
+    if let Some(edge) = node.edge.take() {
+        edge.shutdown().await;
+    }
+    let after = client.publish("moving", vec![Message::new("3")]).await?;
+    ensure!(after[0].position.serial == before[1].position.serial + 1);
+    ensure!(take(&mut stream, 1).await? == [("3".to_owned(), after[0].position)]);
+    let now = client.state().borrow().clone();
+    let fallback = format!("ws://{}/v1/ws", other.local_addr());
+    ensure!(
+        matches!(&now, ConnectionState::Connected { connection_id, resumed: true, url } if *connection_id == id && *url == fallback),
+        "not resumed on the fallback: {now:?}"
+    );
+    other.shutdown().await;
+    Ok(())
+}
+
+/// A client that lost its memory (a new process, a reloaded page) resumes its
+/// connection from a saved recovery key: the same connection id, and each channel
+/// continues after the last message handed to the application — the messages
+/// published while it was gone arrive once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_key_resumes_the_connection_in_a_new_client() -> anyhow::Result<()> {
+    let node = Node::start().await?;
+    let first = Client::connect(config(node.addr(), Format::Json).client_id("reloader")).await?;
+    let id = connection_id(&first)?;
+    let mut stream = first.attach("recovered", AttachFrom::Now).await?;
+    first
+        .publish("recovered", vec![Message::new("1"), Message::new("2")])
+        .await?;
+    ensure!(texts(&take(&mut stream, 2).await?) == ["1", "2"]);
+    let saved = first.recovery_key().await.context("a recovery key")?;
+    drop(stream);
+    first.close().await;
+
+    // Published while nobody listens.
+    let publisher = Client::connect(config(node.addr(), Format::Json)).await?;
+    let missed = publisher
+        .publish("recovered", vec![Message::new("3"), Message::new("4")])
+        .await?;
+
+    let second = Client::connect(
+        config(node.addr(), Format::Json)
+            .client_id("reloader")
+            .recover(saved),
+    )
+    .await?;
+    let now = second.state().borrow().clone();
+    ensure!(
+        matches!(&now, ConnectionState::Connected { connection_id, resumed: true, .. } if *connection_id == id),
+        "not resumed: {now:?}"
+    );
+    let mut stream = second.attach("recovered", AttachFrom::Now).await?;
+    let got = take(&mut stream, 2).await?;
+    ensure!(
+        got == [
+            ("3".to_owned(), missed[0].position),
+            ("4".to_owned(), missed[1].position)
+        ],
+        "{got:?}"
+    );
+    // A bad key is refused before anything is sent.
+    let refused = Client::connect(config(node.addr(), Format::Json).recover("%%")).await;
+    ensure!(
+        matches!(refused, Err(ClientError::Config(_))),
+        "{:?}",
+        refused.err()
     );
     Ok(())
 }

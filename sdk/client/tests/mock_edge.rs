@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use tern_client::{AttachFrom, ChannelEvent, ChannelStream, Client, ClientConfig, ConnectionState};
 use tern_protocol::{
-    Ack, Attached, ClientFrame, Connected, Format, Limits, Message, MessageFrame, Position,
+    Ack, Attach, Attached, ClientFrame, Connected, Format, Limits, Message, MessageFrame, Position,
     PublishResult, ServerFrame, decode, encode,
 };
 use tokio::net::TcpListener;
@@ -134,8 +134,21 @@ impl MockEdge {
                         WsMessage::Binary(b) => b.to_vec(),
                         _ => continue,
                     };
+                    // CONNECT's channels are answered as ATTACHes with `from` would be.
+                    let mut frames = Vec::new();
                     for frame in decode::<ClientFrame>(format, &data)? {
-                        match frame? {
+                        let frame = frame?;
+                        let channels = match &frame {
+                            ClientFrame::Connect(connect) => connect.channels.clone(),
+                            _ => Default::default(),
+                        };
+                        frames.push(frame);
+                        frames.extend(channels.into_iter().map(|(channel, from)| {
+                            ClientFrame::Attach(Attach { channel, from: Some(from), rewind: None })
+                        }));
+                    }
+                    for frame in frames {
+                        match frame {
                             ClientFrame::Connect(_) => out.push(ServerFrame::Connected(Connected {
                                 connection_id: format!("mock-{number}"),
                                 connection_key: "k".into(),
@@ -261,7 +274,7 @@ async fn wait_reconnected(client: &Client, old: &str) -> anyhow::Result<()> {
     tokio::time::timeout(
         LIMIT,
         state.wait_for(
-            |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id != old),
+            |s| matches!(s, ConnectionState::Connected { connection_id, .. } if connection_id != old),
         ),
     )
     .await??;
@@ -270,7 +283,7 @@ async fn wait_reconnected(client: &Client, old: &str) -> anyhow::Result<()> {
 
 fn connection_id(client: &Client) -> String {
     match &*client.state().borrow() {
-        ConnectionState::Connected { connection_id } => connection_id.clone(),
+        ConnectionState::Connected { connection_id, .. } => connection_id.clone(),
         other => format!("{other:?}"),
     }
 }
