@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! GET  /v1/ws                              WebSocket upgrade (tern.v1.json | tern.v1.msgpack)
+//! GET  /v1/sse?channels=a,b                Server-Sent Events (text/event-stream), see `sse`
 //! POST /v1/channels/{channel}/messages     publish one message or an array → 201 {"results": […]}
 //! GET  /v1/channels/{channel}/messages     history ?from=<serial>&limit=<n> → {"messages": […], "next": …}
 //! GET  /healthz  /readyz  /metrics         liveness, link readiness, Prometheus text
@@ -10,6 +11,8 @@
 //! Errors are `{"error": ErrorInfo}` with the HTTP status of the code (`40300` → 403).
 //! Keys come from `Authorization: Basic` (user `app.keyid`, password the secret),
 //! `Authorization: Bearer app.keyid:secret`, or `?key=app.keyid:secret`.
+//! `/v1/sse` and `/v1/channels/…` answer any origin (`Access-Control-Allow-Origin: *`,
+//! and `OPTIONS` preflights), so a page served elsewhere can use them.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -30,6 +33,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
+use crate::body::HttpBody;
 use crate::convert::{to_client_message, to_client_position, to_publish_message};
 use crate::link::{PublishJob, ReplyTo};
 use crate::metrics::Route;
@@ -38,7 +42,12 @@ use crate::session::{check_messages, forbidden, parse_channel};
 use crate::ws;
 
 /// The response type of every route.
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<HttpBody>;
+
+/// The methods of `/v1/channels/{channel}/messages`.
+const CHANNEL_METHODS: &str = "GET, POST, OPTIONS";
+/// The methods of `/v1/sse`.
+const SSE_METHODS: &str = "GET, OPTIONS";
 
 /// Answers one HTTP request.
 pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> HttpResponse {
@@ -53,6 +62,14 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             }
             upgrade(request, shared)
         }
+        ["v1", "sse"] => {
+            shared.metrics.http_request(Route::Sse);
+            match method {
+                Method::GET => crate::sse::open(&request, &shared),
+                Method::OPTIONS => preflight(SSE_METHODS),
+                _ => with_cors(method_not_allowed(SSE_METHODS)),
+            }
+        }
         ["v1", "admin", "functions", rest @ ..] => {
             shared.metrics.http_request(Route::Admin);
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
@@ -62,13 +79,13 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             let channel = match percent_decode(channel) {
                 Some(channel) => channel,
                 None => {
-                    return error_response(ErrorInfo::new(
+                    return with_cors(error_response(ErrorInfo::new(
                         ErrorCode::InvalidChannel,
                         "the channel in the path is not valid percent-encoded UTF-8",
-                    ));
+                    )));
                 }
             };
-            match method {
+            let response = match method {
                 Method::POST => {
                     shared.metrics.http_request(Route::Publish);
                     publish(request, shared, channel).await
@@ -77,11 +94,16 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
                     shared.metrics.http_request(Route::History);
                     history(&request, &shared, &channel).await
                 }
+                Method::OPTIONS => {
+                    shared.metrics.http_request(Route::Other);
+                    return preflight(CHANNEL_METHODS);
+                }
                 _ => {
                     shared.metrics.http_request(Route::Other);
-                    method_not_allowed("GET, POST")
+                    method_not_allowed(CHANNEL_METHODS)
                 }
-            }
+            };
+            with_cors(response)
         }
         ["healthz"] | ["readyz"] | ["metrics"] => {
             shared.metrics.http_request(Route::Admin);
@@ -228,7 +250,7 @@ fn upgrade(mut request: Request<Incoming>, shared: Arc<Shared>) -> HttpResponse 
             }
         }
     });
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(HttpBody::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -390,7 +412,6 @@ async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) ->
     json(StatusCode::OK, &HistoryAnswer { messages, next })
 }
 
-/// The key the request presents, checked against the config.
 /// Reads a body of at most `max` bytes that must arrive within `timeout`.
 pub(crate) async fn read_body(
     request: Request<Incoming>,
@@ -415,7 +436,8 @@ pub(crate) async fn read_body(
     }
 }
 
-fn authenticate<'a>(
+/// The key the request presents, checked against the config.
+pub(crate) fn authenticate<'a>(
     request: &Request<Incoming>,
     shared: &'a Shared,
 ) -> Result<&'a ApiKey, ErrorInfo> {
@@ -471,7 +493,7 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 }
 
 /// The percent-decoded value of `name` in a query string.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
@@ -480,7 +502,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Decodes `%XX` escapes; None if the result is not UTF-8 or an escape is broken.
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -531,7 +553,7 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> HttpResponse {
 
 pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(HttpBody::full(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -540,8 +562,41 @@ pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     response
 }
 
+/// `response`, readable by a page of any origin (no cookies are involved: keys travel
+/// in the URL or the Authorization header).
+pub(crate) fn with_cors(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of a route taking `methods`.
+fn preflight(methods: &'static str) -> HttpResponse {
+    let mut response = Response::new(HttpBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, HeaderValue::from_static(methods));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    // Authorization is never covered by a wildcard; Last-Event-ID comes with an
+    // EventSource's reconnection.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    with_cors(response)
+}
+
 fn text(status: StatusCode, body: String, content_type: &'static str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(HttpBody::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -9,6 +9,7 @@
 //!                           │ batcher ──LogClient::publish──▶ LOG ──Subscribed/Messages──┐
 //!                           └──────────── Hub (one upstream subscription per channel) ◀──┘
 //!  client ──HTTP──▶ POST/GET /v1/channels/{ch}/messages, /healthz, /readyz, /metrics
+//!  browser ──GET /v1/sse──▶ sse driver (SseSession, outbox) ──attach──▶ Hub   (subscribe only)
 //! ```
 //!
 //! Key types: [`Edge::start`] → [`EdgeHandle`] (address, readiness, graceful
@@ -23,10 +24,14 @@
 //! publish goes to the log, and at egress, before fan-out; deploys travel through the
 //! log's `$functions` channel so every edge applies them in the same order.
 //!
-//! Not here yet: SSE and MQTT transports, tokens,
-//! connection resume, rate limits per key, TLS on the client listener.
+//! Server-Sent Events (`GET /v1/sse`) serve subscribe-only clients such as a browser's
+//! `EventSource`: the same hub, pacing and continuity, resumed with `Last-Event-ID`.
+//!
+//! Not here yet: the MQTT transport, tokens, rate limits per key, TLS on the client
+//! listener.
 
 mod admin;
+mod body;
 mod convert;
 mod functions;
 mod http;
@@ -36,6 +41,7 @@ mod metrics;
 mod outbox;
 mod server;
 pub mod session;
+mod sse;
 mod ws;
 
 pub use functions::FunctionsError;

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 /// Why a client connection ended (a label of `tern_edge_connections_closed_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseReason {
-    /// The client sent CLOSE, or closed the WebSocket.
+    /// The client sent CLOSE, or closed the WebSocket or its SSE stream.
     Client,
-    /// Bad credentials or a refused CONNECT.
+    /// Bad credentials or a refused CONNECT; for an SSE stream, a channel the hub
+    /// could not attach.
     Refused,
     /// Nothing received in time.
     IdleTimeout,
@@ -55,6 +56,8 @@ impl CloseReason {
 pub(crate) enum Route {
     /// `GET /v1/ws`.
     WebSocket,
+    /// `/v1/sse`.
+    Sse,
     /// `POST /v1/channels/{channel}/messages`.
     Publish,
     /// `GET /v1/channels/{channel}/messages`.
@@ -66,8 +69,9 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 5] = [
+    const ALL: [Route; 6] = [
         Route::WebSocket,
+        Route::Sse,
         Route::Publish,
         Route::History,
         Route::Admin,
@@ -77,6 +81,7 @@ impl Route {
     fn label(self) -> &'static str {
         match self {
             Route::WebSocket => "websocket",
+            Route::Sse => "sse",
             Route::Publish => "publish",
             Route::History => "history",
             Route::Admin => "admin",
@@ -89,6 +94,8 @@ impl Route {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     connections_open: AtomicU64,
+    /// Of `connections_open`, the SSE streams.
+    sse_open: AtomicU64,
     connections_accepted: AtomicU64,
     connections_closed: [AtomicU64; CloseReason::ALL.len()],
     connections_refused_limit: AtomicU64,
@@ -122,7 +129,19 @@ impl Metrics {
         self.connections_closed[index].fetch_add(1, Relaxed);
     }
 
-    /// Open client connections.
+    /// An SSE stream started (it counts as a connection too).
+    pub(crate) fn sse_opened(&self) {
+        self.connection_opened();
+        self.sse_open.fetch_add(1, Relaxed);
+    }
+
+    /// An SSE stream ended.
+    pub(crate) fn sse_closed(&self, reason: CloseReason) {
+        self.sse_open.fetch_sub(1, Relaxed);
+        self.connection_closed(reason);
+    }
+
+    /// Open client connections (WebSocket and SSE).
     pub(crate) fn open_connections(&self) -> u64 {
         self.connections_open.load(Relaxed)
     }
@@ -194,19 +213,25 @@ impl Metrics {
         one(
             "tern_edge_connections_open",
             "gauge",
-            "Client WebSocket connections open now.",
+            "Client connections (WebSocket and SSE) open now.",
             self.connections_open.load(Relaxed),
+        );
+        one(
+            "tern_edge_sse_connections_open",
+            "gauge",
+            "Client SSE streams open now (also counted in tern_edge_connections_open).",
+            self.sse_open.load(Relaxed),
         );
         one(
             "tern_edge_connections_accepted_total",
             "counter",
-            "Client WebSocket connections accepted.",
+            "Client connections (WebSocket and SSE) accepted.",
             self.connections_accepted.load(Relaxed),
         );
         one(
             "tern_edge_connections_refused_limit_total",
             "counter",
-            "WebSocket upgrades refused because max_connections was reached.",
+            "WebSocket upgrades and SSE streams refused because max_connections was reached.",
             self.connections_refused_limit.load(Relaxed),
         );
         one(
@@ -322,8 +347,15 @@ mod tests {
         metrics.connection_closed(CloseReason::SlowConsumer);
         metrics.delivered(3);
         metrics.http_request(Route::History);
+        metrics.sse_opened();
+        let text = metrics.render();
+        assert!(text.contains("tern_edge_connections_open 1\n"));
+        assert!(text.contains("tern_edge_sse_connections_open 1\n"));
+        metrics.sse_closed(CloseReason::Client);
         let text = metrics.render();
         assert!(text.contains("tern_edge_connections_open 0\n"));
+        assert!(text.contains("tern_edge_sse_connections_open 0\n"));
+        assert!(text.contains("tern_edge_connections_closed_total{reason=\"client\"} 1\n"));
         assert!(text.contains("tern_edge_connections_closed_total{reason=\"slow_consumer\"} 1\n"));
         assert!(text.contains("tern_edge_messages_delivered_total 3\n"));
         assert!(text.contains("tern_edge_http_requests_total{route=\"history\"} 1\n"));
