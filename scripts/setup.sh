@@ -14,6 +14,8 @@
 #                Debian's route for building message functions (DESIGN.md section 7),
 #                the fallback of `tern fn build`; tests/functions_cli.rs builds a
 #                function that way and skips when they are absent
+#   chromium     a real browser's EventSource against the edge's SSE transport
+#                (tests/sse_browser.rs, headless); the test skips when it is absent
 # It also adds rustup's wasm32-unknown-unknown target (message functions) when missing.
 # cargo-fuzz is installed by scripts/fuzz.sh when fuzzing, not here.
 set -euo pipefail
@@ -22,6 +24,7 @@ set -euo pipefail
 needed=(
     "nats-server nats-server"
     "wasm-ld-19 lld-19"
+    "chromium chromium"
 )
 
 for tool in cargo rustc cc git; do
