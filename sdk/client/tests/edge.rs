@@ -18,15 +18,15 @@ use tern_client::{
     AttachFrom, ChannelEvent, ChannelStream, Client, ClientConfig, ClientError, ConnectionState,
 };
 use tern_config::{
-    ApiKey, Capabilities, ChannelPattern, ClusterSecret, EdgeConfig, LinkServerConfig, Operation,
-    Operations, StoreConfig,
+    ApiKey, Capabilities, ChannelPattern, ClusterSecret, EdgeConfig, EdgeLimitsConfig,
+    LinkServerConfig, Operation, Operations, StoreConfig,
 };
 use tern_edge::{Edge, EdgeHandle};
 use tern_log::EmbeddedStore;
 use tern_log::net::{LogServer, tls};
 use tern_protocol::{Data, ErrorCode, Format, Message, Position};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Every wait ends by then.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -41,6 +41,8 @@ struct Node {
     _log: oneshot::Sender<()>,
     log_addr: SocketAddr,
     cert: std::path::PathBuf,
+    /// The limits of every edge started.
+    limits: EdgeLimitsConfig,
     edge: Option<EdgeHandle>,
 }
 
@@ -60,6 +62,10 @@ fn key(text: &str, ops: &[Operation]) -> anyhow::Result<ApiKey> {
 
 impl Node {
     async fn start() -> anyhow::Result<Node> {
+        Self::with_limits(EdgeLimitsConfig::default()).await
+    }
+
+    async fn with_limits(limits: EdgeLimitsConfig) -> anyhow::Result<Node> {
         let dir = tempfile::tempdir()?;
         let cert = tls::ensure_self_signed(dir.path(), "127.0.0.1")?;
         let store = EmbeddedStore::open(&dir.path().join("data"), StoreConfig::default())?;
@@ -80,6 +86,7 @@ impl Node {
             _log: stop,
             log_addr,
             cert: cert.files.cert.clone(),
+            limits,
             edge: None,
         };
         node.start_edge("127.0.0.1:0".parse()?).await?;
@@ -96,6 +103,7 @@ impl Node {
         let mut config = EdgeConfig {
             name: "client-test".into(),
             listen,
+            limits: self.limits.clone(),
             ..EdgeConfig::default()
         };
         config.log.addr = self.log_addr;
@@ -136,11 +144,14 @@ impl Node {
 }
 
 /// A TCP proxy in front of `upstream` whose `cut` drops every connection through it,
-/// and which drops new connections at once while `refuse` is set.
+/// which drops new connections at once while `refuse` is set, and which forwards
+/// nothing either way — without closing anything — once `stall` is called: a
+/// half-open connection, as a dead NAT or a vanished phone leaves behind.
 struct Proxy {
     addr: SocketAddr,
     cut: broadcast::Sender<()>,
     refuse: AtomicBool,
+    stalled: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -150,20 +161,25 @@ impl Proxy {
             addr: listener.local_addr()?,
             cut: broadcast::channel(16).0,
             refuse: AtomicBool::new(false),
+            stalled: watch::channel(false).0,
         });
         let accepting = proxy.clone();
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if accepting.refuse.load(Ordering::SeqCst) {
                     continue;
                 }
                 let mut cut = accepting.cut.subscribe();
+                let stalled = accepting.stalled.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = forward(client_read, server_write, stalled.clone()) => {}
+                        _ = forward(server_read, client_write, stalled) => {}
                         _ = cut.recv() => {}
                     }
                 });
@@ -174,6 +190,36 @@ impl Proxy {
 
     fn cut(&self) {
         let _ = self.cut.send(());
+    }
+
+    fn stall(&self) {
+        let _ = self.stalled.send(true);
+    }
+}
+
+/// Copies `from` to `to` until either ends; holds everything (forever) while stalled.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if *stalled.borrow() {
+            // Read just as the stall began: never delivered.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -573,4 +619,81 @@ async fn a_recovery_key_resumes_the_connection_in_a_new_client() -> anyhow::Resu
         refused.err()
     );
     Ok(())
+}
+
+/// A connection goes half-open (the proxy forwards nothing either way and closes
+/// nothing): the client notices the silence after two heartbeat intervals, gives up
+/// on the stalled route and resumes the same connection through its fallback URL; the
+/// edge notices the silence after its idle timeout and ends the session
+/// (`idle_timeout` in `/metrics`), releasing what it held. Nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_detected_on_both_sides() -> anyhow::Result<()> {
+    let node = Node::with_limits(EdgeLimitsConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(2),
+        ..EdgeLimitsConfig::default()
+    })
+    .await?;
+    let proxy = Proxy::start(node.addr()).await?;
+    let direct = format!("ws://{}", node.addr());
+    let client = Client::connect(
+        config(proxy.addr, Format::Json)
+            .fallback_urls([direct.clone()])
+            .request_timeout(Duration::from_secs(3)),
+    )
+    .await?;
+    let id = connection_id(&client)?;
+    let mut stream = client.attach("half-open", AttachFrom::Now).await?;
+    let publisher = Client::connect(config(node.addr(), Format::Json)).await?;
+    publisher
+        .publish("half-open", vec![Message::new("1")])
+        .await?;
+    ensure!(texts(&take(&mut stream, 1).await?) == ["1"]);
+
+    proxy.stall();
+    // Published into the silence: it arrives once the client is back.
+    let missed = publisher
+        .publish("half-open", vec![Message::new("2")])
+        .await?;
+    ensure!(take(&mut stream, 1).await? == [("2".to_owned(), missed[0].position)]);
+    let now = client.state().borrow().clone();
+    let fallback = format!("{direct}/v1/ws");
+    ensure!(
+        matches!(&now, ConnectionState::Connected { connection_id, resumed: true, url } if *connection_id == id && *url == fallback),
+        "not resumed through the fallback: {now:?}"
+    );
+    // The edge ended the stalled session on its own.
+    let closed_idle = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let metrics = metrics(node.addr()).await?;
+            let idle = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("tern_edge_connections_closed_total{reason=\"idle_timeout\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if idle >= 1 {
+                return anyhow::Ok(idle);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .context("the edge never closed the half-open session")??;
+    ensure!(closed_idle >= 1);
+    Ok(())
+}
+
+/// `GET /metrics` of the edge at `addr`.
+async fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    Ok(answer)
 }
