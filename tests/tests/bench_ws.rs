@@ -273,3 +273,41 @@ fn functions_bench_measures_three_variants_and_a_lossless_swap() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// `tern bench resume` with small numbers: every replay is checked inside the bench
+/// (each missed message once, in order, the connection resumed), so a run that ends
+/// well and prints its records is the test.
+#[test]
+fn resume_bench_measures_latency_and_a_storm() -> anyhow::Result<()> {
+    let records = bench_command(
+        "resume",
+        &[
+            "--rounds",
+            "3",
+            "--missed",
+            "10,200",
+            "--storm-clients",
+            "100",
+            "--storm-channels",
+            "4",
+            "--storm-missed",
+            "10",
+        ],
+    )?;
+    let latency: Vec<&Value> = records.iter().filter(|r| r["kind"] == "latency").collect();
+    assert_eq!(latency.len(), 2, "{records:?}");
+    assert_eq!(latency[0]["missed"], 10);
+    assert_eq!(latency[1]["missed"], 200);
+    for record in &latency {
+        let first = record["first_p50_ms"].as_f64().context("first_p50_ms")?;
+        let all = record["caught_up_p50_ms"]
+            .as_f64()
+            .context("caught_up_p50_ms")?;
+        assert!(first > 0.0 && first <= all, "{record}");
+    }
+    let storm: Vec<&Value> = records.iter().filter(|r| r["kind"] == "storm").collect();
+    assert_eq!(storm.len(), 1, "{records:?}");
+    assert_eq!(storm[0]["clients"], 100);
+    assert!(number(storm[0], "rss_peak_kib") >= number(storm[0], "rss_before_kib"));
+    Ok(())
+}

@@ -13,6 +13,7 @@
 //! tern bench ws  ─▶ tern (tern dev or --url) ─▶ nats (WebSocket) ─▶ ratios
 //! tern bench functions ─▶ tern dev ─▶ rounds of [none, pass-through, profanity] ─▶ ratios
 //!                      ─▶ a live function swap under load
+//! tern bench resume ─▶ tern dev ─▶ resume latency per missed count ─▶ a resume storm
 //! ```
 //!
 //! Every run is bounded (`--timeout`), prints progress on stderr, and stops every
@@ -50,6 +51,10 @@ enum BenchCommand {
     /// profanity filter at ingress (same run, ratios), then a live function swap under
     /// load: deploy time and messages lost.
     Functions(ws::functions::FnBenchArgs),
+    /// Resume latency (reconnect to the first replayed message, and to caught up)
+    /// with 10 and 1,000 missed messages, then a storm of clients resuming at once:
+    /// time until all caught up, CPU and memory of the server.
+    Resume(ws::resume::ResumeBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -58,5 +63,6 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Log(args) => log::run(args).await,
         BenchCommand::Ws(args) => ws::run(args).await,
         BenchCommand::Functions(args) => ws::functions::run(args).await,
+        BenchCommand::Resume(args) => ws::resume::run(args).await,
     }
 }

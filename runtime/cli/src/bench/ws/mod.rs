@@ -21,6 +21,7 @@ pub(super) mod functions;
 mod load;
 mod nats;
 mod report;
+pub(super) mod resume;
 mod system;
 mod tern;
 
