@@ -255,18 +255,31 @@ impl SseReader {
         None
     }
 
-    /// The next event, skipping comments and `retry:`; panics at the end.
-    async fn event(&mut self) -> (String, Option<String>, Value) {
-        loop {
-            match self.next().await {
-                Item::Event { event, id, data } => {
-                    let json = serde_json::from_str(&data)
-                        .unwrap_or_else(|e| panic!("{e}: data {data:?}"));
-                    return (event, id, json);
+    /// The next item that is not a comment or `retry:`, within [`PATIENCE`]
+    /// (heartbeats alone do not keep a test waiting).
+    async fn next_event(&mut self) -> Item {
+        let skipping = async {
+            loop {
+                match self.next().await {
+                    Item::Comment(_) | Item::Retry(_) => {}
+                    other => return other,
                 }
-                Item::Comment(_) | Item::Retry(_) => {}
-                Item::End => panic!("the stream ended"),
             }
+        };
+        tokio::time::timeout(PATIENCE, skipping)
+            .await
+            .expect("an event in time")
+    }
+
+    /// The next event with its data as JSON; panics at the end.
+    async fn event(&mut self) -> (String, Option<String>, Value) {
+        match self.next_event().await {
+            Item::Event { event, id, data } => {
+                let json =
+                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: data {data:?}"));
+                (event, id, json)
+            }
+            other => panic!("expected an event: {other:?}"),
         }
     }
 }
@@ -722,7 +735,7 @@ async fn a_slow_stream_is_disconnected_and_resumes_losing_nothing() {
     let total = last.1;
     let mut serial = 0;
     let disconnected = loop {
-        match sse.next().await {
+        match sse.next_event().await {
             Item::Event { event, id, data } if event == "message" => {
                 let data: Value = serde_json::from_str(&data).expect("JSON");
                 let at = position(&data["position"]);
@@ -734,7 +747,6 @@ async fn a_slow_stream_is_disconnected_and_resumes_losing_nothing() {
             Item::Event { event, data, .. } if event == "disconnected" => {
                 break serde_json::from_str::<Value>(&data).expect("JSON");
             }
-            Item::Comment(_) => {}
             other => panic!("after {serial} messages: {other:?}"),
         }
     };
@@ -778,12 +790,9 @@ async fn heartbeats_connection_limit_and_shutdown() {
     let path = sse_path("quiet", ADMIN_KEY, "");
     let mut sse = SseReader::get(addr, &path, &[]).await;
     attached_all(&mut sse, &["quiet"], &mut [None]).await;
-    loop {
-        match sse.next().await {
-            Item::Comment(text) if text == "heartbeat" => break,
-            Item::Comment(_) => {}
-            other => panic!("{other:?}"),
-        }
+    match sse.next().await {
+        Item::Comment(text) => assert_eq!(text, "heartbeat"),
+        other => panic!("{other:?}"),
     }
 
     let mut refused = SseReader::get(addr, &path, &[]).await;
@@ -806,15 +815,8 @@ async fn heartbeats_connection_limit_and_shutdown() {
 
     let Cluster { log, edge } = cluster;
     let stopping = tokio::spawn(edge.shutdown());
-    let disconnected = loop {
-        match sse.next().await {
-            Item::Event { event, data, .. } if event == "disconnected" => {
-                break serde_json::from_str::<Value>(&data).expect("JSON");
-            }
-            Item::Comment(_) => {}
-            other => panic!("{other:?}"),
-        }
-    };
+    let (event, _, disconnected) = sse.event().await;
+    assert_eq!(event, "disconnected");
     assert_eq!(disconnected["error"]["code"], 50301);
     assert_eq!(disconnected["reconnect"], "elsewhere");
     assert_eq!(sse.next().await, Item::End);
