@@ -648,10 +648,14 @@ async fn run(
             pending = session.take_output();
         }
         if session.is_ended() {
+            if give_up_at.is_none() {
+                // Nothing more is taken from the outbox: free it, refuse more pushes.
+                outbox.close();
+                give_up_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
             if pending.is_none() {
                 break false;
             }
-            give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
         }
         let frames_waiting = !session.is_ended() && outbox.has_frames();
         let heartbeat_at = tokio::time::Instant::from_std(session.next_deadline());
