@@ -182,8 +182,11 @@ struct StreamChannel {
 /// A channel to attach in the hub when the stream starts.
 #[derive(Debug, PartialEq)]
 pub(crate) struct SseAttach {
+    /// The channel.
     pub(crate) channel: ChannelName,
+    /// Where delivery starts: after the cursor of the last event id, else now.
     pub(crate) from: AttachFrom,
+    /// What the key allows on the channel (for ATTACHED).
     pub(crate) granted: Vec<Operation>,
 }
 
