@@ -5,7 +5,18 @@
 //! port, waits for its "listening" line, and kills it (SIGKILL or SIGTERM) on demand
 //! or when dropped, so no test leaves a process behind. [`EdgeProcess`] does the same
 //! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]), and
-//! [`DevProcess`] for `tern dev`, keeping every line it prints on stdout.
+//! [`DevProcess`] for `tern dev`, keeping every line it prints on stdout. Processes can
+//! be signalled and frozen (SIGSTOP), and an edge restarted on its port
+//! ([`EdgeProcess::start_at`]); [`vm_rss_bytes`] reads a process's resident memory.
+//!
+//! Modules: [`proxy`] (a TCP proxy that stalls or cuts a client's connection) and
+//! [`http`] (a minimal GET, for `/metrics`, `/readyz` and REST history).
+//!
+//! ```text
+//! test ──▶ LogProcess (tern log, QUIC) ◀── EdgeProcess (tern edge) ◀── clients
+//!                                            ▲
+//!                                 proxy::Proxy (stall / refuse) ◀── one client
+//! ```
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,6 +26,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod http;
+pub mod proxy;
 
 /// Path of a freshly built `tern` binary (`cargo build -p tern` on first use).
 pub fn tern_binary() -> &'static Path {
@@ -117,33 +131,19 @@ impl LogProcess {
 
     /// Sends `signal` to the process (SIGSTOP freezes it, SIGCONT thaws it).
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
-        // A plain signal to our own child; no memory is touched.
-        #[allow(unsafe_code)]
-        // SAFETY: kill(2) with a pid we own and a valid signal number.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+        send_signal(&self.child, signal);
     }
 
     /// Freezes the process with SIGSTOP and waits (bounded) until the kernel reports
     /// it stopped: the signal is asynchronous, and a process running on another core
     /// may still answer for a moment after `kill` returns.
     pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-        let stat = format!("/proc/{}/stat", self.child.id());
-        for _ in 0..500 {
-            let state = std::fs::read_to_string(&stat).unwrap_or_default();
-            // The state follows the parenthesised command name: "pid (comm) T ...".
-            if state
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T'))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the process did not stop within 5 s of SIGSTOP");
+        freeze(&self.child);
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
@@ -171,6 +171,51 @@ impl Drop for LogProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` to `child`.
+fn send_signal(child: &Child, signal: libc::c_int) {
+    let pid = child.id() as libc::pid_t;
+    // A plain signal to our own child; no memory is touched.
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// SIGSTOP to `child`, then waits (at most 5 s) until /proc says it is stopped.
+fn freeze(child: &Child) {
+    send_signal(child, libc::SIGSTOP);
+    let stat = format!("/proc/{}/stat", child.id());
+    for _ in 0..500 {
+        let state = std::fs::read_to_string(&stat).unwrap_or_default();
+        // The state follows the parenthesised command name: "pid (comm) T ...".
+        if state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the process did not stop within 5 s of SIGSTOP");
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`),
+/// or `None` when the process is gone or the line is missing.
+pub fn vm_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    // "VmRSS:\t   12345 kB"
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Starts `cmd` with piped output, collects its stderr lines in the background, and
@@ -265,9 +310,33 @@ impl EdgeProcess {
         log_cert: &Path,
         extra: &str,
     ) -> anyhow::Result<Self> {
+        Self::spawn(dir, name, "127.0.0.1:0", log_addr, log_cert, extra)
+    }
+
+    /// Like [`EdgeProcess::start`], listening on `listen`: for a restart on the port
+    /// an earlier edge used, so that its clients find it again.
+    pub fn start_at(
+        dir: &Path,
+        name: &str,
+        listen: SocketAddr,
+        log_addr: SocketAddr,
+        log_cert: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(dir, name, &listen.to_string(), log_addr, log_cert, extra)
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        log_addr: SocketAddr,
+        log_cert: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let config = dir.join(format!("{name}.toml"));
         let text = format!(
-            "[edge]\nname = {name:?}\nlisten = \"127.0.0.1:0\"\n\n\
+            "[edge]\nname = {name:?}\nlisten = {listen:?}\n\n\
              [log]\naddr = \"{log_addr}\"\nca = {cert:?}\nrequest_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n\n\
              [cluster]\nconnection_key_secret = {TEST_CLUSTER_SECRET:?}\n\n\
              [[keys]]\nkey = {TEST_KEY:?}\ncapabilities = {{ \"*\" = [\"*\"] }}\n\n{extra}\n",
@@ -291,6 +360,27 @@ impl EdgeProcess {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` to the process (SIGSTOP freezes it, SIGCONT thaws it).
+    pub fn signal(&self, signal: libc::c_int) {
+        send_signal(&self.child, signal);
+    }
+
+    /// Freezes the process with SIGSTOP and waits (bounded) until the kernel reports
+    /// it stopped.
+    pub fn freeze(&self) {
+        freeze(&self.child);
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident set size in bytes (see [`vm_rss_bytes`]).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        vm_rss_bytes(self.child.id())
     }
 
     /// Its stderr so far.
