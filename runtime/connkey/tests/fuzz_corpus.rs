@@ -8,9 +8,12 @@
 
 #[path = "support/key_checks.rs"]
 mod key_checks;
+#[path = "../../../fuzz/mutate.rs"]
+mod mutate;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mutate::{Rng, mutate};
 use tern_connkey::{Claims, Signer};
 
 /// Mutated inputs tried.
@@ -44,38 +47,6 @@ fn samples() -> Vec<Vec<u8>> {
         inputs.push([&[1u8][..], signed].concat());
     }
     inputs
-}
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
-    for _ in 0..=rng.below(3) {
-        let at = rng.below(bytes.len().max(1));
-        match rng.below(5) {
-            0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
-            1 if !bytes.is_empty() => bytes[at] = rng.next() as u8,
-            2 => bytes.truncate(at),
-            3 => bytes.insert(at.min(bytes.len()), rng.next() as u8),
-            _ if !bytes.is_empty() => {
-                bytes.remove(at);
-            }
-            _ => {}
-        }
-    }
 }
 
 #[test]

@@ -6,10 +6,13 @@
 //! replays. `write_fuzz_seeds` (ignored; run by `scripts/fuzz.sh`) writes the valid
 //! records as the fuzzer's seed corpus.
 
+#[path = "../../../fuzz/mutate.rs"]
+mod mutate;
 #[path = "support/record_checks.rs"]
 mod record_checks;
 
 use bytes::Bytes;
+use mutate::{Rng, mutate};
 use tern_config::{FailurePolicy, Stage};
 use tern_fnrecord::{BindingRecord, FunctionRecord};
 
@@ -55,38 +58,6 @@ fn samples() -> Vec<FunctionRecord> {
             name: "router".into(),
         },
     ]
-}
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
-    for _ in 0..=rng.below(3) {
-        let at = rng.below(bytes.len().max(1));
-        match rng.below(5) {
-            0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
-            1 if !bytes.is_empty() => bytes[at] = rng.next() as u8,
-            2 => bytes.truncate(at),
-            3 => bytes.insert(at.min(bytes.len()), rng.next() as u8),
-            _ if !bytes.is_empty() => {
-                bytes.remove(at);
-            }
-            _ => bytes.push(rng.next() as u8),
-        }
-    }
 }
 
 #[test]
