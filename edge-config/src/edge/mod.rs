@@ -199,10 +199,19 @@ pub struct EdgeLimitsConfig {
     /// Bytes queued for a client before it is disconnected as a slow consumer.
     /// Default 1 MiB; `max_frame_bytes`..=1 GiB.
     pub outbound_queue_bytes: usize,
-    /// How often the edge sends a heartbeat. Default 15s; 1s..=5min.
+    /// How often the edge sends a heartbeat to a client that asks for no interval of
+    /// its own. Default 15s; 1s..=5min, within `min_heartbeat_interval` and
+    /// `max_heartbeat_interval`.
     pub heartbeat_interval: Duration,
-    /// Client silence after which the connection is closed. Default 45s; 1s..=1h,
-    /// more than `heartbeat_interval`.
+    /// The shortest heartbeat interval a client may ask for in CONNECT. Default 5s,
+    /// or `heartbeat_interval` if that is shorter; 1s..=5min.
+    pub min_heartbeat_interval: Duration,
+    /// The longest heartbeat interval a client may ask for in CONNECT. Default 2min,
+    /// or `heartbeat_interval` if that is longer; 1s..=5min.
+    pub max_heartbeat_interval: Duration,
+    /// Client silence after which the connection is closed, at `heartbeat_interval`.
+    /// A session with another heartbeat interval gets the same multiple of it.
+    /// Default 45s; 1s..=1h, more than `heartbeat_interval`.
     pub idle_timeout: Duration,
     /// Time between the WebSocket opening and CONNECT before the edge closes it.
     /// Default 10s; 100ms..=5min.
@@ -226,6 +235,8 @@ impl Default for EdgeLimitsConfig {
             max_inflight_publishes: 64,
             outbound_queue_bytes: to_usize(MIB),
             heartbeat_interval: Duration::from_secs(15),
+            min_heartbeat_interval: Duration::from_secs(5),
+            max_heartbeat_interval: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(45),
             connect_timeout: Duration::from_secs(10),
             max_connections: 100_000,
@@ -308,6 +319,8 @@ mod tests {
         assert_eq!(limits.max_inflight_publishes, 64);
         assert_eq!(limits.outbound_queue_bytes, 1 << 20);
         assert_eq!(limits.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(limits.min_heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(limits.max_heartbeat_interval, Duration::from_secs(120));
         assert_eq!(limits.idle_timeout, Duration::from_secs(45));
         assert_eq!(limits.connect_timeout, Duration::from_secs(10));
         assert_eq!(limits.max_connections, 100_000);
@@ -347,6 +360,8 @@ mod tests {
             &["limits", "max_inflight_publishes"],
             &["limits", "outbound_queue_bytes"],
             &["limits", "heartbeat_interval"],
+            &["limits", "min_heartbeat_interval"],
+            &["limits", "max_heartbeat_interval"],
             &["limits", "idle_timeout"],
             &["limits", "connect_timeout"],
             &["limits", "max_connections"],

@@ -160,8 +160,15 @@ pub struct RawEdgeLimitsConfig {
     /// Bytes queued for a client before it is disconnected as a slow consumer (byte
     /// size). Default `"1MiB"`; at least `max_frame_bytes`, at most 1GiB.
     pub outbound_queue_bytes: Option<RawByteSize>,
-    /// Duration between heartbeats sent to a client. Default `"15s"`; 1s..=5min.
+    /// Duration between heartbeats sent to a client that asks for no interval.
+    /// Default `"15s"`; 1s..=5min, within the two bounds below.
     pub heartbeat_interval: Option<String>,
+    /// Shortest heartbeat interval a client may ask for (duration). Default `"5s"`,
+    /// or `heartbeat_interval` if shorter; 1s..=5min.
+    pub min_heartbeat_interval: Option<String>,
+    /// Longest heartbeat interval a client may ask for (duration). Default `"2min"`,
+    /// or `heartbeat_interval` if longer; 1s..=5min.
+    pub max_heartbeat_interval: Option<String>,
     /// Client silence (duration) before the edge disconnects it. Default `"45s"`;
     /// 1s..=1h, more than `heartbeat_interval`.
     pub idle_timeout: Option<String>,
@@ -467,6 +474,38 @@ impl RawEdgeLimitsConfig {
             defaults.heartbeat_interval,
             HEARTBEAT_INTERVAL,
         );
+        // Unset bounds widen to take in `heartbeat_interval`, so setting only it works.
+        let heartbeat = heartbeat_interval.unwrap_or(defaults.heartbeat_interval);
+        let min_heartbeat_interval = duration(
+            problems,
+            "limits.min_heartbeat_interval",
+            self.min_heartbeat_interval.as_deref(),
+            defaults.min_heartbeat_interval.min(heartbeat),
+            HEARTBEAT_INTERVAL,
+        );
+        let max_heartbeat_interval = duration(
+            problems,
+            "limits.max_heartbeat_interval",
+            self.max_heartbeat_interval.as_deref(),
+            defaults.max_heartbeat_interval.max(heartbeat),
+            HEARTBEAT_INTERVAL,
+        );
+        if let (Some(min), Some(heartbeat), Some(max)) = (
+            min_heartbeat_interval,
+            heartbeat_interval,
+            max_heartbeat_interval,
+        ) && !(min <= heartbeat && heartbeat <= max)
+        {
+            problems.push(
+                "limits.heartbeat_interval",
+                format!(
+                    "{} is not within limits.min_heartbeat_interval ({}) and limits.max_heartbeat_interval ({})",
+                    show_duration(heartbeat),
+                    show_duration(min),
+                    show_duration(max)
+                ),
+            );
+        }
         let idle_timeout = duration(
             problems,
             "limits.idle_timeout",
@@ -524,7 +563,11 @@ impl RawEdgeLimitsConfig {
             max_inflight_publishes: max_inflight_publishes
                 .unwrap_or(defaults.max_inflight_publishes),
             outbound_queue_bytes: outbound_queue_bytes.unwrap_or(defaults.outbound_queue_bytes),
-            heartbeat_interval: heartbeat_interval.unwrap_or(defaults.heartbeat_interval),
+            heartbeat_interval: heartbeat,
+            min_heartbeat_interval: min_heartbeat_interval
+                .unwrap_or(defaults.min_heartbeat_interval.min(heartbeat)),
+            max_heartbeat_interval: max_heartbeat_interval
+                .unwrap_or(defaults.max_heartbeat_interval.max(heartbeat)),
             idle_timeout: idle_timeout.unwrap_or(defaults.idle_timeout),
             connect_timeout: connect_timeout.unwrap_or(defaults.connect_timeout),
             max_connections: max_connections.unwrap_or(defaults.max_connections),
@@ -803,6 +846,14 @@ mod tests {
                 "limits.idle_timeout: 45s is not more than limits.heartbeat_interval (1m)",
             ),
             (
+                "[limits]\nheartbeat_interval = \"3s\"\nidle_timeout = \"9s\"\nmin_heartbeat_interval = \"5s\"",
+                "limits.heartbeat_interval: 3s is not within limits.min_heartbeat_interval (5s) and limits.max_heartbeat_interval (2m)",
+            ),
+            (
+                "[limits]\nmin_heartbeat_interval = \"0s\"",
+                "limits.min_heartbeat_interval: 0s is below the minimum of 1s",
+            ),
+            (
                 "[limits]\nstate_ttl = \"2days\"",
                 "limits.state_ttl: 2days is above the maximum of 1day",
             ),
@@ -989,6 +1040,8 @@ mod tests {
         assert_eq!(config.limits.max_message_bytes, 1024);
         assert_eq!(config.limits.outbound_queue_bytes, 1024);
         assert_eq!(config.limits.idle_timeout, Duration::from_millis(1100));
+        // The unset lower bound widened to take in the heartbeat interval.
+        assert_eq!(config.limits.min_heartbeat_interval, Duration::from_secs(1));
         assert_eq!(config.limits.connect_timeout, Duration::from_millis(100));
         assert_eq!(config.limits.max_connections, 10_000_000);
         assert_eq!(

@@ -61,6 +61,40 @@ fn key_refresh(limits: &EdgeLimitsConfig) -> Duration {
     limits.state_ttl / 4
 }
 
+/// A session's heartbeat interval and idle timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Timers {
+    /// The edge sends a HEARTBEAT after this long without sending anything.
+    heartbeat_interval: Duration,
+    /// The edge disconnects a client it has heard nothing from for this long.
+    idle_timeout: Duration,
+}
+
+impl Timers {
+    /// The config's defaults.
+    fn from_config(limits: &EdgeLimitsConfig) -> Self {
+        Self {
+            heartbeat_interval: limits.heartbeat_interval,
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+
+    /// For a client that asked for `asked`: the nearest interval within the config's
+    /// bounds, and the idle timeout that is the same multiple of it as the config's
+    /// `idle_timeout` is of its `heartbeat_interval`.
+    fn negotiated(limits: &EdgeLimitsConfig, asked: Duration) -> Self {
+        let heartbeat_interval =
+            asked.clamp(limits.min_heartbeat_interval, limits.max_heartbeat_interval);
+        let scaled = heartbeat_interval.as_nanos() * limits.idle_timeout.as_nanos()
+            / limits.heartbeat_interval.as_nanos().max(1);
+        let idle_timeout = u64::try_from(scaled).map_or(Duration::MAX, Duration::from_nanos);
+        Self {
+            heartbeat_interval,
+            idle_timeout,
+        }
+    }
+}
+
 /// Longest client id, in bytes.
 const MAX_CLIENT_ID_BYTES: usize = 128;
 
@@ -178,6 +212,9 @@ pub struct Session {
     last_sent: Instant,
     /// When the connection key the client holds was issued.
     key_issued_at: Instant,
+    /// The heartbeat interval and idle timeout in force: the config's, until CONNECT
+    /// negotiates others.
+    timers: Timers,
     outputs: std::collections::VecDeque<SessionOutput>,
 }
 
@@ -185,7 +222,6 @@ impl Session {
     /// A session for a transport that opened at `now`.
     pub fn new(config: Arc<EdgeConfig>, params: SessionParams, now: Instant) -> Self {
         Self {
-            config,
             params,
             state: State::Open,
             channels: HashSet::new(),
@@ -194,7 +230,9 @@ impl Session {
             last_received: now,
             last_sent: now,
             key_issued_at: now,
+            timers: Timers::from_config(&config.limits),
             outputs: std::collections::VecDeque::new(),
+            config,
         }
     }
 
@@ -239,8 +277,8 @@ impl Session {
         match self.state {
             State::Open => Some(self.opened_at + limits.connect_timeout),
             State::Connected { .. } => Some(
-                (self.last_received + limits.idle_timeout)
-                    .min(self.last_sent + limits.heartbeat_interval)
+                (self.last_received + self.timers.idle_timeout)
+                    .min(self.last_sent + self.timers.heartbeat_interval)
                     .min(self.key_issued_at + key_refresh(limits)),
             ),
             State::Closing { deadline, .. } => Some(deadline),
@@ -268,12 +306,12 @@ impl Session {
                 );
                 self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
             }
-            State::Connected { .. } if now >= self.last_received + limits.idle_timeout => {
+            State::Connected { .. } if now >= self.last_received + self.timers.idle_timeout => {
                 let error = ErrorInfo::new(
                     ErrorCode::IdleTimeout,
                     format!(
                         "nothing received for {} ms",
-                        limits.idle_timeout.as_millis()
+                        self.timers.idle_timeout.as_millis()
                     ),
                 );
                 self.disconnect(now, error, Reconnect::Retry, CloseCode::Policy);
@@ -286,7 +324,7 @@ impl Session {
                 }));
                 self.last_sent = now;
             }
-            State::Connected { .. } if now >= self.last_sent + limits.heartbeat_interval => {
+            State::Connected { .. } if now >= self.last_sent + self.timers.heartbeat_interval => {
                 self.send(ServerFrame::Heartbeat(Heartbeat::default()));
                 self.last_sent = now;
             }
@@ -490,6 +528,10 @@ impl Session {
             None => None,
         };
         let resumed = connect.resume.is_some() && error.is_none();
+        self.timers = match connect.heartbeat_interval_ms {
+            Some(asked) => Timers::negotiated(&self.config.limits, Duration::from_millis(asked)),
+            None => Timers::from_config(&self.config.limits),
+        };
         let client_id = connect.client_id;
         self.state = State::Connected {
             key,
@@ -502,8 +544,8 @@ impl Session {
             connection_key,
             resumed,
             client_id,
-            heartbeat_interval_ms: millis(limits.heartbeat_interval),
-            idle_timeout_ms: millis(limits.idle_timeout),
+            heartbeat_interval_ms: millis(self.timers.heartbeat_interval),
+            idle_timeout_ms: millis(self.timers.idle_timeout),
             state_ttl_ms: millis(limits.state_ttl),
             limits: Limits {
                 max_frame_bytes: limits.max_frame_bytes as u64,
@@ -1198,6 +1240,58 @@ mod tests {
             disconnected(&mut s),
             (ErrorCode::IdleTimeout, Reconnect::Retry, CloseCode::Policy)
         );
+    }
+
+    /// CONNECT with `heartbeat_interval_ms`, at the test config's 10 s heartbeat and
+    /// 30 s idle timeout (bounds 5 s..=2 min): the session, and the heartbeat
+    /// interval and idle timeout CONNECTED answered.
+    fn negotiated(t0: Instant, asked_ms: u64) -> (Session, [u64; 2]) {
+        let mut s = session(t0);
+        s.handle_frame(
+            t0,
+            ClientFrame::Connect(Connect {
+                key: Some(KEY.into()),
+                heartbeat_interval_ms: Some(asked_ms),
+                ..Connect::default()
+            }),
+        );
+        let ServerFrame::Connected(c) = sent(&mut s) else {
+            panic!("not CONNECTED")
+        };
+        (s, [c.heartbeat_interval_ms, c.idle_timeout_ms])
+    }
+
+    #[test]
+    fn the_heartbeat_interval_is_negotiated_within_bounds_and_the_idle_timeout_follows() {
+        let t0 = Instant::now();
+        assert_eq!(negotiated(t0, 20_000).1, [20_000, 60_000]);
+        assert_eq!(negotiated(t0, 1_000).1, [5_000, 15_000]);
+        assert_eq!(negotiated(t0, 3_600_000).1, [120_000, 360_000]);
+        assert_eq!(negotiated(t0, 0).1, [5_000, 15_000]);
+
+        // The timers follow what was answered: a HEARTBEAT after 20 s of silence
+        // (not the config's 10 s), the client cut off after 60 s (not 30 s).
+        let (mut s, _) = negotiated(t0, 20_000);
+        s.handle_tick(t0 + Duration::from_secs(19));
+        assert!(outputs(&mut s).is_empty());
+        s.handle_tick(t0 + Duration::from_secs(20));
+        assert_eq!(sent(&mut s), ServerFrame::Heartbeat(Heartbeat::default()));
+        s.handle_tick(t0 + Duration::from_secs(59));
+        assert!(!s.is_closed());
+        s.handle_tick(t0 + Duration::from_secs(60));
+        assert!(s.is_closed());
+        assert_eq!(s.disconnect_code(), Some(ErrorCode::IdleTimeout));
+
+        // A short interval notices a silent client sooner: 5 s asked, 15 s idle.
+        let (mut s, _) = negotiated(t0, 5_000);
+        s.handle_frame(
+            t0 + Duration::from_secs(14),
+            ClientFrame::Heartbeat(Heartbeat::default()),
+        );
+        s.handle_tick(t0 + Duration::from_secs(28));
+        assert!(!s.is_closed());
+        s.handle_tick(t0 + Duration::from_secs(29));
+        assert_eq!(s.disconnect_code(), Some(ErrorCode::IdleTimeout));
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct ClientConfig {
     pub max_pending_publishes: usize,
     /// The largest WebSocket message accepted from the server, in bytes (default 16 MiB).
     pub max_message_bytes: usize,
+    /// The heartbeat interval to ask the server for (CONNECT
+    /// `heartbeat_interval_ms`): longer saves a phone's battery and radio, shorter
+    /// notices a dead connection sooner (after about two intervals of silence). The
+    /// server answers the nearest interval it allows, and the client uses that.
+    /// Default none: the server's default.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -60,6 +66,7 @@ impl ClientConfig {
             channel_buffer: 1024,
             max_pending_publishes: 10_000,
             max_message_bytes: 16 << 20,
+            heartbeat_interval: None,
         }
     }
 
@@ -89,6 +96,13 @@ impl ClientConfig {
     /// Sets the encoding.
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
+        self
+    }
+
+    /// Asks the server for this heartbeat interval (see
+    /// [`heartbeat_interval`](Self::heartbeat_interval)).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = Some(interval);
         self
     }
 

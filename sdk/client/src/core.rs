@@ -45,6 +45,8 @@ pub(crate) struct CoreConfig {
     pub(crate) urls: Vec<String>,
     /// Where a connection from before (a recovery key) left off.
     pub(crate) recovered: Option<Recovery>,
+    /// The heartbeat interval to ask for in CONNECT.
+    pub(crate) heartbeat_interval: Option<Duration>,
 }
 
 /// Something for the driver to do.
@@ -343,6 +345,10 @@ impl Core {
                 client_id: self.config.client_id.clone(),
                 resume: self.connection_key.clone(),
                 channels,
+                heartbeat_interval_ms: self
+                    .config
+                    .heartbeat_interval
+                    .map(|interval| u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)),
                 ..Connect::default()
             })));
     }
@@ -958,6 +964,7 @@ mod tests {
                 max_pending_publishes: 4,
                 urls: vec![URL.into()],
                 recovered: None,
+                heartbeat_interval: Some(Duration::from_secs(20)),
             };
             Self {
                 core: Core::new(config, 1),
@@ -1020,6 +1027,7 @@ mod tests {
             };
             assert_eq!(connect.key.as_deref(), Some("app.k:secret"));
             assert_eq!(connect.client_id.as_deref(), Some("me"));
+            assert_eq!(connect.heartbeat_interval_ms, Some(20_000));
             self.last_connect = Some(connect.clone());
             let mut frames: Vec<ClientFrame> = connect
                 .channels

@@ -102,6 +102,7 @@ impl Client {
                 max_pending_publishes: config.max_pending_publishes,
                 urls,
                 recovered,
+                heartbeat_interval: config.heartbeat_interval,
             },
             rand::random(),
         );

@@ -85,6 +85,13 @@ pub struct Connect {
     /// CONNECTED. Usually sent with `resume`, but honoured without it too.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, Position>,
+    /// The heartbeat interval the client would like, both ways (long to save a
+    /// phone's battery, short to notice a dead connection sooner). The server picks
+    /// the nearest value it allows and answers it in CONNECTED's
+    /// `heartbeat_interval_ms`, with `idle_timeout_ms` scaled to match. Without it,
+    /// the server's default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 /// ATTACH: start receiving a channel's messages.
