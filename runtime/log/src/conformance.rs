@@ -56,6 +56,7 @@ pub async fn run_all<F: StoreFactory>(f: &mut F) {
     duplicates_return_the_original_position(f).await;
     bad_messages_are_rejected_alone(f).await;
     reads_return_exact_ranges(f).await;
+    reads_find_a_point_in_time(f).await;
     tail_joins_reads_without_gaps(f).await;
     concurrent_appends_stay_dense(f).await;
     restart_keeps_everything(f).await;
@@ -215,6 +216,58 @@ pub async fn reads_return_exact_ranges<F: StoreFactory>(f: &mut F) {
         .await
         .expect("read");
     assert!(none.messages.is_empty());
+    store.close().await.expect("close");
+}
+
+/// `first_serial_since` finds the first message stored at or after a time, the same
+/// before and after a reopen; timestamps never decrease along a channel.
+pub async fn reads_find_a_point_in_time<F: StoreFactory>(f: &mut F) {
+    let store = f.fresh().await;
+    // 20 appends a few ms apart, 40 messages each among noise: several index
+    // entries, and timestamps that differ between appends.
+    for round in 0..20 {
+        let batch = (0..40)
+            .flat_map(|i| {
+                let n = round * 40 + i;
+                [
+                    msg("t", &format!("t{n}"), "x"),
+                    msg("noise", &format!("n{n}"), "y"),
+                ]
+            })
+            .collect();
+        store.append(batch).await.expect("append");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let ch = channel("t");
+    let all = store.read(&ch, Serial::FIRST, 1000).await.expect("read");
+    assert_eq!(all.messages.len(), 800);
+    let stamps: Vec<u64> = all.messages.iter().map(|m| m.timestamp_ms).collect();
+    assert!(stamps.is_sorted(), "timestamps decrease: {stamps:?}");
+    let (first, last) = (stamps[0], stamps[799]);
+    let mut times = vec![0, first, last, last + 1];
+    times.extend(stamps.iter().step_by(37).flat_map(|t| [*t, t + 1]));
+    let expected = |since: u64| {
+        all.messages
+            .iter()
+            .find(|m| m.timestamp_ms >= since)
+            .map(|m| m.position.serial)
+    };
+    for since in &times {
+        let found = store.first_serial_since(&ch, *since).await.expect("seek");
+        assert_eq!(found, expected(*since), "since {since}");
+    }
+    assert_eq!(
+        store
+            .first_serial_since(&channel("never"), 0)
+            .await
+            .expect("seek"),
+        None
+    );
+    let store = f.reopen(store).await;
+    for since in &times {
+        let found = store.first_serial_since(&ch, *since).await.expect("seek");
+        assert_eq!(found, expected(*since), "since {since}, reopened");
+    }
     store.close().await.expect("close");
 }
 

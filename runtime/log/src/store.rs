@@ -239,6 +239,16 @@ pub trait LogStore: Send + Sync + 'static {
         limit: impl Into<ReadLimit> + Send,
     ) -> impl Future<Output = Result<ReadResult, LogError>> + Send;
 
+    /// The serial of the first durable message of `channel` stored at or after
+    /// `since_ms` (milliseconds since the Unix epoch), if any: reading from it gives
+    /// everything stored since then. Message timestamps never decrease along a
+    /// channel, whatever the wall clock does.
+    fn first_serial_since(
+        &self,
+        channel: &ChannelName,
+        since_ms: u64,
+    ) -> impl Future<Output = Result<Option<Serial>, LogError>> + Send;
+
     /// What the store knows of `channel` (all `None`/empty for an unknown channel).
     fn channel_info(
         &self,

@@ -69,6 +69,7 @@ conformance_tests!(
     duplicates_return_the_original_position,
     bad_messages_are_rejected_alone,
     reads_return_exact_ranges,
+    reads_find_a_point_in_time,
     tail_joins_reads_without_gaps,
     concurrent_appends_stay_dense,
     restart_keeps_everything,
@@ -252,6 +253,14 @@ async fn retention_by_bytes_and_age() {
         .expect("read");
     assert_eq!(read.messages[0].position.serial, first);
     assert_eq!(read.first_serial, Some(first));
+    // From any time before the oldest kept message: that message, across segments.
+    assert_eq!(
+        store
+            .first_serial_since(&channel("r"), 0)
+            .await
+            .expect("seek"),
+        Some(first)
+    );
     let r = resolve(&info, SubscribeFrom::After(positions[0]));
     assert_eq!(r.next, first);
     assert!(matches!(r.continuity, Continuity::Lost { .. }));

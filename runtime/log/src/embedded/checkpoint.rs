@@ -2,15 +2,16 @@
 //! store replays only the records written after it instead of every segment.
 //!
 //! ```text
-//! "TRNC" | version u32 = 1 | body_len u64 | crc32c(body) u32 | body
+//! "TRNC" | version u32 = 2 | body_len u64 | crc32c(body) u32 | body
 //! body := next_lsn u64 | segment u64 | pos u64
 //!       | n u32 | channel{n} | m u32 | (base u64 | durable_len u64 | last_ts u64){m}
 //! channel := name_len u8 | name | last_serial u64 | last_epoch u64 | since_entry u32
 //!          | entry_segment u64 | e u32 | (epoch u64 | serial u64){e}
-//!          | i u32 | (serial u64 | segment u64 | pos u64){i}
+//!          | i u32 | (serial u64 | segment u64 | pos u64 | timestamp_ms u64){i}
 //! ```
 //! A checkpoint is valid only if its segment still exists and is at least `pos`
 //! bytes long; otherwise the store scans every segment (slow, but always right).
+//! So does a checkpoint of version 1 (index entries without timestamps).
 //! Dedupe keys are not in it: [`persist`] writes the keys added since the previous
 //! checkpoint to a key file first (see `keys`), so a checkpoint costs about what
 //! was appended since the last one, not what the index holds.
@@ -29,7 +30,7 @@ use super::index::{ChannelIndex, IndexEntry, SegmentInfo, SharedIndex, WriterCha
 use super::keys;
 
 const MAGIC: [u8; 4] = *b"TRNC";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 20;
 
 /// A decoded checkpoint.
@@ -49,7 +50,7 @@ pub(crate) struct Tip {
 }
 
 /// Encodes the checkpoint of a quiescent state (on the writer thread: it costs
-/// about 40 bytes per channel and 24 per index entry, not per key).
+/// about 40 bytes per channel and 32 per index entry, not per key).
 pub(crate) fn encode(tip: &Tip, writer: &[WriterChannel], shared: &SharedIndex) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + shared.channels.len() * 128);
     b.extend_from_slice(&MAGIC);
@@ -74,7 +75,7 @@ pub(crate) fn encode(tip: &Tip, writer: &[WriterChannel], shared: &SharedIndex) 
         }
         b.extend_from_slice(&(ci.entries.len() as u32).to_le_bytes());
         for e in &ci.entries {
-            for n in [e.serial, e.segment, e.pos] {
+            for n in [e.serial, e.segment, e.pos, e.timestamp_ms] {
                 b.extend_from_slice(&n.to_le_bytes());
             }
         }
@@ -185,6 +186,7 @@ fn parse_body(c: &mut Cursor<'_>) -> Option<Checkpoint> {
                 serial: c.u64()?,
                 segment: c.u64()?,
                 pos: c.u64()?,
+                timestamp_ms: c.u64()?,
             });
         }
         channels.push((wc, ci));

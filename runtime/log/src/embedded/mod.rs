@@ -409,6 +409,22 @@ impl LogStore for EmbeddedStore {
             })?
     }
 
+    async fn first_serial_since(
+        &self,
+        channel: &ChannelName,
+        since_ms: u64,
+    ) -> Result<Option<Serial>, LogError> {
+        let shared = self.inner.shared.clone();
+        let dir = self.inner.segments_dir.clone();
+        let channel = channel.clone();
+        tokio::task::spawn_blocking(move || read::first_since(&dir, &shared, &channel, since_ms))
+            .await
+            .map_err(|e| LogError::Io {
+                context: "finding a point in time".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
     async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, LogError> {
         let shared = self.inner.shared.read();
         Ok(shared
@@ -843,7 +859,8 @@ impl Recovery {
                 self.shared.add_channel(name)
             }
         };
-        let (entry, epoch_start) = self.channels[id as usize].note(epoch, serial, segment, pos);
+        let (entry, epoch_start) =
+            self.channels[id as usize].note(epoch, serial, segment, pos, timestamp_ms);
         let ci = &mut self.shared.channels[id as usize];
         if let Some(e) = entry {
             ci.entries.push(e);

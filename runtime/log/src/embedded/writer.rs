@@ -89,6 +89,8 @@ pub(crate) struct Writer {
     evicted_reported_at: Option<Instant>,
     generation: u64,
     batch: BatchWriter,
+    /// The timestamp of the last batch written.
+    last_timestamp_ms: u64,
 }
 
 struct SyncJob {
@@ -133,12 +135,15 @@ impl Writer {
         failed: FailedFlag,
         lock: File,
     ) -> Self {
-        let ids = {
+        let (ids, last_timestamp_ms) = {
             let s = shared.read();
-            s.ids
+            let ids = s
+                .ids
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
-                .collect::<HashMap<_, _, foldhash::fast::RandomState>>()
+                .collect::<HashMap<_, _, foldhash::fast::RandomState>>();
+            let last = s.segments.values().map(|info| info.last_timestamp_ms).max();
+            (ids, last.unwrap_or(0))
         };
         Self {
             segments_dir: data_dir.join("segments"),
@@ -164,6 +169,7 @@ impl Writer {
             evicted_reported_at: None,
             generation: 0,
             batch: BatchWriter::new(),
+            last_timestamp_ms,
         }
     }
 
@@ -257,7 +263,10 @@ impl Writer {
             }
             return;
         }
-        let timestamp_ms = now_ms();
+        // Never before an earlier batch, whatever the wall clock does: reads from a
+        // point in time rely on timestamps that do not decrease.
+        let timestamp_ms = now_ms().max(self.last_timestamp_ms);
+        self.last_timestamp_ms = timestamp_ms;
         let now_s = (timestamp_ms / 1000) as u32;
         self.dedupe.expire(now_s);
         self.generation += 1;
@@ -310,7 +319,8 @@ impl Writer {
                     committed.push((req.channel.clone(), Vec::new()));
                 }
                 let serial_n = wc.last_serial + 1;
-                let (entry, epoch_start) = wc.note(epoch, serial_n, self.segment, batch_pos);
+                let (entry, epoch_start) =
+                    wc.note(epoch, serial_n, self.segment, batch_pos, timestamp_ms);
                 let slot = wc.touched_slot as usize;
                 let serial = Serial::new(serial_n).expect("last_serial + 1 is never zero");
                 let position = Position {
