@@ -161,9 +161,18 @@ pub(crate) enum HubOutput {
         channel: ChannelName,
         conn: ConnKey,
         generation: u64,
-        from: Serial,
+        from: ReadFrom,
         limit: u32,
     },
+}
+
+/// Where a catch-up read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadFrom {
+    /// At this serial.
+    Serial(Serial),
+    /// At the first message stored at or after this time (ms since the Unix epoch).
+    Since(u64),
 }
 
 /// A subscriber being attached: where its frames go.
@@ -180,6 +189,9 @@ enum ReadPhase {
     Verify(Option<Position>),
     /// First read of a rewind that starts at this serial.
     Rewind(Serial),
+    /// First read of a rewind to the messages stored since this time (ms since the
+    /// Unix epoch).
+    Since(u64),
     /// Catching up.
     Continue,
 }
@@ -599,7 +611,7 @@ impl Hub {
                         channel: channel.clone(),
                         conn: *conn,
                         generation: sub.generation,
-                        from,
+                        from: ReadFrom::Serial(from),
                         limit: read_limit(sub, self.config.read_batch),
                     });
                     continue;
@@ -745,6 +757,18 @@ impl Hub {
                     (0, true)
                 }
             },
+            // The first message stored since then, or nothing was: live from here.
+            ReadPhase::Since(_) => match messages.first() {
+                Some(m) => {
+                    let before = position_before(m.position);
+                    sub.send(&attached(channel, before, false, &sub.granted, None));
+                    (0, false)
+                }
+                None => {
+                    sub.send(&attached(channel, upstream_last, false, &sub.granted, None));
+                    (0, true)
+                }
+            },
         };
         if go_live {
             sub.state = SubState::Live { next: live_point };
@@ -755,6 +779,7 @@ impl Hub {
             (_, Some(first)) => first.position.serial,
             (ReadPhase::Verify(p), None) => after(p),
             (ReadPhase::Rewind(start), None) => start,
+            (ReadPhase::Since(_), None) => next,
         };
         let egress = self.egress.clone();
         // Deliver while the outbox is under half its budget (counted here, one lock:
@@ -804,7 +829,7 @@ impl Hub {
                     channel: channel.clone(),
                     conn,
                     generation,
-                    from: next,
+                    from: ReadFrom::Serial(next),
                     limit,
                 });
             } else {
@@ -989,6 +1014,7 @@ impl Hub {
                     }
                 }
             }
+            AttachFrom::Since(since_ms) => ReadPhase::Since(since_ms),
             AttachFrom::Now => {
                 sub.send(&attached(channel, last, false, &sub.granted, None));
                 sub.state = SubState::Live { next };
@@ -1032,14 +1058,15 @@ fn read_limit(sub: &Sub, read_batch: u32) -> u32 {
         .clamp(1, read_batch)
 }
 
-/// The first serial a read of `phase` asks for.
-fn read_start(phase: ReadPhase, next: Serial) -> Serial {
+/// Where a read of `phase` starts.
+fn read_start(phase: ReadPhase, next: Serial) -> ReadFrom {
     match phase {
         // `p` itself, to check it is still the log's; from 1 for `0:0`.
-        ReadPhase::Verify(p) => p.map_or(Serial::FIRST, |p| p.serial),
+        ReadPhase::Verify(p) => ReadFrom::Serial(p.map_or(Serial::FIRST, |p| p.serial)),
         // One before the start, to learn the position ATTACHED reports.
-        ReadPhase::Rewind(start) => Serial::new(start.get() - 1).unwrap_or(start),
-        ReadPhase::Continue => next,
+        ReadPhase::Rewind(start) => ReadFrom::Serial(Serial::new(start.get() - 1).unwrap_or(start)),
+        ReadPhase::Since(since_ms) => ReadFrom::Since(since_ms),
+        ReadPhase::Continue => ReadFrom::Serial(next),
     }
 }
 
@@ -1228,7 +1255,7 @@ mod tests {
                 HubOutput::Read {
                     conn,
                     generation,
-                    from,
+                    from: ReadFrom::Serial(from),
                     limit,
                     ..
                 },
@@ -1457,6 +1484,50 @@ mod tests {
     }
 
     #[test]
+    fn a_rewind_to_a_time_reads_from_the_first_message_stored_since() {
+        let mut hub = live_hub(10);
+        let sub = subscriber(1, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Since(5_000), vec![]);
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read {
+                generation, from, ..
+            }) => {
+                assert_eq!(from, ReadFrom::Since(5_000));
+                generation
+            }
+            other => panic!("{other:?}"),
+        };
+        // The log answers with serials 8 to 10 (stored since then).
+        hub.handle_read_result(
+            &channel("ch"),
+            1,
+            generation,
+            read(stored_range(7, 8, 10), false),
+        );
+        let got = frames(&sub);
+        let at = attached_of(&got);
+        assert_eq!(at.position, Some(to_client_position(pos(7, 7))));
+        assert!(at.error.is_none());
+        assert_eq!(serials(&got), [8, 9, 10]);
+
+        // Nothing stored since: attached at the last position, then live.
+        let sub = subscriber(2, Format::Json);
+        hub.handle_attach(sub.clone(), channel("ch"), AttachFrom::Since(9_000), vec![]);
+        let generation = match outputs(&mut hub).pop() {
+            Some(HubOutput::Read { generation, .. }) => generation,
+            other => panic!("{other:?}"),
+        };
+        hub.handle_read_result(&channel("ch"), 2, generation, read(vec![], false));
+        let got = frames(&sub);
+        assert_eq!(
+            attached_of(&got).position,
+            Some(to_client_position(pos(7, 10)))
+        );
+        assert!(serials(&got).is_empty());
+        assert!(outputs(&mut hub).is_empty(), "no further read: live");
+    }
+
+    #[test]
     fn rewind_reads_the_last_messages() {
         let mut hub = live_hub(10);
         let sub = subscriber(1, Format::MsgPack);
@@ -1469,7 +1540,7 @@ mod tests {
         };
         assert_eq!(
             from,
-            serial(7),
+            ReadFrom::Serial(serial(7)),
             "one before the first delivered, for ATTACHED.position"
         );
         hub.handle_read_result(
@@ -1490,7 +1561,7 @@ mod tests {
             Some(HubOutput::Read {
                 generation, from, ..
             }) => {
-                assert_eq!(from, serial(1));
+                assert_eq!(from, ReadFrom::Serial(serial(1)));
                 generation
             }
             other => panic!("{other:?}"),
@@ -1683,7 +1754,7 @@ mod tests {
                     generation,
                     from,
                     ..
-                } if *from == serial(5) => Some(*generation),
+                } if *from == ReadFrom::Serial(serial(5)) => Some(*generation),
                 _ => None,
             })
             .expect("a read for subscriber 1 from serial 5");
@@ -1832,7 +1903,9 @@ mod tests {
             let next = outputs(&mut hub);
             if let [
                 HubOutput::Read {
-                    from: f, limit: l, ..
+                    from: ReadFrom::Serial(f),
+                    limit: l,
+                    ..
                 },
             ] = next.as_slice()
             {

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::convert::outcomes_to_results;
-use crate::hub::{ConnKey, Hub, HubOutput, SubscriberHandle};
+use crate::hub::{ConnKey, Hub, HubOutput, ReadFrom, SubscriberHandle};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, PublishReply};
 use crate::session::AttachFrom;
@@ -516,10 +516,15 @@ impl LinkTask {
                         let slots = Arc::clone(&self.reads);
                         tokio::spawn(async move {
                             let result = match slots.acquire_owned().await {
-                                Ok(_slot) => client
-                                    .read(&channel, from, limit)
-                                    .await
-                                    .map_err(|e| e.to_string()),
+                                Ok(_slot) => match from {
+                                    ReadFrom::Serial(from) => {
+                                        client.read(&channel, from, limit).await
+                                    }
+                                    ReadFrom::Since(since_ms) => {
+                                        client.read_since(&channel, since_ms, limit).await
+                                    }
+                                }
+                                .map_err(|e| e.to_string()),
                                 Err(_) => Err("the edge is shutting down".to_owned()),
                             };
                             let _ = reads.send((channel, conn, generation, result)).await;

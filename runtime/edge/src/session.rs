@@ -51,7 +51,7 @@ use tern_link::{ChannelName, PublishMessage};
 use tern_protocol::{
     Ack, Attach, ClientFrame, Closed, Connect, Connected, Detach, Detached, Disconnected,
     ErrorCode, ErrorFrame, ErrorInfo, FrameError, Heartbeat, Limits, MAX_MESSAGE_ID_BYTES, Message,
-    Nack, Operation, Publish, PublishResult, Reconnect, ServerFrame, check_channel_name,
+    Nack, Operation, Publish, PublishResult, Reconnect, Rewind, ServerFrame, check_channel_name,
 };
 
 use crate::convert::{RESERVED_PREFIX, to_publish_message};
@@ -108,6 +108,8 @@ pub enum AttachFrom {
     After(Option<tern_link::Position>),
     /// With the last `n` stored messages.
     Rewind(u32),
+    /// With the messages stored at or after this time (ms since the Unix epoch).
+    Since(u64),
 }
 
 /// How the transport is closed.
@@ -364,7 +366,7 @@ impl Session {
             }
             ClientFrame::Connect(connect) => self.handle_connect(now, connect),
             ClientFrame::Publish(publish) => self.handle_publish(publish),
-            ClientFrame::Attach(attach) => self.handle_attach(attach),
+            ClientFrame::Attach(attach) => self.handle_attach(now, attach),
             ClientFrame::Detach(detach) => self.handle_detach(detach),
             other => self.send_error(
                 ErrorInfo::new(
@@ -558,11 +560,14 @@ impl Session {
         };
         self.send(ServerFrame::Connected(connected));
         for (channel, position) in connect.channels {
-            self.handle_attach(Attach {
-                channel,
-                from: Some(position),
-                rewind: None,
-            });
+            self.handle_attach(
+                now,
+                Attach {
+                    channel,
+                    from: Some(position),
+                    rewind: None,
+                },
+            );
         }
     }
 
@@ -589,7 +594,7 @@ impl Session {
         self.params.opened_unix_ms + millis(now.saturating_duration_since(self.opened_at))
     }
 
-    fn handle_attach(&mut self, attach: Attach) {
+    fn handle_attach(&mut self, now: Instant, attach: Attach) {
         let State::Connected { key, .. } = &self.state else {
             return self.send_error(not_connected("ATTACH"), Some(attach.channel));
         };
@@ -607,13 +612,18 @@ impl Session {
                     crate::convert::to_link_cursor(position)
                         .map_err(|why| ErrorInfo::new(ErrorCode::InvalidValue, why))?,
                 ),
-                (None, Some(0)) | (None, None) => AttachFrom::Now,
-                (None, Some(n)) => AttachFrom::Rewind(n),
+                (None, None) => AttachFrom::Now,
+                (None, Some(rewind)) if rewind.is_nothing() => AttachFrom::Now,
+                (None, Some(Rewind::Messages(n))) => AttachFrom::Rewind(n),
+                (None, Some(Rewind::Span(span))) => {
+                    AttachFrom::Since(self.unix_ms(now).saturating_sub(millis(span)))
+                }
             };
             if !granted.contains(KeyOperation::Subscribe) {
                 return Err(forbidden("subscribe to", &attach.channel));
             }
-            if matches!(from, AttachFrom::Rewind(_)) && !granted.contains(KeyOperation::History) {
+            let rewinds = matches!(from, AttachFrom::Rewind(_) | AttachFrom::Since(_));
+            if rewinds && !granted.contains(KeyOperation::History) {
                 return Err(forbidden("read the history (rewind) of", &attach.channel));
             }
             let max = self.config.limits.max_channels_per_connection;
@@ -1004,7 +1014,15 @@ mod tests {
         ClientFrame::Attach(Attach {
             channel: channel.into(),
             from,
-            rewind,
+            rewind: rewind.map(Rewind::Messages),
+        })
+    }
+
+    fn attach_span(channel: &str, span: Duration) -> ClientFrame {
+        ClientFrame::Attach(Attach {
+            channel: channel.into(),
+            from: None,
+            rewind: Some(Rewind::Span(span)),
         })
     }
 
@@ -1418,6 +1436,8 @@ mod tests {
         assert_eq!(refused(&mut s), ErrorCode::Forbidden);
         s.handle_frame(t0, attach("sub:x", None, Some(3)));
         assert_eq!(refused(&mut s), ErrorCode::Forbidden);
+        s.handle_frame(t0, attach_span("sub:x", Duration::from_secs(60)));
+        assert_eq!(refused(&mut s), ErrorCode::Forbidden);
         s.handle_frame(t0, publish(1, "sub:x", vec![Message::new("x")]));
         assert_eq!(nack_code(&mut s), ErrorCode::Forbidden);
         s.handle_frame(t0, attach("", None, None));
@@ -1463,6 +1483,22 @@ mod tests {
                 assert_eq!(granted.len(), 3);
             }
             other => panic!("{other:?}"),
+        }
+        // A span reaches back from the edge's wall clock when the ATTACH arrives; a
+        // span of 0 is no rewind.
+        let later = t0 + Duration::from_secs(5);
+        for (span, expected) in [
+            (
+                Duration::from_secs(2),
+                AttachFrom::Since(OPENED_UNIX_MS + 3_000),
+            ),
+            (Duration::ZERO, AttachFrom::Now),
+        ] {
+            s.handle_frame(later, attach_span("a", span));
+            match outputs(&mut s).as_slice() {
+                [SessionOutput::Attach { from, .. }] => assert_eq!(*from, expected),
+                other => panic!("{other:?}"),
+            }
         }
         s.handle_frame(
             t0,

@@ -280,7 +280,7 @@ async fn operations_outside_the_key_are_forbidden_and_store_nothing() {
         .send(&ClientFrame::Attach(Attach {
             channel: "news:today".into(),
             from: None,
-            rewind: Some(5),
+            rewind: Some(tern_protocol::Rewind::Messages(5)),
         }))
         .await;
     assert_eq!(

@@ -91,7 +91,9 @@ async fn a_rewind_over_a_large_backlog_is_paced_not_disconnected() {
             Attach {
                 channel: "big".into(),
                 from: None,
-                rewind: Some(u32::try_from(BACKLOG).expect("small")),
+                rewind: Some(tern_protocol::Rewind::Messages(
+                    u32::try_from(BACKLOG).expect("small"),
+                )),
             },
         )
         .await;

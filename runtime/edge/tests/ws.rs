@@ -224,7 +224,7 @@ async fn rest_publish_then_history_and_resume_from_a_position() {
         .send(&ClientFrame::Attach(Attach {
             channel: "hist".into(),
             from: None,
-            rewind: Some(2),
+            rewind: Some(tern_protocol::Rewind::Messages(2)),
         }))
         .await;
     let at = attached(&mut rewinder, "hist").await;

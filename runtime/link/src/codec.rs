@@ -18,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use crate::frame::Frame;
 
 /// The link protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Default largest frame accepted, in bytes (length field included).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const LEN_BYTES: usize = 4;

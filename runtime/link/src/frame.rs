@@ -41,7 +41,22 @@ pub enum Frame {
         /// At most this many messages (the log may cap it).
         limit: u32,
     },
-    /// Log → edge: the answer to [`Frame::Read`].
+    /// Edge → log: read up to `limit` stored messages of `channel` from the first one
+    /// stored at or after `since_ms` (milliseconds since the Unix epoch; the log's
+    /// timestamps never decrease along a channel). Answered by [`Frame::ReadResult`]
+    /// (no messages when nothing was stored since) or [`Frame::RequestFailed`];
+    /// later pages are plain [`Frame::Read`]s.
+    ReadSince {
+        /// Chosen by the edge; echoed in the answer.
+        request_id: u64,
+        /// The channel to read.
+        channel: String,
+        /// The point in time.
+        since_ms: u64,
+        /// At most this many messages (the log may cap it).
+        limit: u32,
+    },
+    /// Log → edge: the answer to [`Frame::Read`] or [`Frame::ReadSince`].
     ReadResult {
         /// The request answered.
         request_id: u64,
@@ -137,6 +152,7 @@ impl Frame {
             Frame::Publish { .. } => "Publish",
             Frame::PublishResult { .. } => "PublishResult",
             Frame::Read { .. } => "Read",
+            Frame::ReadSince { .. } => "ReadSince",
             Frame::ReadResult { .. } => "ReadResult",
             Frame::RequestFailed { .. } => "RequestFailed",
             Frame::Subscribe { .. } => "Subscribe",

@@ -117,6 +117,12 @@ fn samples() -> Vec<Frame> {
             from_serial: 1,
             limit: u32::MAX,
         },
+        Frame::ReadSince {
+            request_id: 2,
+            channel: "chat:lobby".into(),
+            since_ms: 1_767_225_600_123,
+            limit: 100,
+        },
         Frame::ReadResult {
             request_id: 2,
             channel: "chat:lobby".into(),
@@ -300,7 +306,7 @@ fn samples_cover_every_variant() {
     let mut names: Vec<&str> = samples().iter().map(|frame| frame.kind()).collect();
     names.sort_unstable();
     names.dedup();
-    assert_eq!(names.len(), 13, "a Frame variant has no sample: {names:?}");
+    assert_eq!(names.len(), 14, "a Frame variant has no sample: {names:?}");
 }
 
 #[test]

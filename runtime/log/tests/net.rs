@@ -145,6 +145,52 @@ async fn publish_is_acknowledged_and_read_back() {
 }
 
 #[tokio::test]
+async fn a_read_since_a_time_starts_at_the_first_message_stored_then() {
+    let node = Node::start(link()).await;
+    let client = node.client().await;
+    let mut stamps = Vec::new();
+    for n in 0..3 {
+        client
+            .publish(vec![message("chat:t", &format!("k{n}"), b"x")])
+            .await
+            .expect("publish");
+        let read = client
+            .read(&channel("chat:t"), Serial::FIRST, 100)
+            .await
+            .expect("read");
+        stamps.push(read.messages.last().expect("stored").timestamp_ms);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(stamps.is_sorted(), "{stamps:?}");
+    // Expected: every message whose timestamp is at or after `since` (two stored in
+    // the same millisecond both count).
+    for since in [0, stamps[1], stamps[2], stamps[2] + 1] {
+        let read = client
+            .read_since(&channel("chat:t"), since, 100)
+            .await
+            .expect("read since");
+        let serials: Vec<u64> = read
+            .messages
+            .iter()
+            .map(|m| m.position.serial.get())
+            .collect();
+        let expected: Vec<u64> = (1..=3u64)
+            .filter(|s| stamps[(*s - 1) as usize] >= since)
+            .collect();
+        assert_eq!(serials, expected, "since {since}");
+        assert_eq!(read.first_serial, Some(Serial::FIRST));
+        assert!(!read.more);
+    }
+    let unknown = client
+        .read_since(&channel("chat:never"), 0, 100)
+        .await
+        .expect("read since");
+    assert!(unknown.messages.is_empty() && unknown.first_serial.is_none());
+    client.close().await;
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn duplicate_key_returns_the_original_position() {
     let node = Node::start(link()).await;
     let client = node.client().await;

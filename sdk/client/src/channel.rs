@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use tern_protocol::{ErrorInfo, Message, Position};
@@ -25,6 +26,9 @@ pub enum AttachFrom {
     After(Position),
     /// With the last `n` stored messages (needs the `history` capability).
     Rewind(u32),
+    /// With the messages stored within this long before the attach (needs the
+    /// `history` capability). Whole milliseconds count.
+    RewindSpan(Duration),
 }
 
 /// One event of an attached channel.

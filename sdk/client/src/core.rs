@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use tern_protocol::{
     Ack, Attach, Attached, ClientFrame, Connect, Connected, Detach, Detached, ErrorCode, ErrorInfo,
     Heartbeat, Limits, Message, MessageFrame, Nack, Position, Publish, PublishResult, Reconnect,
-    ServerFrame, check_channel_name,
+    Rewind, ServerFrame, check_channel_name,
 };
 
 use crate::backoff::Backoff;
@@ -507,7 +507,7 @@ impl Core {
                 from,
                 cursor: match from {
                     AttachFrom::After(position) => Some(position),
-                    AttachFrom::Now | AttachFrom::Rewind(_) => None,
+                    AttachFrom::Now | AttachFrom::Rewind(_) | AttachFrom::RewindSpan(_) => None,
                 },
                 confirmed: false,
                 state: ChannelState::Waiting,
@@ -818,7 +818,8 @@ impl Core {
         // stored meanwhile is delivered, or the server says continuity was lost.
         match (ch.cursor, ch.from) {
             (Some(position), _) => attach.from = Some(position),
-            (None, AttachFrom::Rewind(n)) => attach.rewind = Some(n),
+            (None, AttachFrom::Rewind(n)) => attach.rewind = Some(Rewind::Messages(n)),
+            (None, AttachFrom::RewindSpan(span)) => attach.rewind = Some(Rewind::Span(span)),
             (None, _) => {}
         }
         ch.state = ChannelState::Attaching;
@@ -1380,9 +1381,14 @@ mod tests {
         sim.core
             .attach(sim.now, "b".into(), AttachFrom::Rewind(10))
             .expect("ok");
+        let span = Duration::from_secs(90);
+        sim.core
+            .attach(sim.now, "c".into(), AttachFrom::RewindSpan(span))
+            .expect("ok");
         let sent = sim.sent();
         assert_eq!(attach_frame(&sent[0]).from, Some(pos(3, 9)));
-        assert_eq!(attach_frame(&sent[1]).rewind, Some(10));
+        assert_eq!(attach_frame(&sent[1]).rewind, Some(Rewind::Messages(10)));
+        assert_eq!(attach_frame(&sent[2]).rewind, Some(Rewind::Span(span)));
         assert_eq!(
             sim.core.attach(sim.now, "a".into(), AttachFrom::Now),
             Err(ClientError::AlreadyAttached("a".into()))
@@ -1390,7 +1396,8 @@ mod tests {
         // Neither answered yet when the connection drops: the same requests go again.
         let again = sim.reconnect("c2", 8);
         assert_eq!(attach_frame(&again[0]).from, Some(pos(3, 9)));
-        assert_eq!(attach_frame(&again[1]).rewind, Some(10));
+        assert_eq!(attach_frame(&again[1]).rewind, Some(Rewind::Messages(10)));
+        assert_eq!(attach_frame(&again[2]).rewind, Some(Rewind::Span(span)));
         sim.attached("b", Some(pos(1, 90)), false, None);
         sim.message("b", pos(1, 91));
         assert_eq!(sim.delivered(), vec![pos(1, 91)]);

@@ -165,8 +165,9 @@ impl MockEdge {
                                 drop(logs);
                                 let after = match (attach.from, attach.rewind) {
                                     (Some(p), _) => p.serial.min(end),
-                                    (None, Some(n)) => end.saturating_sub(u64::from(n)),
-                                    (None, None) => end,
+                                    (None, Some(tern_protocol::Rewind::Messages(n))) => end.saturating_sub(u64::from(n)),
+                                    // The mock keeps no timestamps: a span rewinds nothing.
+                                    (None, Some(tern_protocol::Rewind::Span(_))) | (None, None) => end,
                                 };
                                 out.push(ServerFrame::Attached(Attached {
                                     channel: attach.channel.clone(),

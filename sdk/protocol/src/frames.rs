@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorInfo;
 use crate::message::{Message, Position};
+use crate::rewind::Rewind;
 
 /// A frame sent by a client.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -100,8 +101,8 @@ pub struct Connect {
 /// the attach. With `from`, it continues right after that position (a client
 /// re-attaching after a reconnect passes the last position it received, or the
 /// `position` of ATTACHED if no message came since; [`Position::BEFORE_FIRST`] asks
-/// for every message from the channel's first). With `rewind`, the last `rewind`
-/// stored messages are delivered first.
+/// for every message from the channel's first). With `rewind`, the last N stored
+/// messages, or those stored within a span of time, are delivered first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attach {
     /// The channel.
@@ -109,9 +110,10 @@ pub struct Attach {
     /// Continue after this position (`0:0`: from the channel's first message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Position>,
-    /// Deliver the last N stored messages first.
+    /// Deliver the last N stored messages, or those stored within a span of time
+    /// before the attach, first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewind: Option<u32>,
+    pub rewind: Option<Rewind>,
 }
 
 /// DETACH: stop receiving a channel.

@@ -19,6 +19,7 @@ mod codec;
 mod error;
 mod frames;
 mod message;
+mod rewind;
 
 pub use codec::{
     Format, FrameError, Frames, Parser, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, decode, encode,
@@ -31,6 +32,7 @@ pub use frames::{
     PublishResult, Reconnect, ServerFrame,
 };
 pub use message::{Data, Message, Position};
+pub use rewind::{Rewind, format_span, parse_span};
 
 /// Longest channel name, in bytes of UTF-8.
 pub const MAX_CHANNEL_NAME_BYTES: usize = 255;

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tern_protocol::{
     Ack, Attach, Attached, ClientFrame, Close, Closed, Connect, Connected, Data, Detach, Detached,
     Disconnected, ErrorCode, ErrorFrame, ErrorInfo, Format, Heartbeat, Limits, Message,
-    MessageFrame, Nack, Operation, Position, Publish, PublishResult, Reconnect, ServerFrame,
-    decode, encode, encode_all,
+    MessageFrame, Nack, Operation, Position, Publish, PublishResult, Reconnect, Rewind,
+    ServerFrame, decode, encode, encode_all,
 };
 
 /// Mutated messages tried by [`mutated_messages_never_panic_and_errors_are_classified`].
@@ -107,7 +107,12 @@ fn client_samples() -> Vec<ClientFrame> {
         ClientFrame::Attach(Attach {
             channel: "ticker".into(),
             from: None,
-            rewind: Some(u32::MAX),
+            rewind: Some(Rewind::Messages(u32::MAX)),
+        }),
+        ClientFrame::Attach(Attach {
+            channel: "ticker".into(),
+            from: None,
+            rewind: Some(Rewind::Span(std::time::Duration::from_secs(90))),
         }),
         ClientFrame::Detach(Detach {
             channel: "chat:lobby".into(),

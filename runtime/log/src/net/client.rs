@@ -354,19 +354,27 @@ impl LogClient {
                 limit,
             })
             .await?;
-        match answer {
-            Frame::ReadResult {
-                messages,
-                first_serial,
-                more,
-                ..
-            } => Ok(ReadResult {
-                messages,
-                first_serial: first_serial.and_then(Serial::new),
-                more,
-            }),
-            other => Err(unexpected(&other)),
-        }
+        read_result(answer)
+    }
+
+    /// Reads up to `limit` messages of `channel` from the first one stored at or
+    /// after `since_ms` (milliseconds since the Unix epoch); none when nothing was
+    /// stored since. Read later pages with [`LogClient::read`].
+    pub async fn read_since(
+        &self,
+        channel: &ChannelName,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<ReadResult, ClientError> {
+        let answer = self
+            .request(|request_id| Frame::ReadSince {
+                request_id,
+                channel: channel.to_string(),
+                since_ms,
+                limit,
+            })
+            .await?;
+        read_result(answer)
     }
 
     /// Round trip to the node over the request stream.
@@ -460,6 +468,23 @@ impl LogClient {
             .failed
             .clone()
             .unwrap_or_else(|| ClientError::ConnectionLost("request stream closed".into()))
+    }
+}
+
+/// The messages of a [`Frame::ReadResult`], or the error for any other answer.
+fn read_result(answer: Frame) -> Result<ReadResult, ClientError> {
+    match answer {
+        Frame::ReadResult {
+            messages,
+            first_serial,
+            more,
+            ..
+        } => Ok(ReadResult {
+            messages,
+            first_serial: first_serial.and_then(Serial::new),
+            more,
+        }),
+        other => Err(unexpected(&other)),
     }
 }
 

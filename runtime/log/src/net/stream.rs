@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use super::codes;
 use super::subscriptions::{Subscriptions, truncate_to_frame};
 use crate::resume::resolve;
-use crate::store::{AppendOutcome, AppendRequest, CommittedBatch, LogStore, ReadLimit};
+use crate::store::{AppendOutcome, AppendRequest, CommittedBatch, LogStore, ReadLimit, ReadResult};
 
 /// Largest chunk taken from the receive side at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -540,7 +540,17 @@ impl<S: LogStore> StreamDriver<S> {
                 channel,
                 from_serial,
                 limit,
-            } => self.handle_read(request_id, channel, from_serial, limit),
+            } => {
+                // Serial 0 does not exist; reading "from 0" means from the start.
+                let from = Serial::new(from_serial).unwrap_or(Serial::FIRST);
+                self.handle_read(request_id, channel, ReadStart::Serial(from), limit);
+            }
+            Frame::ReadSince {
+                request_id,
+                channel,
+                since_ms,
+                limit,
+            } => self.handle_read(request_id, channel, ReadStart::Since(since_ms), limit),
             Frame::Subscribe { channel, from } => self.handle_subscribe(channel, from).await,
             Frame::Unsubscribe { channel } => {
                 if let Ok(name) = ChannelName::parse(&channel) {
@@ -628,7 +638,7 @@ impl<S: LogStore> StreamDriver<S> {
         }));
     }
 
-    fn handle_read(&mut self, request_id: u64, channel: String, from_serial: u64, limit: u32) {
+    fn handle_read(&mut self, request_id: u64, channel: String, start: ReadStart, limit: u32) {
         if !self.admit(request_id) {
             return;
         }
@@ -645,8 +655,6 @@ impl<S: LogStore> StreamDriver<S> {
                 return;
             }
         };
-        // Serial 0 does not exist; reading "from 0" means from the start.
-        let from = Serial::new(from_serial).unwrap_or(Serial::FIRST);
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .min(self.config.read_batch);
@@ -660,7 +668,20 @@ impl<S: LogStore> StreamDriver<S> {
         let reads = Arc::clone(&self.reads);
         self.inflight.push_back(Box::pin(async move {
             let _turn = reads.acquire_owned().await;
-            match store.read(&name, from, limit).await {
+            let read = match start {
+                ReadStart::Serial(from) => store.read(&name, from, limit).await,
+                ReadStart::Since(since_ms) => match store.first_serial_since(&name, since_ms).await
+                {
+                    Ok(Some(from)) => store.read(&name, from, limit).await,
+                    // Nothing stored since: no messages, and where the channel starts.
+                    Ok(None) => store.channel_info(&name).await.map(|info| ReadResult {
+                        first_serial: info.first_serial,
+                        ..ReadResult::default()
+                    }),
+                    Err(error) => Err(error),
+                },
+            };
+            match read {
                 Ok(mut read) => {
                     let cut = truncate_to_frame(&mut read.messages, max_frame_bytes);
                     Frame::ReadResult {
@@ -803,6 +824,15 @@ fn store_miscounted(request_id: u64) -> Frame {
             "the store answered with the wrong number of outcomes",
         ),
     }
+}
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug)]
+enum ReadStart {
+    /// At this serial.
+    Serial(Serial),
+    /// At the first message stored at or after this time (ms since the Unix epoch).
+    Since(u64),
 }
 
 #[cfg(test)]
