@@ -4,7 +4,8 @@
 //! GET  /v1/ws                              WebSocket upgrade (tern.v1.json | tern.v1.msgpack)
 //! GET  /v1/sse?channels=a,b                Server-Sent Events (text/event-stream), see `sse`
 //! POST /v1/channels/{channel}/messages     publish one message or an array → 201 {"results": […]}
-//! GET  /v1/channels/{channel}/messages     history ?from=<serial>&limit=<n> → {"messages": […], "next": …}
+//! GET  /v1/channels/{channel}/messages     history ?from=&until=&limit=&direction= → {"messages": […], "next": …}
+//!                                          (paging: see `history`)
 //! GET  /healthz  /readyz  /metrics         liveness, link readiness, Prometheus text
 //! ```
 //!
@@ -25,8 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tern_config::{ApiKey, Operation as KeyOperation};
-use tern_link::Serial;
-use tern_protocol::{ErrorCode, ErrorInfo, Format, Message, MessageFrame, PublishResult};
+use tern_protocol::{ErrorCode, ErrorInfo, Format, Message, PublishResult};
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
 use crate::body::HttpBody;
-use crate::convert::{to_client_message, to_client_position, to_publish_message};
+use crate::convert::to_publish_message;
 use crate::link::{PublishJob, ReplyTo};
 use crate::metrics::Route;
 use crate::server::Shared;
@@ -92,7 +92,7 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
                 }
                 Method::GET => {
                     shared.metrics.http_request(Route::History);
-                    history(&request, &shared, &channel).await
+                    crate::history::handle(&request, &shared, &channel).await
                 }
                 Method::OPTIONS => {
                     shared.metrics.http_request(Route::Other);
@@ -336,82 +336,6 @@ fn parse_messages(body: &[u8]) -> Result<Vec<Message>, ErrorInfo> {
     }
 }
 
-#[derive(Serialize)]
-struct HistoryAnswer {
-    messages: Vec<MessageFrame>,
-    next: Option<u64>,
-}
-
-async fn history(request: &Request<Incoming>, shared: &Shared, channel: &str) -> HttpResponse {
-    let key = match authenticate(request, shared) {
-        Ok(key) => key,
-        Err(error) => return error_response(error),
-    };
-    let name = match parse_channel(channel) {
-        Ok(name) => name,
-        Err(error) => return error_response(error),
-    };
-    if !key.capabilities.allows(channel, KeyOperation::History) {
-        return error_response(forbidden("read the history of", channel));
-    }
-    let query = request.uri().query();
-    let from = match query_param(query, "from").map(|v| v.parse::<u64>()) {
-        None => Serial::FIRST,
-        Some(Ok(n)) => match Serial::new(n) {
-            Some(serial) => serial,
-            None => return error_response(invalid("`from` starts at 1")),
-        },
-        Some(Err(_)) => return error_response(invalid("`from` must be a serial number")),
-    };
-    let max = shared.config.limits.history_max_limit;
-    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
-        None => 100.min(max),
-        Some(Ok(n)) if (1..=max).contains(&n) => n,
-        Some(_) => {
-            return error_response(invalid(&format!(
-                "`limit` must be a number from 1 to {max}"
-            )));
-        }
-    };
-    let Some(client) = shared.link.client() else {
-        return error_response(ErrorInfo::new(
-            ErrorCode::LogUnavailable,
-            "the link to the log is down",
-        ));
-    };
-    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-    let result = match client.read(&name, from, limit).await {
-        Ok(result) => result,
-        Err(error @ tern_log::net::ClientError::Timeout(_)) => {
-            return error_response(ErrorInfo::new(
-                ErrorCode::LogTimeout,
-                format!("the log did not answer the read: {error}"),
-            ));
-        }
-        Err(error) => {
-            return error_response(ErrorInfo::new(
-                ErrorCode::LogUnavailable,
-                format!("the log could not be read: {error}"),
-            ));
-        }
-    };
-    let next = result
-        .messages
-        .last()
-        .filter(|_| result.more)
-        .map(|m| m.position.serial.get() + 1);
-    let messages = result
-        .messages
-        .iter()
-        .map(|stored| MessageFrame {
-            channel: channel.to_owned(),
-            position: to_client_position(stored.position),
-            message: to_client_message(stored),
-        })
-        .collect();
-    json(StatusCode::OK, &HistoryAnswer { messages, next })
-}
-
 /// Reads a body of at most `max` bytes that must arrive within `timeout`.
 pub(crate) async fn read_body(
     request: Request<Incoming>,
@@ -517,10 +441,6 @@ pub(crate) fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn invalid(why: &str) -> ErrorInfo {
-    ErrorInfo::new(ErrorCode::InvalidValue, why)
 }
 
 #[derive(Serialize)]

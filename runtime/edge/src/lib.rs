@@ -34,6 +34,7 @@ mod admin;
 mod body;
 mod convert;
 mod functions;
+mod history;
 mod http;
 mod hub;
 mod link;
