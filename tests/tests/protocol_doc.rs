@@ -904,6 +904,49 @@ async fn the_documented_session_works_against_tern_dev() -> anyhow::Result<()> {
     assert_eq!(body["messages"].as_array().map(Vec::len), Some(1), "{body}");
     assert_eq!(body["messages"][0]["message"]["data"], "solo");
     assert_eq!(body["next"], Value::Null, "{body}");
+    // Backwards (§12.2): newest first; `next` is the next page's `until`, `from` bounds.
+    let mut pages = Vec::new();
+    for query in [
+        "direction=backwards&limit=2".to_owned(),
+        "direction=backwards&limit=2&until=4".to_owned(),
+        "direction=backwards&limit=2&until=2&from=2".to_owned(),
+    ] {
+        let page = http(
+            dev.addr,
+            "GET",
+            &format!("{path}?{query}"),
+            Some(&bearer),
+            None,
+        )
+        .await?;
+        assert_eq!(page.status, 200, "{query}");
+        let body = page.json();
+        let serials: Vec<u64> = body["messages"]
+            .as_array()
+            .context("messages")?
+            .iter()
+            .map(|m| position(&m["position"]).1)
+            .collect();
+        pages.push((serials, body["next"].clone()));
+    }
+    assert_eq!(
+        pages,
+        [
+            (vec![6, 5], json!(4)),
+            (vec![4, 3], json!(2)),
+            (vec![2], Value::Null)
+        ]
+    );
+    let reversed = http(
+        dev.addr,
+        "GET",
+        &format!("{path}?from=3&until=2"),
+        Some(&bearer),
+        None,
+    )
+    .await?;
+    assert_eq!(reversed.status, 400);
+    check_error_info(&reversed.json(), 40003, false);
     let bad = http(
         dev.addr,
         "GET",
