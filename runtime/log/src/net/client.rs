@@ -15,8 +15,11 @@
 //! ```
 //!
 //! A lost connection fails every waiting call and every later one with
-//! [`ClientError::ConnectionLost`]; the client does not reconnect by itself: connect
-//! again and resubscribe from the last delivered positions.
+//! [`ClientError::ConnectionLost`] ([`LogClient::closed`] says when and why); the
+//! client does not reconnect by itself: connect again (a node not listening yet is
+//! given up on after [`LogClientConfig::connect_timeout`]) and resubscribe from the
+//! last delivered positions. A node killed and restarted on its address is noticed
+//! at the next packet, by its stateless reset, not after the idle timeout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -134,6 +137,18 @@ pub struct LogClientConfig {
     /// [`ClientError::Timeout`] (a node that could not decode a request answers with
     /// an error that names no request). Default 30 s.
     pub request_timeout: Duration,
+    /// How long connecting (the QUIC handshake) may take before it fails with
+    /// [`ClientError::Connect`]. A node that is not listening yet answers nothing at
+    /// all (UDP), and QUIC resends its first packet only after 1 s, 3 s … of silence,
+    /// so a caller retrying until a node comes up should keep this short and retry
+    /// with backoff. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long the connection may be silent before it counts as lost (keep-alives
+    /// go every second, or more often below 3 s). The node's own idle timeout applies
+    /// too: the shorter wins. A node restarted on its address and key is noticed
+    /// sooner, by the stateless reset it answers with. Default
+    /// [`LINK_IDLE_TIMEOUT`](super::tls::LINK_IDLE_TIMEOUT) (5 s); at least 100 ms.
+    pub idle_timeout: Duration,
 }
 
 impl Default for LogClientConfig {
@@ -142,6 +157,8 @@ impl Default for LogClientConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_inflight: 64,
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: tls::LINK_IDLE_TIMEOUT,
         }
     }
 }
@@ -259,7 +276,7 @@ impl LogClient {
         trust_pem: &Path,
         config: LogClientConfig,
     ) -> Result<Self, ClientError> {
-        let client_config = tls::client_config(trust_pem)?;
+        let client_config = tls::client_config_with(trust_pem, config.idle_timeout)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
@@ -269,15 +286,22 @@ impl LogClient {
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
-        let connection = endpoint
+        let connecting = endpoint
             .connect(addr, server_name)
-            .map_err(|e| connect_error(e.to_string()))?
-            .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let (send, recv) = connection
-            .open_bi()
+        let handshake = async {
+            let connection = connecting.await.map_err(|e| connect_error(e.to_string()))?;
+            let (send, recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            Ok::<_, ClientError>((connection, send, recv))
+        };
+        let (connection, send, recv) = tokio::time::timeout(config.connect_timeout, handshake)
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|_| {
+                connect_error(format!("no answer within {:?}", config.connect_timeout))
+            })??;
 
         let shared = Arc::new(Shared::default());
         let max_inflight = config.max_inflight.max(1);
@@ -314,6 +338,16 @@ impl LogClient {
     pub fn is_closed(&self) -> bool {
         self.inner.connection.close_reason().is_some()
             || self.inner.shared.waiters.lock().failed.is_some()
+    }
+
+    /// Waits until the connection is gone (lost, reset by a restarted node, or
+    /// closed) and returns why, as [`ClientError::ConnectionLost`] (or
+    /// [`ClientError::Closed`] after [`LogClient::close`]).
+    pub async fn closed(&self) -> ClientError {
+        match self.inner.connection.closed().await {
+            quinn::ConnectionError::LocallyClosed => ClientError::Closed,
+            error => ClientError::ConnectionLost(error.to_string()),
+        }
     }
 
     /// Appends `messages`; returns one durable outcome per message, in order.

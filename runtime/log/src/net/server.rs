@@ -8,6 +8,10 @@
 //! stream (they stop reading, answer what is in flight and send a fatal
 //! `ShuttingDown` error), wait for them up to a grace period, close the connections and
 //! the endpoint, then close the store.
+//!
+//! A node killed and restarted on its address and key answers the packets edges
+//! still send on connections of its previous run with stateless resets they
+//! recognise ([`tls::endpoint_config`]), so they reconnect at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,8 +82,18 @@ impl<S: LogStore> LogServer<S> {
         config: &LinkServerConfig,
     ) -> Result<Self, ServerError> {
         let server_config = tls::server_config(tls)?;
-        let endpoint = quinn::Endpoint::server(server_config, addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        // Endpoint secrets derived from the node's key, so that after a restart edges
+        // still on the old connections get stateless resets they recognise.
+        let endpoint_config = tls::endpoint_config(tls)?;
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         let config = StreamConfig {
             max_frame_bytes: config.max_frame_bytes,
             max_inflight: config.max_inflight_per_stream.max(1),

@@ -8,6 +8,18 @@
 //!
 //! The client trusts exactly the certificate file it is given (the node's self-signed
 //! certificate, or a cluster CA). Client certificates (mutual TLS) are not done yet.
+//!
+//! The node's QUIC endpoint secrets ([`endpoint_config`]) are derived from its private
+//! key, so a node restarted with the same key answers the packets edges still send on
+//! their old connections with stateless resets those edges recognise, and they
+//! reconnect at once instead of waiting for the idle timeout:
+//!
+//! ```text
+//!  key.pem ──HKDF-SHA256──┬─ "stateless reset key" ─▶ reset key (HMAC-SHA256)
+//!                         └─ "connection id key" ───▶ connection id key
+//!  edge ──packet on its old connection id──▶ restarted node: id valid, connection unknown
+//!  edge ◀──stateless reset, HMAC(reset key, id)── the edge knows the token: lost, reconnect
+//! ```
 
 use std::fs;
 use std::io::Write;
@@ -17,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::HashedConnectionIdGenerator;
+use ring::{hkdf, hmac};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -25,13 +39,27 @@ use super::ALPN;
 /// Streams a peer may have open at once on one connection (QUIC's default is 100; an
 /// edge opens one per subscription group, so allow more).
 const MAX_CONCURRENT_STREAMS: u32 = 4096;
-/// How long a link may be silent before it counts as dead. Keep-alives go every
-/// [`CLIENT_KEEP_ALIVE`], so only a dead or unreachable peer reaches it; a killed log
-/// node is noticed within this time and the edge reconnects.
-pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a link may be silent before the client counts it as dead (the default of
+/// `LogClientConfig::idle_timeout`). Keep-alives go every second, so only a dead or
+/// unreachable peer reaches it. A node killed and restarted on its address with its
+/// key is noticed sooner, at the next packet: it answers with a stateless reset (see
+/// the module docs).
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often an idle client pings so the connection outlives the idle timeout.
+/// How often an idle client pings so the connection outlives the idle timeout (more
+/// often when the idle timeout is shorter than three of these).
 const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// The shortest client idle timeout; shorter ones are raised to it.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// HKDF salt of the endpoint secrets derived from a node's private key: keeps them
+/// apart from anything else that key is or will be used for.
+const ENDPOINT_SECRETS_SALT: &[u8] = b"tern-link/1 endpoint secrets";
+/// HKDF info of the stateless reset key.
+const RESET_KEY_INFO: &[u8] = b"stateless reset key";
+/// HKDF info of the connection id generator's key.
+const CID_KEY_INFO: &[u8] = b"connection id key";
 
 /// Why TLS material could not be created, loaded or used. Every variant is an
 /// operator problem (files, permissions) except [`TlsError::Generate`], which is ours.
@@ -238,9 +266,62 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
     Ok(config)
 }
 
+/// The quinn endpoint configuration of a node whose private key is `files.key`.
+///
+/// Its stateless reset key and the key its connection ids are checked with are
+/// derived from that private key (HKDF-SHA256, labels of their own), so they survive
+/// a restart without a file of their own: a restarted node recognises the connection
+/// ids of its previous run (quinn answers packets with ids it did not issue with
+/// nothing) and answers them with the reset tokens it handed out then (quinn sends
+/// `HMAC(reset key, connection id)`). A new key (a new certificate) means new
+/// secrets: edges of the old run then notice the restart only on their idle timeout.
+/// Nodes sharing one key share these secrets too, so each could reset the other's
+/// connections, but only for packets that reach the wrong node.
+pub fn endpoint_config(files: &TlsFiles) -> Result<quinn::EndpointConfig, TlsError> {
+    let key = load_key(&files.key)?;
+    let (reset_key, cid_key) = endpoint_secrets(key.secret_der());
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    Ok(config)
+}
+
+/// A length for HKDF output that is no key type of its own.
+struct OutputLen(usize);
+
+impl hkdf::KeyType for OutputLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// The stateless reset key and the connection id key derived from `secret`.
+fn endpoint_secrets(secret: &[u8]) -> (hmac::Key, u64) {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, ENDPOINT_SECRETS_SALT).extract(secret);
+    let reset_key = prk
+        .expand(&[RESET_KEY_INFO], hmac::HMAC_SHA256)
+        .expect("32 bytes are within HKDF-SHA256's output limit")
+        .into();
+    let mut cid_key = [0u8; 8];
+    prk.expand(&[CID_KEY_INFO], OutputLen(cid_key.len()))
+        .and_then(|okm| okm.fill(&mut cid_key))
+        .expect("8 bytes are within HKDF-SHA256's output limit");
+    (reset_key, u64::from_le_bytes(cid_key))
+}
+
 /// The quinn client configuration trusting the certificates in `trust_pem` (the
-/// node's self-signed certificate or the CA that signed it).
+/// node's self-signed certificate or the CA that signed it), with the idle timeout
+/// [`LINK_IDLE_TIMEOUT`].
 pub fn client_config(trust_pem: &Path) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_with(trust_pem, LINK_IDLE_TIMEOUT)
+}
+
+/// [`client_config`] with the connection counted as dead after `idle_timeout` of
+/// silence (at least 100 ms; the node's own idle timeout applies too, whichever is
+/// shorter wins).
+pub fn client_config_with(
+    trust_pem: &Path,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(trust_pem)? {
         roots.add(cert)?;
@@ -253,8 +334,10 @@ pub fn client_config(trust_pem: &Path) -> Result<quinn::ClientConfig, TlsError> 
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE));
-    transport.max_idle_timeout(LINK_IDLE_TIMEOUT.try_into().ok());
+    let idle_timeout = idle_timeout.max(MIN_IDLE_TIMEOUT);
+    transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE.min(idle_timeout / 3)));
+    // Beyond QUIC's range (2^62 ms) means no idle timeout at all.
+    transport.max_idle_timeout(idle_timeout.try_into().ok());
     transport.max_concurrent_bidi_streams(0u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
     config.transport_config(Arc::new(transport));
@@ -301,6 +384,37 @@ mod tests {
             ensure_self_signed(dir.path(), ""),
             Err(TlsError::KeyMissing { .. })
         ));
+    }
+
+    #[test]
+    fn endpoint_secrets_follow_the_key_across_restarts() {
+        use quinn::ConnectionIdGenerator as _;
+
+        let secrets = |dir: &Path| {
+            let files = ensure_self_signed(dir, "").expect("certificate").files;
+            endpoint_config(&files).expect("endpoint config");
+            let key = load_key(&files.key).expect("key");
+            let (reset, cid) = endpoint_secrets(key.secret_der());
+            (
+                hmac::sign(&reset, b"a connection id").as_ref().to_vec(),
+                cid,
+            )
+        };
+        let first = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let (token, cid_key) = secrets(first.path());
+        // A restart reads the same key again: the same tokens, the same valid ids.
+        assert_eq!(secrets(first.path()), (token.clone(), cid_key));
+        let cid = HashedConnectionIdGenerator::from_key(cid_key).generate_cid();
+        assert!(
+            HashedConnectionIdGenerator::from_key(secrets(first.path()).1)
+                .validate(&cid)
+                .is_ok()
+        );
+        // Another node's key gives other secrets.
+        let (other_token, other_cid_key) = secrets(other.path());
+        assert_ne!(other_token, token);
+        assert_ne!(other_cid_key, cid_key);
     }
 
     #[test]
