@@ -2,7 +2,10 @@
 //!
 //! - The **link task** owns the [`LogClient`], the edge's subscription stream and the
 //!   [`Hub`]. It connects with jittered exponential backoff (`log.reconnect_min` to
-//!   `log.reconnect_max`) forever, and after every (re)connect resubscribes each followed
+//!   `log.reconnect_max`) forever, each attempt given up after a second or so (longer
+//!   as the backoff grows), so a log coming back is found soon after it listens; a log
+//!   killed and restarted on its address resets the old connection at once (see
+//!   `tern_log::net::tls`). After every (re)connect it resubscribes each followed
 //!   channel after the last position the hub delivered, so nothing is lost or repeated.
 //!   Sessions talk to it through a bounded command queue ([`LinkHandle::attach`] …).
 //! - The **batcher task** takes publishes from a bounded queue, sends each batch as
@@ -59,6 +62,12 @@ const READS_IN_FLIGHT: usize = 16;
 /// replaced at once; sooner, after `reconnect_min` (so a stream that cannot keep up
 /// does not loop).
 const STABLE_STREAM: Duration = Duration::from_secs(1);
+/// The shortest time a connection attempt gets before it is given up and retried
+/// (longer as the backoff grows, up to `request_timeout`, so a slow network still
+/// gets through). A log that is not listening yet answers nothing (UDP), and QUIC
+/// alone would resend its first packet only after 1 s, 3 s …: short attempts
+/// retried with the backoff reach a restarted log soon after it listens.
+const CONNECT_ATTEMPT_MIN: Duration = Duration::from_secs(1);
 
 /// A request to the hub, from a connection.
 #[derive(Debug)]
@@ -365,33 +374,39 @@ impl LinkTask {
         let (tx, rx) = oneshot::channel();
         let config = self.config.clone();
         let ca = self.ca.clone();
+        let client_config = LogClientConfig {
+            request_timeout: config.request_timeout,
+            connect_timeout: self
+                .backoff_step()
+                .max(CONNECT_ATTEMPT_MIN)
+                .min(config.request_timeout),
+            ..LogClientConfig::default()
+        };
         tokio::spawn(async move {
-            let client_config = LogClientConfig {
-                request_timeout: config.request_timeout,
-                ..LogClientConfig::default()
-            };
-            let attempt =
-                LogClient::connect_with(config.addr, &config.server_name, &ca, client_config);
-            let result = match tokio::time::timeout(config.request_timeout, attempt).await {
-                Ok(result) => result,
-                Err(_) => Err(ClientError::Timeout(config.request_timeout)),
-            };
+            let result =
+                LogClient::connect_with(config.addr, &config.server_name, &ca, client_config).await;
             let _ = tx.send(result);
         });
         rx
     }
 
-    /// When to try again after a failure: exponential from `reconnect_min` to
-    /// `reconnect_max`, with jitter (half to all of the step).
-    fn schedule_reconnect(&mut self, why: &str) {
-        self.failures = self.failures.saturating_add(1);
+    /// The backoff step after `failures` failures in a row: exponential from
+    /// `reconnect_min` to `reconnect_max`.
+    fn backoff_step(&self) -> Duration {
         let exp = self.failures.saturating_sub(1).min(20);
-        let step = self
-            .config
+        self.config
             .reconnect_min
             .saturating_mul(1 << exp)
-            .min(self.config.reconnect_max);
-        let delay = step.mul_f64(rand::rng().random_range(0.5..=1.0));
+            .min(self.config.reconnect_max)
+    }
+
+    /// When to try again after a failure: the backoff step, with jitter (half to all
+    /// of it).
+    fn schedule_reconnect(&mut self, why: &str) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = self
+            .backoff_step()
+            .mul_f64(rand::rng().random_range(0.5..=1.0));
         if self.failures == 1 || self.failures.is_power_of_two() {
             warn!(addr = %self.config.addr, attempt = self.failures, ?delay, reason = why, "cannot reach the log; retrying");
         }
