@@ -16,6 +16,9 @@
 #                function that way and skips when they are absent
 #   chromium     a real browser's EventSource against the edge's SSE transport
 #                (tests/sse_browser.rs, headless); the test skips when it is absent
+#   bird2        the BIRD routing daemon (command `bird`): tern-health's tests start
+#                two of them on loopback to check anycast announcements over BGP
+#                (runtime/health/tests/bird.rs); the tests fail when it is absent
 # It also adds rustup's wasm32-unknown-unknown target (message functions) when missing.
 # cargo-fuzz is installed by scripts/fuzz.sh when fuzzing, not here.
 set -euo pipefail
@@ -60,6 +63,12 @@ missing=()
 # The Debian route is found by path, not by command (rustup's rustc shadows /usr/bin/rustc).
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
 [ -d /usr/lib/rustlib/src/rust/library ] || missing+=(rust-web-src)
+# BIRD's daemon lives in /usr/sbin, which is not on every user's PATH.
+if command -v bird >/dev/null 2>&1 || [ -x /usr/sbin/bird ]; then
+    echo "setup.sh: bird present ($(command -v bird || echo /usr/sbin/bird))"
+else
+    missing+=(bird2)
+fi
 for pair in "${needed[@]}"; do
     read -r cmd pkg <<<"$pair"
     if command -v "$cmd" >/dev/null 2>&1; then
@@ -90,4 +99,8 @@ for pair in "${needed[@]}"; do
         exit 1
     fi
 done
+if ! command -v bird >/dev/null 2>&1 && ! [ -x /usr/sbin/bird ]; then
+    echo "setup.sh: package bird2 installed but neither 'bird' on PATH nor /usr/sbin/bird exists" >&2
+    exit 1
+fi
 echo "setup.sh: installed ${missing[*]}"
