@@ -8,9 +8,9 @@
 //! short (large messages), it is read again nearer `until` with fewer messages (the
 //! count found, then halving), so a page costs a few reads, never one per message.
 //! Without `until`, or with an `until` past the channel's end, the channel's last serial
-//! comes from a subscription `from: Latest` on a stream of its own, whose first answer
-//! names it and which is dropped at once; at most [`LAST_SERIAL_PROBES`] are open at
-//! a time. Not here: caching, bounds by time, reading anything but the log.
+//! comes from a read from past any serial, which the log answers with the channel's
+//! last position and no messages. Not here: caching, bounds by time, reading anything
+//! but the log.
 //!
 //! ```text
 //!  query ─▶ PageRequest::parse ─▶ page(log, request) ─▶ Page { messages, next } ─▶ JSON
@@ -19,7 +19,7 @@
 //!                                  │            read(max(from, end-n+1)) ─▶ cut short? smaller n
 //!                                  │            ─▶ keep from..=end, newest first
 //!                                  ▼
-//!                LogReads: LinkReads (LogClient::read, LogClient::subscribe(Latest)),
+//!                LogReads: LinkReads (LogClient::read),
 //!                          or a store in memory in the tests
 //! ```
 //!
@@ -28,17 +28,15 @@
 //! repeated; `null` when nothing more in range is stored.
 
 use std::future::Future;
-use std::time::Duration;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 use tern_config::Operation as KeyOperation;
-use tern_link::{ChannelName, Serial, StoredMessage, SubscribeFrom};
+use tern_link::{ChannelName, Serial, StoredMessage};
 use tern_log::ReadResult;
-use tern_log::net::{ClientError, LogClient, SubscriptionEvent};
+use tern_log::net::{ClientError, LogClient};
 use tern_protocol::{ErrorCode, ErrorInfo, MessageFrame};
-use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::convert::{to_client_message, to_client_position};
@@ -48,11 +46,6 @@ use crate::session::{forbidden, parse_channel};
 
 /// `limit` when the request names none (or `history_max_limit`, if that is smaller).
 pub(crate) const DEFAULT_LIMIT: usize = 100;
-
-/// Requests of one edge learning a channel's last serial at once. Each holds a link
-/// stream for a round trip; more wait their turn (within the log request timeout), so
-/// history requests cannot take the streams the edge's own subscriptions need.
-pub(crate) const LAST_SERIAL_PROBES: usize = 64;
 
 /// Which way a page runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,9 +288,6 @@ fn log_error(error: &ClientError, what: &str) -> ErrorInfo {
 struct LinkReads<'a> {
     client: LogClient,
     channel: &'a ChannelName,
-    /// Bound of a last-serial probe, waiting for its turn included.
-    timeout: Duration,
-    probes: &'a Semaphore,
 }
 
 impl LogReads for LinkReads<'_> {
@@ -309,41 +299,14 @@ impl LogReads for LinkReads<'_> {
     }
 
     async fn last_serial(&self) -> Result<Option<Serial>, ErrorInfo> {
-        let probe = async {
-            let _turn = self
-                .probes
-                .acquire()
-                .await
-                .map_err(|_| ClientError::Closed)?;
-            // The first answer to a subscription from `Latest` names the channel's last
-            // position; dropping the subscription ends its stream.
-            let mut subscription = self
-                .client
-                .subscribe(self.channel, SubscribeFrom::Latest)
-                .await?;
-            loop {
-                match subscription.next_event().await {
-                    Some(SubscriptionEvent::Subscribed { last, .. }) => {
-                        return Ok(last.map(|position| position.serial));
-                    }
-                    Some(SubscriptionEvent::Error(error)) => {
-                        return Err(ClientError::Server(error));
-                    }
-                    Some(SubscriptionEvent::Closed(error)) => return Err(error),
-                    None => {
-                        return Err(ClientError::ConnectionLost(
-                            "the subscription stream ended".into(),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-        };
-        let what = "which message of the channel is the last";
-        match tokio::time::timeout(self.timeout, probe).await {
-            Ok(last) => last.map_err(|error| log_error(&error, what)),
-            Err(_) => Err(log_error(&ClientError::Timeout(self.timeout), what)),
-        }
+        // A read from past any serial costs the log no disk access and answers the
+        // channel's last position.
+        let beyond = Serial::new(u64::MAX).unwrap_or(Serial::FIRST);
+        self.client
+            .read(self.channel, beyond, 1)
+            .await
+            .map(|read| read.last.map(|position| position.serial))
+            .map_err(|error| log_error(&error, "which message of the channel is the last"))
     }
 }
 
@@ -387,8 +350,6 @@ pub(crate) async fn handle(
     let reads = LinkReads {
         client,
         channel: &name,
-        timeout: shared.config.log.request_timeout,
-        probes: &shared.history_probes,
     };
     match page(&reads, &page_request).await {
         Ok(page) => {

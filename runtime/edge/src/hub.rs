@@ -1269,6 +1269,7 @@ mod tests {
             messages: result,
             first_serial: Some(Serial::FIRST),
             more,
+            last: None,
         })
     }
 

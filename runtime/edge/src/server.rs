@@ -66,8 +66,6 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Signs and checks connection keys.
     pub(crate) signer: Arc<Signer>,
-    /// Turns of REST history requests learning a channel's last serial.
-    pub(crate) history_probes: tokio::sync::Semaphore,
     next_conn: AtomicU64,
     /// The url-safe prefix of connection ids (from the edge's name).
     id_prefix: String,
@@ -177,7 +175,6 @@ impl Edge {
             functions,
             shutdown: shutdown_rx,
             signer,
-            history_probes: tokio::sync::Semaphore::new(crate::history::LAST_SERIAL_PROBES),
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {
                 "edge".to_owned()

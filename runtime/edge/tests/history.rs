@@ -289,18 +289,3 @@ async fn pages_start_at_the_oldest_retained_message() {
         (vec![], None)
     );
 }
-
-/// Each backwards page without `until` opens a link stream to learn the channel's
-/// last serial and drops it at once. More such pages than the log allows streams
-/// open at a time (4096) all succeed: the dropped streams are gone on the log too.
-#[tokio::test]
-async fn probes_for_the_last_serial_leave_no_stream_open() {
-    let cluster = Cluster::start().await;
-    publish(&cluster, "probed", 3).await;
-    for _ in 0..4200 {
-        assert_eq!(
-            page(&cluster, "probed", "direction=backwards&limit=2").await,
-            (vec![3, 2], Some(1))
-        );
-    }
-}

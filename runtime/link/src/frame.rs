@@ -70,6 +70,9 @@ pub enum Frame {
         /// True when more durable messages follow the last one sent (the answer was
         /// cut at the limit or at the frame size): read again after it.
         more: bool,
+        /// The channel's last durable position when it was read (`None`: nothing
+        /// stored yet). A read from past it answers just this and `first_serial`.
+        last: Option<Position>,
     },
     /// Log → edge: a request could not be carried out at all.
     RequestFailed {

@@ -129,6 +129,7 @@ fn samples() -> Vec<Frame> {
             messages: vec![stored(1, b"hello"), stored(2, b"")],
             first_serial: Some(1),
             more: true,
+            last: Some(position(7, 9)),
         },
         Frame::ReadResult {
             request_id: 3,
@@ -136,6 +137,7 @@ fn samples() -> Vec<Frame> {
             messages: vec![],
             first_serial: None,
             more: true,
+            last: None,
         },
         Frame::RequestFailed {
             request_id: 4,

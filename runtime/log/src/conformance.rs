@@ -192,6 +192,11 @@ pub async fn reads_return_exact_ranges<F: StoreFactory>(f: &mut F) {
         }
         assert_eq!(r.first_serial, Serial::new(1));
         assert_eq!(
+            r.last.map(|p| p.serial.get()),
+            Some(500),
+            "the channel's last"
+        );
+        assert_eq!(
             r.more,
             from + (want as u64) <= 500,
             "more after {from}+{want}"
@@ -216,6 +221,7 @@ pub async fn reads_return_exact_ranges<F: StoreFactory>(f: &mut F) {
         .await
         .expect("read");
     assert!(none.messages.is_empty());
+    assert_eq!(none.last, None);
     store.close().await.expect("close");
 }
 

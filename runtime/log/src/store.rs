@@ -154,6 +154,9 @@ pub struct ReadResult {
     /// True when the read stopped at its limit with more durable messages after the
     /// last one returned; false when it reached the channel's last durable message.
     pub more: bool,
+    /// The channel's last durable position when it was read (`None`: nothing stored
+    /// yet, or an unknown channel).
+    pub last: Option<Position>,
 }
 
 /// What the store knows about one channel.

@@ -179,6 +179,7 @@ async fn a_read_since_a_time_starts_at_the_first_message_stored_then() {
             .collect();
         assert_eq!(serials, expected, "since {since}");
         assert_eq!(read.first_serial, Some(Serial::FIRST));
+        assert_eq!(read.last.map(|p| p.serial.get()), Some(3));
         assert!(!read.more);
     }
     let unknown = client

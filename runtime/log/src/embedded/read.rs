@@ -30,6 +30,7 @@ pub(crate) fn read(
             return Ok(out);
         };
         out.first_serial = ci.first_serial();
+        out.last = ci.last;
         let Some(last) = ci.last else {
             return Ok(out);
         };

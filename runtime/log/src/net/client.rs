@@ -512,11 +512,13 @@ fn read_result(answer: Frame) -> Result<ReadResult, ClientError> {
             messages,
             first_serial,
             more,
+            last,
             ..
         } => Ok(ReadResult {
             messages,
             first_serial: first_serial.and_then(Serial::new),
             more,
+            last,
         }),
         other => Err(unexpected(&other)),
     }

@@ -676,6 +676,7 @@ impl<S: LogStore> StreamDriver<S> {
                     // Nothing stored since: no messages, and where the channel starts.
                     Ok(None) => store.channel_info(&name).await.map(|info| ReadResult {
                         first_serial: info.first_serial,
+                        last: info.last,
                         ..ReadResult::default()
                     }),
                     Err(error) => Err(error),
@@ -690,6 +691,7 @@ impl<S: LogStore> StreamDriver<S> {
                         messages: read.messages,
                         first_serial: read.first_serial.map(Serial::get),
                         more: read.more || cut,
+                        last: read.last,
                     }
                 }
                 Err(error) => {

@@ -333,6 +333,7 @@ mod tests {
             messages: range.map(msg).collect(),
             first_serial: Some(s(1)),
             more,
+            last: None,
         }
     }
 
