@@ -2,8 +2,9 @@
 # Coverage-guided fuzzing of Tern's decoders (cargo-fuzz + libFuzzer, AddressSanitizer):
 # `link_codec` (edge <-> log frames), `store_files` (the embedded store's files),
 # `client_protocol` (client protocol v1 frames, JSON and MessagePack) and
-# `function_records` (the `$functions` channel's deploy records) and `connection_keys`
-# (the connection keys clients resume with).
+# `function_records` (the `$functions` channel's deploy records), `connection_keys`
+# (the connection keys clients resume with) and `bird_replies` (what tern-health reads
+# from BIRD's control socket).
 #
 #   scripts/fuzz.sh [SECONDS]      # per target, default 60
 #
@@ -43,7 +44,8 @@ locked=()
 # mutation test), the files of a real store for store_files, and every client and
 # server frame in both encodings for client_protocol (tern-protocol's mutation test),
 # deploy and remove records for function_records (tern-fnrecord's mutation test),
-# issued keys and their signed parts for connection_keys (tern-connkey's mutation test).
+# issued keys and their signed parts for connection_keys (tern-connkey's mutation test),
+# BIRD control-socket transcripts for bird_replies (tern-health's mutation test).
 seed() {
     local target="$1" package="$2" test="$3" name="$4"
     local corpus="fuzz/corpus/$target"
@@ -62,8 +64,9 @@ seed store_files tern-log embedded write_store_fuzz_seeds
 seed client_protocol tern-protocol fuzz_corpus write_fuzz_seeds
 seed function_records tern-fnrecord fuzz_corpus write_fuzz_seeds
 seed connection_keys tern-connkey fuzz_corpus write_fuzz_seeds
+seed bird_replies tern-health fuzz_corpus write_fuzz_seeds
 
-for target in link_codec store_files client_protocol function_records connection_keys; do
+for target in link_codec store_files client_protocol function_records connection_keys bird_replies; do
     echo "fuzz.sh: fuzzing $target for ${seconds}s"
     cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1
