@@ -1,5 +1,6 @@
 //! The client's configuration and the check of its URL.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tern_protocol::Format;
@@ -7,7 +8,39 @@ use tern_protocol::Format;
 use crate::error::ClientError;
 use crate::recovery::Recovery;
 
+/// Where the client asks for the addresses of an edge's name.
+///
+/// Names are resolved in the client, with hickory-resolver, never with the
+/// system's `getaddrinfo`: A and AAAA together, answers cached for as long as their
+/// TTL says (so a DNS failover with a short TTL is followed on the next connection
+/// attempt), one resolver and cache per [`Client`](crate::Client). An IP address in
+/// the URL is used as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resolver {
+    /// The system's name servers, search domains and options from
+    /// `/etc/resolv.conf`, and names from `/etc/hosts`. When `/etc/resolv.conf` is
+    /// missing, unreadable or names no server, the name server on this machine
+    /// (`127.0.0.1:53`, then `[::1]:53`) is asked, as the C library does. The default.
+    #[default]
+    System,
+    /// These name servers, over UDP (TCP for a truncated answer), in the order
+    /// given; no search domains, no `/etc/hosts`.
+    Servers(Vec<SocketAddr>),
+}
+
 /// How to connect. Start from [`ClientConfig::new`] and change what you need.
+///
+/// Which edge is dialled: the primary `url` first, then the `fallback_urls` in a
+/// random order (each once per round), with jittered exponential backoff between
+/// attempts once connected (the very first connection tries every URL once, at
+/// once, and fails only when none answered). After a connection is made, the URL
+/// that worked goes first next time — a fallback only for `fallback_retry`, after
+/// which the primary is tried first again; an edge that said "reconnect elsewhere"
+/// goes last. Each attempt resolves the URL's host with [`resolver`](Self::resolver)
+/// (A and AAAA) and opens TCP to the addresses one after the other, IPv6 and IPv4
+/// interleaved; a name that does not resolve, or whose addresses do not answer,
+/// fails that attempt and the next URL is tried.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -18,6 +51,12 @@ pub struct ClientConfig {
     /// Edges to try when `url` cannot be reached (another domain, another POP), in a
     /// random order after it; the same forms as `url`. Default none.
     pub fallback_urls: Vec<String>,
+    /// How long a fallback URL that connected keeps being tried first, before the
+    /// primary gets another chance (default 10 minutes). A connection in use is never
+    /// moved for this; it decides where the next one is dialled.
+    pub fallback_retry: Duration,
+    /// Where host names are resolved (default [`Resolver::System`]).
+    pub resolver: Resolver,
     /// A recovery key saved from [`Client::recovery_key`](crate::Client::recovery_key)
     /// by an earlier run: the first connection resumes that one, and attaching one of
     /// its channels with `AttachFrom::Now` continues where it left off. Default none.
@@ -56,6 +95,8 @@ impl ClientConfig {
         Self {
             url: url.into(),
             fallback_urls: Vec::new(),
+            fallback_retry: Duration::from_secs(600),
+            resolver: Resolver::System,
             recovery_key: None,
             key: Some(key.into()),
             client_id: None,
@@ -77,6 +118,19 @@ impl ClientConfig {
         S: Into<String>,
     {
         self.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how long a fallback URL that worked keeps going first (see
+    /// [`fallback_retry`](Self::fallback_retry)).
+    pub fn fallback_retry(mut self, retry: Duration) -> Self {
+        self.fallback_retry = retry;
+        self
+    }
+
+    /// Sets where host names are resolved (see [`Resolver`]).
+    pub fn resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
         self
     }
 
@@ -148,6 +202,9 @@ impl ClientConfig {
         }
         if self.max_message_bytes < 1024 {
             problems.push("max_message_bytes must be at least 1024".to_owned());
+        }
+        if self.resolver == Resolver::Servers(Vec::new()) {
+            problems.push("resolver: Servers needs at least one name server".to_owned());
         }
         if problems.is_empty() {
             Ok((urls, recovered))
@@ -221,6 +278,7 @@ mod tests {
             .recover("%%%");
         config.request_timeout = Duration::ZERO;
         config.channel_buffer = 0;
+        config.resolver = Resolver::Servers(Vec::new());
         let Err(ClientError::Config(text)) = config.validate() else {
             panic!("accepted");
         };
@@ -229,7 +287,8 @@ mod tests {
                 && text.contains("ftp")
                 && text.contains("recovery key")
                 && text.contains("request_timeout")
-                && text.contains("channel_buffer"),
+                && text.contains("channel_buffer")
+                && text.contains("name server"),
             "{text}"
         );
         let (urls, recovered) = ClientConfig::new("ws://a:1", "k")

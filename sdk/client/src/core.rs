@@ -43,6 +43,8 @@ pub(crate) struct CoreConfig {
     pub(crate) max_pending_publishes: usize,
     /// The WebSocket URLs to dial: the primary, then the fallbacks.
     pub(crate) urls: Vec<String>,
+    /// How long a fallback that worked keeps going first.
+    pub(crate) fallback_retry: Duration,
     /// Where a connection from before (a recovery key) left off.
     pub(crate) recovered: Option<Recovery>,
     /// The heartbeat interval to ask for in CONNECT.
@@ -167,6 +169,8 @@ pub(crate) struct Core {
     /// Connection attempts since the last CONNECTED.
     attempt: u32,
     ever_connected: bool,
+    /// Why each URL failed, until the first CONNECTED.
+    first_errors: Vec<String>,
     hosts: Hosts,
     /// The latest connection key: CONNECT presents it to resume the connection.
     connection_key: Option<String>,
@@ -186,13 +190,13 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A core that starts by opening a transport. `seed` drives the message-id prefix
-    /// and the backoff jitter.
-    pub(crate) fn new(config: CoreConfig, seed: u64) -> Self {
+    /// A core that starts, at `now`, by opening a transport. `seed` drives the
+    /// message-id prefix, the order of the fallbacks and the backoff jitter.
+    pub(crate) fn new(config: CoreConfig, now: Instant, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let id_prefix = format!("tc-{:016x}", rand::Rng::random::<u64>(&mut rng));
-        let mut hosts = Hosts::new(config.urls.len());
-        let url = config.urls[hosts.next(&mut rng)].clone();
+        let mut hosts = Hosts::new(config.urls.len(), config.fallback_retry);
+        let url = config.urls[hosts.next(now, &mut rng)].clone();
         let recovered = config.recovered.clone();
         let mut core = Self {
             config,
@@ -200,6 +204,7 @@ impl Core {
             link: Link::Opening,
             attempt: 0,
             ever_connected: false,
+            first_errors: Vec::new(),
             hosts,
             connection_key: recovered.as_ref().map(|r| r.connection_key.clone()),
             next_serial: recovered.as_ref().map_or(0, |r| r.msg_serial),
@@ -268,11 +273,9 @@ impl Core {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match &mut self.link {
             Link::Waiting { until } if *until <= now => {
-                self.link = Link::Opening;
-                let url = self.config.urls[self.hosts.next(&mut self.rng)].clone();
                 self.outputs
                     .push_back(Output::State(ConnectionState::Connecting));
-                self.outputs.push_back(Output::Open { url });
+                self.open_next(now);
             }
             Link::Handshake { deadline } if *deadline <= now => {
                 let waited = self.config.request_timeout;
@@ -631,7 +634,8 @@ impl Core {
         });
         self.attempt = 0;
         self.ever_connected = true;
-        self.hosts.connected();
+        self.hosts.connected(now);
+        self.first_errors.clear();
         self.outputs
             .push_back(Output::State(ConnectionState::Connected {
                 connection_id: connected.connection_id,
@@ -859,9 +863,29 @@ impl Core {
 
     /// The transport is gone (or given up on): back off and reconnect, keeping every
     /// publish and channel for the next connection.
+    /// Asks the driver for a transport to the next URL of the rotation.
+    fn open_next(&mut self, now: Instant) {
+        self.link = Link::Opening;
+        let url = self.config.urls[self.hosts.next(now, &mut self.rng)].clone();
+        self.outputs.push_back(Output::Open { url });
+    }
+
     fn lost(&mut self, now: Instant, reason: String) {
         if !self.ever_connected {
-            self.fail(ClientError::Transport(reason));
+            // The first connection tries every URL once, one after the other, and
+            // fails only when none of them answered.
+            self.first_errors.push(reason);
+            if self.first_errors.len() < self.config.urls.len() {
+                tracing::info!(
+                    error = %self.first_errors.last().map_or("", String::as_str),
+                    "could not connect; trying the next URL"
+                );
+                self.outputs.push_back(Output::CloseTransport);
+                self.open_next(now);
+            } else {
+                let errors = std::mem::take(&mut self.first_errors);
+                self.fail(ClientError::Transport(errors.join("; ")));
+            }
             return;
         }
         tracing::info!(%reason, attempt = self.attempt, "connection lost; reconnecting");
@@ -964,12 +988,19 @@ mod tests {
                 request_timeout: Duration::from_secs(5),
                 max_pending_publishes: 4,
                 urls: vec![URL.into()],
+                fallback_retry: Duration::from_secs(600),
                 recovered: None,
                 heartbeat_interval: Some(Duration::from_secs(20)),
             };
+            Self::with(config, 1)
+        }
+
+        /// A core on `config`, started now.
+        fn with(config: CoreConfig, seed: u64) -> Self {
+            let now = Instant::now();
             Self {
-                core: Core::new(config, 1),
-                now: Instant::now(),
+                core: Core::new(config, now, seed),
+                now,
                 last_connect: None,
             }
         }
@@ -1922,7 +1953,7 @@ mod tests {
         let mut config = sim.core.config.clone();
         config.recovered = Some(Recovery::decode(&recovery.encode()).expect("decodes"));
         let mut next = Sim {
-            core: Core::new(config, 2),
+            core: Core::new(config, sim.now, 2),
             now: sim.now,
             last_connect: None,
         };
@@ -1952,11 +1983,7 @@ mod tests {
     fn told_to_go_elsewhere_the_client_dials_a_fallback() {
         let mut config = Sim::new().core.config.clone();
         config.urls = vec![URL.into(), "ws://fallback:2/v1/ws".into()];
-        let mut sim = Sim {
-            core: Core::new(config, 3),
-            now: Instant::now(),
-            last_connect: None,
-        };
+        let mut sim = Sim::with(config, 3);
         assert!(sim.outputs().contains(&open()), "the primary first");
         sim.handshake("c1", 8);
         sim.frame(ServerFrame::Disconnected(tern_protocol::Disconnected {
@@ -1972,5 +1999,116 @@ mod tests {
             }),
             "the fallback, not the draining primary"
         );
+    }
+
+    /// The `Open` outputs among `outputs`, as URLs.
+    fn opened(outputs: &[Output]) -> Vec<&str> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Open { url } => Some(url.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_fallbacks(fallbacks: &[&str], seed: u64) -> Sim {
+        let mut config = Sim::new().core.config.clone();
+        config.urls = std::iter::once(URL)
+            .chain(fallbacks.iter().copied())
+            .map(String::from)
+            .collect();
+        Sim::with(config, seed)
+    }
+
+    #[test]
+    fn the_first_connection_tries_every_url_once_before_giving_up() {
+        let fallbacks = ["ws://b:2/v1/ws", "ws://c:3/v1/ws"];
+        let mut sim = with_fallbacks(&fallbacks, 4);
+        let mut dialled = vec![opened(&sim.outputs())[0].to_owned()];
+        for error in ["no such name", "refused"] {
+            sim.core.handle_open_failed(sim.now, error.into());
+            let outputs = sim.outputs();
+            assert!(
+                !outputs
+                    .iter()
+                    .any(|o| matches!(o, Output::State(ConnectionState::Closed { .. }))),
+                "gave up with URLs left: {outputs:?}"
+            );
+            // At once, with no backoff: another host may well answer.
+            let [url] = opened(&outputs)[..] else {
+                panic!("expected one Open: {outputs:?}");
+            };
+            dialled.push(url.to_owned());
+        }
+        assert_eq!(dialled[0], URL, "the primary first");
+        let mut sorted = dialled.clone();
+        sorted.sort_unstable();
+        let mut expected = vec![URL, fallbacks[0], fallbacks[1]];
+        expected.sort_unstable();
+        assert_eq!(sorted, expected, "each once");
+
+        sim.core.handle_open_failed(sim.now, "timed out".into());
+        let outputs = sim.outputs();
+        assert!(
+            outputs.contains(&Output::State(ConnectionState::Closed {
+                error: Some(ClientError::Transport(
+                    "no such name; refused; timed out".into()
+                ))
+            })),
+            "every URL's failure is reported: {outputs:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_primary_leaves_the_first_connection_to_a_fallback() {
+        let fallback = "ws://fallback:2/v1/ws";
+        let mut sim = with_fallbacks(&[fallback], 5);
+        assert_eq!(opened(&sim.outputs()), [URL]);
+        sim.core
+            .handle_open_failed(sim.now, "name does not resolve".into());
+        assert_eq!(opened(&sim.outputs()), [fallback]);
+        sim.core.handle_open(sim.now);
+        sim.sent();
+        sim.frame(Sim::connected("c1", 8));
+        assert!(
+            sim.outputs().iter().any(|o| matches!(
+                o,
+                Output::State(ConnectionState::Connected { url, .. }) if url == fallback
+            )),
+            "connected through the fallback"
+        );
+    }
+
+    #[test]
+    fn a_fallback_that_worked_is_dialled_first_until_the_fallback_retry_time() {
+        let fallback = "ws://fallback:2/v1/ws";
+        let mut sim = with_fallbacks(&[fallback], 6);
+        let retry = sim.core.config.fallback_retry;
+        sim.outputs();
+        sim.core.handle_open_failed(sim.now, "primary down".into());
+        sim.outputs();
+        sim.handshake("c1", 8);
+        let connected_at = sim.now;
+
+        // Lost within the retry time: the fallback first.
+        let dial_after_a_drop = |sim: &mut Sim| {
+            sim.core.handle_closed(sim.now, "reset".into());
+            sim.outputs();
+            sim.now = sim.core.poll_timeout().expect("a reconnect is scheduled");
+            sim.core.handle_timeout(sim.now);
+            opened(&sim.outputs()).concat()
+        };
+        sim.now = connected_at + retry / 2;
+        assert_eq!(dial_after_a_drop(&mut sim), fallback);
+        sim.handshake("c1", 8);
+        // Connected to it again: its time starts again from this connection.
+        let reconnected_at = sim.now;
+        sim.now = reconnected_at + retry - Duration::from_secs(1);
+        assert_eq!(dial_after_a_drop(&mut sim), fallback);
+        sim.handshake("c1", 8);
+        // Past the retry time of the last connection: the primary first again.
+        sim.now += retry;
+        assert_eq!(dial_after_a_drop(&mut sim), URL);
     }
 }

@@ -11,18 +11,19 @@ use futures::{SinkExt, StreamExt};
 use tern_protocol::{Format, Message, PublishResult, ServerFrame, decode, encode, join};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::channel::{AttachFrom, Attachment, ChannelEvent};
 use crate::core::{Core, Output};
+use crate::dial::Dialer;
 use crate::error::{ClientError, PublishError};
 use crate::state::ConnectionState;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<TcpStream>;
 type AttachReply = oneshot::Sender<Result<Attachment, ClientError>>;
 type Opening = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
 
@@ -65,6 +66,8 @@ pub(crate) struct Transport {
     pub(crate) format: Format,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_bytes: usize,
+    /// Resolves the URLs' hosts (one resolver and cache for the client's life).
+    pub(crate) dialer: Arc<Dialer>,
 }
 
 /// The driver's side of one attached channel.
@@ -96,7 +99,8 @@ pub(crate) struct Driver {
     next_generation: u64,
 }
 
-fn now() -> Instant {
+/// The time, as the core takes it (tokio's clock, so paused tests stay in control).
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -333,6 +337,7 @@ impl Driver {
                 self.ws = None;
                 self.opening = Some(Box::pin(open(
                     url,
+                    self.transport.dialer.clone(),
                     self.transport.format,
                     self.transport.connect_timeout,
                     self.transport.max_message_bytes,
@@ -433,13 +438,17 @@ impl Driver {
     }
 }
 
-/// Opens a WebSocket to `url` speaking `format`.
+/// Opens a WebSocket to `url` speaking `format`, all within `timeout`: the host
+/// resolved and dialled by `dialer`, then the handshake with the URL as given (the
+/// `Host` header is the name, not the address).
 async fn open(
     url: String,
+    dialer: Arc<Dialer>,
     format: Format,
     timeout: Duration,
     max_message_bytes: usize,
 ) -> Result<Ws, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut request = url
         .as_str()
         .into_client_request()
@@ -448,12 +457,22 @@ async fn open(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(format.subprotocol()),
     );
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("bad url {url:?}: no host"))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = dialer
+        .connect(&host, port, deadline)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes));
-    match tokio::time::timeout(
-        timeout,
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+    match tokio::time::timeout_at(
+        deadline,
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
     )
     .await
     {

@@ -47,6 +47,7 @@ mod backoff;
 mod channel;
 mod config;
 mod core;
+mod dial;
 mod driver;
 mod error;
 mod hosts;
@@ -59,13 +60,14 @@ use tern_protocol::{Message, PublishResult};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use channel::{AttachFrom, ChannelEvent, ChannelStream};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Resolver};
 pub use error::{ClientError, PublishError};
 pub use state::ConnectionState;
 
 use crate::backoff::Backoff;
 use crate::core::{Core, CoreConfig};
-use crate::driver::{Command, Driver, Transport};
+use crate::dial::Dialer;
+use crate::driver::{Command, Driver, Transport, now};
 
 /// Commands waiting for the driver at once; callers wait beyond that.
 const COMMAND_QUEUE: usize = 1024;
@@ -90,6 +92,9 @@ impl Client {
     /// Must be called within a tokio runtime: the connection runs on a task of its own.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let (urls, recovered) = config.validate()?;
+        // One resolver (and DNS cache) for the client's life. An address that does not
+        // answer may take a quarter of the request timeout while others wait their turn.
+        let dialer = Dialer::new(&config.resolver, config.request_timeout / 4)?;
         let core = Core::new(
             CoreConfig {
                 key: config.key.clone(),
@@ -101,9 +106,11 @@ impl Client {
                 request_timeout: config.request_timeout,
                 max_pending_publishes: config.max_pending_publishes,
                 urls,
+                fallback_retry: config.fallback_retry,
                 recovered,
                 heartbeat_interval: config.heartbeat_interval,
             },
+            now(),
             rand::random(),
         );
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -114,6 +121,7 @@ impl Client {
                 format: config.format,
                 connect_timeout: config.request_timeout,
                 max_message_bytes: config.max_message_bytes,
+                dialer: Arc::new(dialer),
             },
             receiver,
             commands.downgrade(),
