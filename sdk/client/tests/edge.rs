@@ -2,9 +2,13 @@
 //! (`tern_log::net::LogServer` on the embedded store), in this process, on
 //! 127.0.0.1:0. Transport drops are forced through a TCP proxy that can cut every
 //! connection at once, and by restarting the edge on its port. Every edge shares one
-//! cluster secret, so a connection resumes on any of them.
+//! cluster secret, so a connection resumes on any of them. [`failover`] resolves the
+//! edge's names with a DNS responder of its own and fails over between them.
 //!
 //! Run: `cargo test -p tern-client --test edge`
+
+#[path = "edge/failover.rs"]
+mod failover;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
