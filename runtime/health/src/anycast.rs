@@ -11,6 +11,20 @@
 //! | down         | deprefer | `Deprefer`     | disabled | enabled  |
 //! | disabled     | any      | `Withdraw`     | disabled | disabled |
 //!
+//! The BIRD side, as the tests run it (`tests/bird.rs`; both protocols start
+//! `disabled`, so a BIRD that (re)starts announces nothing until the controller says):
+//!
+//! ```text
+//! protocol static anycast4         { disabled; ipv4; route 203.0.113.10/32 blackhole; }
+//! protocol static anycast4_prepend { disabled; ipv4; route 203.0.113.10/32 blackhole; }
+//! filter anycast_export {
+//!   if proto = "anycast4_prepend" then { bgp_path.prepend(65001); bgp_path.prepend(65001); }
+//!   if proto = "anycast4" || proto = "anycast4_prepend" then accept;
+//!   reject;
+//! }
+//! protocol bgp uplink { … ipv4 { import none; export filter anycast_export; }; }
+//! ```
+//!
 //! Each [`AnycastController::reconcile`] reads `show protocols` and sends `enable` and
 //! `disable` only where BIRD differs from what is wanted, so a BIRD that restarted
 //! with its config's defaults is put back on the next cycle. Protocols are enabled
