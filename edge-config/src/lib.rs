@@ -4,14 +4,15 @@
 //! Config goes through two stages, as in vector:
 //!
 //! ```text
-//! TOML text ──toml + serde──▶ Raw*Config ──compile()──▶ LogNodeConfig / EdgeConfig
+//! TOML text ──toml + serde──▶ Raw*Config ──compile()──▶ LogNodeConfig / EdgeConfig /
+//!                                                      DnsConfig
 //!             syntax, unknown     every field       validated, defaults filled in
 //!             keys, wrong types   optional, units   and every problem reported as
 //!             (first one, with    kept as written   `store.segment_bytes: 512 is
 //!             line and column)                      below the minimum of 65536`
 //! ```
 //!
-//! Two configs live here:
+//! Three configs live here:
 //!
 //! - [`log`]: a log node ([`LogNodeConfig`], with [`StoreConfig`], [`FsyncPolicy`],
 //!   [`RetentionConfig`], [`DedupeConfig`], [`LinkServerConfig`]);
@@ -25,15 +26,21 @@
 //!   into a [`BindingSpec`]: [`BindingPattern`]s, [`Stage`], [`FailurePolicy`], time and
 //!   memory limits, the same for static functions and live deploys);
 //!   `examples/edge.toml` lists every key with its default.
+//! - [`dns`]: the authoritative DNS server of `tern dns` ([`DnsConfig`]: the answered
+//!   [`DnsName`] and its zone, TTL, the health report listener, [`PopConfig`]s with their
+//!   client [`IpSubnet`]s, [`PopEdge`]s and neighbors, and the static fallback set);
+//!   `examples/dns.toml` documents every key. Unlike the others an empty file is not
+//!   valid: `name`, `fallback` and one POP are required.
 //!
-//! In both:
+//! In all of them:
 //!
-//! - Raw structs ([`log::RawLogNodeConfig`], [`edge::RawEdgeConfig`] and their sections)
+//! - Raw structs ([`log::RawLogNodeConfig`], [`edge::RawEdgeConfig`],
+//!   [`dns::RawDnsConfig`] and their sections)
 //!   mirror the file, reject unknown keys, and document each key's unit, default and
 //!   bounds.
 //! - Compiled structs hold checked values in real types (`Duration`, `SocketAddr`, byte
-//!   counts); their `Default` is the config of an empty file, so tests can build them
-//!   directly.
+//!   counts); their `Default` (not for [`DnsConfig`]) is the config of an empty file,
+//!   so tests can build them directly.
 //! - [`ConfigError`] lists every [`Problem`] with its path; its fault is always the
 //!   operator's config, and retrying the same input cannot help. Problems about an API
 //!   key never quote it (it holds the secret), and `ApiKey`'s `Debug` hides the secret.
@@ -44,16 +51,21 @@
 //! This crate does not open files beyond reading the one it is given (not even
 //! `log.ca`), create `data_dir`, bind `listen`, watch for changes, or merge several
 //! sources (environment, flags): binaries do that before or after calling
-//! [`load_log_config`] / [`parse_log_config`] or [`load_edge_config`] /
-//! [`parse_edge_config`].
+//! [`load_log_config`] / [`parse_log_config`], [`load_edge_config`] /
+//! [`parse_edge_config`] or [`load_dns_config`] / [`parse_dns_config`].
 
 mod check;
+pub mod dns;
 pub mod edge;
 mod error;
 pub mod log;
 mod source;
 mod units;
 
+pub use dns::{
+    DnsConfig, DnsName, IpSubnet, NetParseError, PopConfig, PopEdge, load_dns_config,
+    parse_dns_config,
+};
 pub use edge::{
     ApiKey, BindingPattern, BindingSpec, Capabilities, ChannelPattern, ClusterConfig,
     ClusterSecret, EdgeConfig, EdgeLimitsConfig, FailurePolicy, FunctionName, FunctionsConfig,
