@@ -21,11 +21,11 @@ pub enum Resolver {
     /// The system's name servers, search domains and options from
     /// `/etc/resolv.conf`, and names from `/etc/hosts`. When `/etc/resolv.conf` is
     /// missing, unreadable or names no server, the name server on this machine
-    /// (`127.0.0.1:53`, then `[::1]:53`) is asked, as the C library does. The default.
+    /// (`127.0.0.1:53` and `[::1]:53`) is asked, as the C library does. The default.
     #[default]
     System,
-    /// These name servers, over UDP (TCP for a truncated answer), in the order
-    /// given; no search domains, no `/etc/hosts`.
+    /// These name servers (`ip:port`), over UDP, TCP for a truncated answer; no
+    /// search domains, no `/etc/hosts`.
     Servers(Vec<SocketAddr>),
 }
 
@@ -72,7 +72,10 @@ pub struct ClientConfig {
     /// The longest reconnect backoff (default 10 s).
     pub reconnect_max: Duration,
     /// How long connecting, attaching and publishing may wait for an answer
-    /// (default 15 s).
+    /// (default 15 s). Opening a transport — resolving, TCP and the WebSocket
+    /// handshake — may take this long, and so may the CONNECTED that follows; an
+    /// address that does not answer gets a quarter of it while the name has other
+    /// addresses to try.
     pub request_timeout: Duration,
     /// Events buffered per channel stream before the channel is paused (default 1024).
     pub channel_buffer: usize,

@@ -3,8 +3,7 @@
 //! A [`Client`] holds one connection to an edge and keeps it alive: when the
 //! transport drops (or goes silent for two heartbeat intervals, or the server says
 //! `DISCONNECTED` with `retry`/`elsewhere`) it reconnects with jittered exponential
-//! backoff — to the primary URL, then the fallback URLs in a random order, avoiding an
-//! edge that sent it elsewhere — and **resumes** the connection there with its latest
+//! backoff and **resumes** the connection wherever it lands with its latest
 //! connection key (any edge of the cluster honours it within the state TTL): the same
 //! connection id, every channel continuing after the last position the application
 //! received on it (the replays at or below it are dropped), and every publish that
@@ -14,17 +13,36 @@
 //! original positions. [`Client::recovery_key`] and [`ClientConfig::recover`] carry a
 //! connection across a restart of the application.
 //!
-//! What it does not do (yet): TLS (`wss://`), tokens, DNS resolution of its own. A
-//! `ContinuityLost` is never hidden: it is a [`ChannelEvent`].
+//! **Which edge.** The primary URL first, then the fallback URLs (another domain,
+//! another POP) in a random order, each once per round; the URL that worked goes
+//! first next time — a fallback only for [`ClientConfig::fallback_retry`] (10 minutes
+//! by default), then the primary gets its chance again — and an edge that said
+//! "reconnect elsewhere" goes last. The very first connection tries every URL once,
+//! at once, and [`Client::connect`] fails only when none answered.
 //!
-//! Key types: [`Client`] (cheap to clone), [`ClientConfig`], [`ChannelStream`] (a
-//! `futures::Stream` of [`ChannelEvent`]), [`AttachFrom`], [`ConnectionState`],
-//! [`ClientError`] and [`PublishError`].
+//! **Names.** Hosts are resolved by the client itself with hickory-resolver, against
+//! [`ClientConfig::resolver`] ([`Resolver::System`]: `/etc/resolv.conf` and
+//! `/etc/hosts`; or [`Resolver::Servers`]), never the system's `getaddrinfo`: A and
+//! AAAA, cached per client for as long as the answers' TTLs say, so a DNS failover
+//! with a short TTL is followed on the next attempt. TCP goes to the addresses one
+//! after the other, IPv6 and IPv4 interleaved, each but the last given a quarter of
+//! the request timeout; the WebSocket handshake names the host as the URL does. An IP
+//! address in the URL skips DNS. A name that does not resolve, or none of whose
+//! addresses answers, fails that attempt, and the next URL is tried.
+//!
+//! What it does not do (yet): TLS (`wss://`), tokens, moving a healthy connection
+//! back to the primary when the fallback's time is up (that decides the next
+//! connection only). A `ContinuityLost` is never hidden: it is a [`ChannelEvent`].
+//!
+//! Key types: [`Client`] (cheap to clone), [`ClientConfig`], [`Resolver`],
+//! [`ChannelStream`] (a `futures::Stream` of [`ChannelEvent`]), [`AttachFrom`],
+//! [`ConnectionState`], [`ClientError`] and [`PublishError`].
 //!
 //! ```text
 //!  Client::publish ─┐                     ┌─ core (sans-IO): pending publishes by msg_serial,
-//!  Client::attach  ─┼─▶ command queue ─▶ driver task   per-channel cursors, dedupe, backoff
-//!  ChannelStream ◀──┘ (bounded)           └─ WebSocket ◀──▶ edge
+//!  Client::attach  ─┼─▶ command queue ─▶ driver task   per-channel cursors, dedupe, backoff,
+//!  ChannelStream ◀──┘ (bounded)           │            host rotation (primary, fallbacks)
+//!                                         └─ dial: resolve (hickory, cached) ─▶ TCP ─▶ WebSocket ◀──▶ edge
 //! ```
 //!
 //! ```no_run
