@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  test ──WebSocket tern.v1.json──▶ tern dev --port 0 --data-dir <tmp>
-//!       ──HTTP/1.1 (by hand)──────▶   (edge + log in one process)
+//!       ──HTTP/1.1, SSE (by hand)─▶   (edge + log in one process)
 //! ```
 
 use std::collections::VecDeque;
@@ -176,10 +176,18 @@ impl Ws {
     /// carry no `id` and may come at any time).
     async fn next(&mut self) -> anyhow::Result<Value> {
         loop {
+            let frame = self.next_any().await?;
+            if frame["type"] == "HEARTBEAT" && frame.get("id").is_none() {
+                continue;
+            }
+            return Ok(frame);
+        }
+    }
+
+    /// The next frame from the server, whatever it is (the server's heartbeats too).
+    async fn next_any(&mut self) -> anyhow::Result<Value> {
+        loop {
             if let Some(frame) = self.pending.pop_front() {
-                if frame["type"] == "HEARTBEAT" && frame.get("id").is_none() {
-                    continue;
-                }
                 return Ok(frame);
             }
             let message = tokio::time::timeout(WAIT, self.socket.next())
@@ -322,26 +330,11 @@ async fn http(
 }
 
 fn parse_http(raw: &[u8]) -> anyhow::Result<HttpAnswer> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end])?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().context("no status line")?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
+    let (mut answer, start) = parse_head(raw)?.context("no end of headers")?;
+    let mut body = raw[start..].to_vec();
+    let chunked = answer
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
@@ -362,11 +355,34 @@ fn parse_http(raw: &[u8]) -> anyhow::Result<HttpAnswer> {
         }
         body = out;
     }
-    Ok(HttpAnswer {
+    answer.body = body;
+    Ok(answer)
+}
+
+/// The status line and headers of an HTTP/1.1 answer (with an empty body), and where
+/// its body starts; `None` while the end of the headers has not been read.
+fn parse_head(raw: &[u8]) -> anyhow::Result<Option<(HttpAnswer, usize)>> {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&raw[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().context("no status line")?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let answer = HttpAnswer {
         status,
         headers,
-        body,
-    })
+        body: Vec::new(),
+    };
+    Ok(Some((answer, end + 4)))
 }
 
 /// The documented session (§13), and each documented answer along the way.
@@ -1155,4 +1171,797 @@ fn chunked_http_bodies_are_joined() {
     let answer = parse_http(raw).expect("parses");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, b"abcde");
+}
+
+/// Waits (bounded) until `/readyz` says the edge's link to the log is up (§12): `tern
+/// dev` prints its address before, and a publish meanwhile is `LogUnavailable`.
+async fn wait_ready(dev: &Dev) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = http(dev.addr, "GET", "/readyz", None, None).await?;
+        if ready.status == 200 {
+            return Ok(());
+        }
+        ensure!(
+            ready.status == 503,
+            "§12: /readyz is 200 or 503, not {}",
+            ready.status
+        );
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the edge's link to the log is not up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CONNECT with `heartbeat_interval_ms: asked` on a new connection; returns it and its
+/// CONNECTED.
+async fn connect_asking(dev: &Dev, asked: u64) -> anyhow::Result<(Ws, Value)> {
+    let mut ws = Ws::open(dev).await?;
+    ws.send(&json!({"type": "CONNECT", "key": dev.key, "heartbeat_interval_ms": asked}))
+        .await?;
+    let connected = ws.expect("CONNECTED").await?;
+    Ok((ws, connected))
+}
+
+/// Heartbeat negotiation (§3.1, §3.2, §8): CONNECT's `heartbeat_interval_ms` brought
+/// within the bounds, `idle_timeout_ms` scaled alike, and the server's own heartbeats
+/// at the interval in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_negotiated_as_documented() -> anyhow::Result<()> {
+    let dev = Dev::start()?;
+    // §3.1, §8: nothing asked → the default interval, 15000 ms, and 45000 ms idle.
+    let mut ws = Ws::open(&dev).await?;
+    let connected = ws.connect(&dev.key).await?;
+    assert_eq!(connected["heartbeat_interval_ms"], 15_000, "{connected}");
+    assert_eq!(connected["idle_timeout_ms"], 45_000, "{connected}");
+    drop(ws);
+    // §3.1, §3.2: the nearest value within 5000 to 120000 ms; `idle_timeout_ms` the
+    // same multiple of it as the defaults' (45000 / 15000 = 3×).
+    for (asked, answered) in [
+        (20_000, 20_000),
+        (7_777, 7_777),
+        (5_000, 5_000),
+        (120_000, 120_000),
+        (1_000, 5_000),
+        (0, 5_000),
+        (600_000, 120_000),
+    ] {
+        let (_, connected) = connect_asking(&dev, asked).await?;
+        assert_eq!(
+            connected["heartbeat_interval_ms"], answered,
+            "asked {asked}: {connected}"
+        );
+        assert_eq!(
+            connected["idle_timeout_ms"],
+            answered * 3,
+            "asked {asked}: {connected}"
+        );
+    }
+    // §8: the server sends HEARTBEAT{} (no id) when it has sent nothing else for the
+    // interval in force. `slow` (120 s) connects before `fast` (5 s, the minimum): had
+    // the asked intervals been ignored, `slow` would get the first heartbeat.
+    let (mut slow, _) = connect_asking(&dev, 120_000).await?;
+    let (mut fast, connected) = connect_asking(&dev, 5_000).await?;
+    assert_eq!(connected["heartbeat_interval_ms"], 5_000, "{connected}");
+    let beat = fast.next_any().await?;
+    assert_eq!(beat["type"], "HEARTBEAT", "{beat}");
+    assert!(beat.get("id").is_none(), "{beat}");
+    // Nothing on `slow` but, perhaps, a heartbeat bringing a fresh connection key
+    // (§3.6: every state_ttl_ms / 4, whatever the interval).
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(500), slow.next_any()).await {
+        let frame = frame?;
+        assert!(
+            frame["type"] == "HEARTBEAT" && frame.get("connection_key").is_some(),
+            "a 120 s interval, yet: {frame}"
+        );
+    }
+    Ok(())
+}
+
+/// Rewind by a span of time (§3.3, §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_by_a_span_works_as_documented() -> anyhow::Result<()> {
+    let dev = Dev::start()?;
+    wait_ready(&dev).await?;
+    let channel = "doc:span";
+    let mut publisher = Ws::open(&dev).await?;
+    publisher.connect(&dev.key).await?;
+    publisher
+        .send(
+            &json!({"type": "PUBLISH", "msg_serial": 0, "channel": channel,
+            "messages": [{"data": "one"}, {"data": "two"}, {"data": "three"}]}),
+        )
+        .await?;
+    let ack = publisher.expect("ACK").await?;
+    let (epoch, first) = position(&ack["results"][0]["position"]);
+    assert_eq!(first, 1, "a fresh channel: {ack}");
+
+    // §5: a span that takes in every stored message: ATTACHED at 0:0 (the first of
+    // them is the channel's first), then serial 1 on.
+    let mut all = Ws::open(&dev).await?;
+    all.connect(&dev.key).await?;
+    all.send(&json!({"type": "ATTACH", "channel": channel, "rewind": "2h"}))
+        .await?;
+    let attached = all.expect("ATTACHED").await?;
+    assert_eq!(
+        attached["position"],
+        json!({"epoch": 0, "serial": 0}),
+        "{attached}"
+    );
+    assert_eq!(attached["resumed"], false, "{attached}");
+    assert!(attached.get("error").is_none(), "{attached}");
+    for (serial, data) in [(1, "one"), (2, "two"), (3, "three")] {
+        let message = all.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, serial), "{message}");
+        assert_eq!(message["message"]["data"], data, "{message}");
+    }
+
+    // §5: a span that takes in nothing (the last message was stored before its ACK,
+    // more than 10 ms before this ATTACH): the channel's last position, and the next
+    // message stored comes live.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut none = Ws::open(&dev).await?;
+    none.connect(&dev.key).await?;
+    none.send(&json!({"type": "ATTACH", "channel": channel, "rewind": "10ms"}))
+        .await?;
+    let attached = none.expect("ATTACHED").await?;
+    assert_eq!(position(&attached["position"]), (epoch, 3), "{attached}");
+    assert_eq!(attached["resumed"], false, "{attached}");
+    assert!(attached.get("error").is_none(), "{attached}");
+    // §3.3: "0s" is the same as no rewind: the channel's last position.
+    let mut zero = Ws::open(&dev).await?;
+    zero.connect(&dev.key).await?;
+    zero.send(&json!({"type": "ATTACH", "channel": channel, "rewind": "0s"}))
+        .await?;
+    let attached = zero.expect("ATTACHED").await?;
+    assert_eq!(position(&attached["position"]), (epoch, 3), "{attached}");
+    publisher
+        .send(
+            &json!({"type": "PUBLISH", "msg_serial": 1, "channel": channel,
+            "messages": [{"data": "live"}]}),
+        )
+        .await?;
+    let ack = publisher.expect("ACK").await?;
+    assert_eq!(
+        position(&ack["results"][0]["position"]),
+        (epoch, 4),
+        "{ack}"
+    );
+    for ws in [&mut all, &mut none, &mut zero] {
+        let message = ws.expect("MESSAGE").await?;
+        assert_eq!(position(&message["position"]), (epoch, 4), "{message}");
+        assert_eq!(message["message"]["data"], "live", "{message}");
+    }
+
+    // §3.3: any other string is `Malformed`; §3.13: an ERROR, and the connection stays
+    // as it was (still attached after serial 4).
+    for bad in ["2 days", "5d", "1.5s", "-5s", "10", "s", ""] {
+        none.send(&json!({"type": "ATTACH", "channel": channel, "rewind": bad}))
+            .await?;
+        let error = none.expect("ERROR").await?;
+        check_error_info(&error, 40000, false);
+    }
+    publisher
+        .send(
+            &json!({"type": "PUBLISH", "msg_serial": 2, "channel": channel,
+            "messages": [{"data": "after"}]}),
+        )
+        .await?;
+    publisher.expect("ACK").await?;
+    let message = none.expect("MESSAGE").await?;
+    assert_eq!(position(&message["position"]), (epoch, 5), "{message}");
+    assert_eq!(message["message"]["data"], "after", "{message}");
+    Ok(())
+}
+
+/// Most bytes an SSE stream may hold unread: a bound against a misbehaving server.
+const SSE_BUFFER: usize = 1 << 20;
+
+/// One block of an event stream (its lines up to a blank line), its fields read as the
+/// HTML standard reads them; unknown fields are ignored.
+#[derive(Debug, Default, PartialEq)]
+struct SseBlock {
+    event: Option<String>,
+    id: Option<String>,
+    data: Vec<String>,
+    retry: Option<String>,
+    comments: Vec<String>,
+}
+
+impl SseBlock {
+    fn read_line(&mut self, line: &str) {
+        if let Some(comment) = line.strip_prefix(':') {
+            let comment = comment.strip_prefix(' ').unwrap_or(comment);
+            self.comments.push(comment.to_owned());
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+        match field {
+            "event" => self.event = Some(value),
+            "id" => self.id = Some(value),
+            "data" => self.data.push(value),
+            "retry" => self.retry = Some(value),
+            _ => {}
+        }
+    }
+
+    fn is_comment(&self) -> bool {
+        self.event.is_none() && self.id.is_none() && self.data.is_empty() && self.retry.is_none()
+    }
+}
+
+/// Moves the whole chunks of `raw` (a chunked HTTP/1.1 body as read so far) into
+/// `text`; returns whether the last chunk came.
+fn dechunk(raw: &mut Vec<u8>, text: &mut Vec<u8>) -> anyhow::Result<bool> {
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(false);
+        };
+        let size_text = std::str::from_utf8(&raw[..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            raw.clear();
+            return Ok(true);
+        }
+        ensure!(size <= SSE_BUFFER, "a chunk of {size} bytes");
+        let start = line_end + 2;
+        let end = start + size;
+        if raw.len() < end + 2 {
+            return Ok(false);
+        }
+        ensure!(
+            &raw[end..end + 2] == b"\r\n",
+            "a chunk not followed by CRLF"
+        );
+        text.extend_from_slice(&raw[start..end]);
+        raw.drain(..end + 2);
+    }
+}
+
+/// Takes the first whole block (lines ended by `\n` or `\r\n`, up to a blank line) off
+/// `text`; `None` until one is whole.
+fn take_block(text: &mut Vec<u8>) -> Option<SseBlock> {
+    let mut block = SseBlock::default();
+    let mut lines = 0;
+    let mut start = 0;
+    while let Some(n) = text[start..].iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&text[start..start + n]);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        start += n + 1;
+        if line.is_empty() {
+            if lines > 0 {
+                text.drain(..start);
+                return Some(block);
+            }
+            continue;
+        }
+        lines += 1;
+        block.read_line(line);
+    }
+    None
+}
+
+/// Reads what comes next on `stream` (bounded in time and in bytes) onto `into`.
+async fn read_some(stream: &mut TcpStream, into: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut buffer = [0; 8192];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+        .await
+        .context("nothing came in time")??;
+    ensure!(n > 0, "the connection closed");
+    ensure!(
+        into.len() + n <= SSE_BUFFER,
+        "over {SSE_BUFFER} bytes unread"
+    );
+    into.extend_from_slice(&buffer[..n]);
+    Ok(())
+}
+
+/// One `GET /v1/sse` (§12.3) over HTTP/1.1 by hand, read as it comes: the answer's
+/// head, then its chunked body cut into blocks.
+struct Sse {
+    stream: TcpStream,
+    /// The status and headers (no body).
+    head: HttpAnswer,
+    /// Body bytes read, not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked bytes not yet cut into blocks.
+    text: Vec<u8>,
+    /// The last chunk came.
+    ended: bool,
+}
+
+impl Sse {
+    /// Sends the request with `headers`; reads the answer's head, which must be a 200
+    /// with a chunked body.
+    async fn open(
+        addr: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut request =
+            format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .context("connect timed out")??;
+        tokio::time::timeout(WAIT, stream.write_all(request.as_bytes()))
+            .await
+            .context("sending the request timed out")??;
+        let mut raw = Vec::new();
+        let (head, start) = loop {
+            if let Some(found) = parse_head(&raw)? {
+                break found;
+            }
+            ensure!(raw.len() < 64 << 10, "an HTTP head over 64 KiB");
+            read_some(&mut stream, &mut raw).await?;
+        };
+        ensure!(
+            head.status == 200,
+            "{target}: {} {:?} {}",
+            head.status,
+            head.headers,
+            String::from_utf8_lossy(&raw[start..])
+        );
+        // §12.3: "the event stream format of the HTML standard, chunked".
+        ensure!(
+            head.header("transfer-encoding")
+                .is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
+            "§12.3: a chunked body: {:?}",
+            head.headers
+        );
+        let mut sse = Self {
+            stream,
+            head,
+            raw: raw.split_off(start),
+            text: Vec::new(),
+            ended: false,
+        };
+        sse.ended = dechunk(&mut sse.raw, &mut sse.text)?;
+        Ok(sse)
+    }
+
+    /// The next block, comments included.
+    async fn next_block(&mut self) -> anyhow::Result<SseBlock> {
+        loop {
+            if let Some(block) = take_block(&mut self.text) {
+                return Ok(block);
+            }
+            ensure!(
+                !self.ended,
+                "the event stream ended; left: {:?}",
+                String::from_utf8_lossy(&self.text)
+            );
+            read_some(&mut self.stream, &mut self.raw).await?;
+            self.ended = dechunk(&mut self.raw, &mut self.text)?;
+        }
+    }
+
+    /// The next block that is not a `: heartbeat` comment.
+    async fn next_event(&mut self) -> anyhow::Result<SseBlock> {
+        loop {
+            let block = self.next_block().await?;
+            if !block.is_comment() {
+                return Ok(block);
+            }
+            // §12.3: the only comment is the heartbeat.
+            ensure!(block.comments == ["heartbeat"], "{block:?}");
+        }
+    }
+
+    /// §12.3: the stream starts with a `retry:` hint of 1000 to 3000 ms.
+    async fn expect_retry_hint(&mut self) -> anyhow::Result<()> {
+        let hint = self.next_block().await?;
+        let retry: u64 = hint
+            .retry
+            .as_deref()
+            .with_context(|| format!("§12.3: the stream starts with retry:, not {hint:?}"))?
+            .parse()?;
+        ensure!((1000..=3000).contains(&retry), "§12.3: retry: {retry}");
+        ensure!(
+            hint.event.is_none() && hint.data.is_empty(),
+            "a hint only: {hint:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The test's own account of a stream's cursors (§12.3, "Event ids"): one per channel,
+/// in the order of `channels`; `None` is `-`.
+struct Cursors {
+    channels: Vec<String>,
+    at: Vec<Option<(u64, u64)>>,
+    /// Whether the channel's `attached` came on the stream being read.
+    attached: Vec<bool>,
+}
+
+impl Cursors {
+    /// The cursors of a stream opened with the last event id `id` (`None`: without).
+    fn new(channels: &[&str], id: Option<&str>) -> anyhow::Result<Self> {
+        let at = match id {
+            None => vec![None; channels.len()],
+            Some(id) => id
+                .split(',')
+                .map(|cursor| match cursor {
+                    "-" => Ok(None),
+                    _ => {
+                        let (epoch, serial) = cursor.split_once(':').context("epoch:serial")?;
+                        anyhow::Ok(Some((epoch.parse()?, serial.parse()?)))
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        Ok(Self {
+            channels: channels.iter().map(|&c| c.to_owned()).collect(),
+            at,
+            attached: vec![false; channels.len()],
+        })
+    }
+
+    /// `id = cursor *( "," cursor )`, `cursor = epoch ":" serial / "-"`.
+    fn id(&self) -> String {
+        let cursors: Vec<String> = self
+            .at
+            .iter()
+            .map(|cursor| match cursor {
+                Some((epoch, serial)) => format!("{epoch}:{serial}"),
+                None => "-".to_owned(),
+            })
+            .collect();
+        cursors.join(",")
+    }
+
+    /// Reads an `attached` or `message` event (§12.3): its data is the ATTACHED or
+    /// MESSAGE frame on one line, of one of the stream's channels; a message comes
+    /// after its channel's `attached`, right after the cursor (no gap, no repeat).
+    /// Moves the channel's cursor, checks the event's `id` names every cursor, and
+    /// returns the frame with the cursor it had before.
+    fn follow(&mut self, block: &SseBlock) -> anyhow::Result<(Value, Option<(u64, u64)>)> {
+        let expected = match block.event.as_deref() {
+            Some("attached") => "ATTACHED",
+            Some("message") => "MESSAGE",
+            _ => bail!("not an attached or message event: {block:?}"),
+        };
+        ensure!(block.data.len() == 1, "§12.3: data on one line: {block:?}");
+        let frame: Value = serde_json::from_str(&block.data[0])?;
+        ensure!(frame["type"] == expected, "{block:?}");
+        let index = self
+            .channels
+            .iter()
+            .position(|c| frame["channel"] == c.as_str())
+            .with_context(|| format!("a channel of the stream: {block:?}"))?;
+        let before = self.at[index];
+        let now = position(&frame["position"]);
+        if expected == "ATTACHED" {
+            ensure!(!self.attached[index], "a second attached: {block:?}");
+            self.attached[index] = true;
+        } else {
+            ensure!(self.attached[index], "a message before attached: {block:?}");
+            let next = match before.context("attached gave a position")? {
+                // §2.2: 0:0 is before the channel's first message, serial 1 of its epoch.
+                (0, 0) => (now.0, 1),
+                (epoch, serial) => (epoch, serial + 1),
+            };
+            ensure!(now == next, "after {before:?}: {block:?}");
+        }
+        self.at[index] = Some(now);
+        ensure!(
+            block.id.as_deref() == Some(self.id().as_str()),
+            "§12.3: the id names every cursor, in order ({}): {block:?}",
+            self.id()
+        );
+        Ok((frame, before))
+    }
+}
+
+/// `POST`s one message per `data` to the channel written as the path segment `segment`
+/// (§12.1); returns their positions.
+async fn post(dev: &Dev, segment: &str, data: &[&str]) -> anyhow::Result<Vec<(u64, u64)>> {
+    let messages: Vec<Value> = data.iter().map(|d| json!({"data": d})).collect();
+    let answer = http(
+        dev.addr,
+        "POST",
+        &format!("/v1/channels/{segment}/messages"),
+        Some(&format!("Bearer {}", dev.key)),
+        Some(&Value::Array(messages)),
+    )
+    .await?;
+    ensure!(
+        answer.status == 201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body = answer.json();
+    let results = body["results"].as_array().context("results")?;
+    Ok(results.iter().map(|r| position(&r["position"])).collect())
+}
+
+/// Server-Sent Events (§12.3): the stream, its event ids, resuming, and the checks
+/// before the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_work_as_documented() -> anyhow::Result<()> {
+    let dev = Dev::start()?;
+    wait_ready(&dev).await?;
+    let bearer = format!("Bearer {}", dev.key);
+    // The second name holds a `,`: `%2C` in `channels` (§12.3) and in the path (§12).
+    let channels = ["doc:sse", "doc:b,c"];
+    let (a_path, b_path) = ("doc:sse", "doc:b%2Cc");
+    let query = "channels=doc:sse,doc:b%2Cc";
+    let key_param = dev.key.replace(':', "%3A");
+    let a = post(&dev, a_path, &["a1", "a2"]).await?;
+    let epoch = a[0].0;
+    assert_eq!(a, [(epoch, 1), (epoch, 2)]);
+
+    // ---- The stream (§12.3), with the key in the query (§10), URL-encoded.
+    let mut sse = Sse::open(dev.addr, &format!("/v1/sse?{query}&key={key_param}"), &[]).await?;
+    assert!(
+        sse.head
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        sse.head.headers
+    );
+    // §12: CORS.
+    assert_eq!(
+        sse.head.header("access-control-allow-origin"),
+        Some("*"),
+        "{:?}",
+        sse.head.headers
+    );
+    sse.expect_retry_hint().await?;
+    // §12.3: one `attached` per channel, in any order; ids with `-` for a channel whose
+    // `attached` has not come.
+    let mut cursors = Cursors::new(&channels, None)?;
+    for _ in 0..channels.len() {
+        let (frame, _) = cursors.follow(&sse.next_event().await?)?;
+        assert_eq!(frame["resumed"], false, "{frame}");
+        assert!(
+            frame["granted"]
+                .as_array()
+                .is_some_and(|g| g.contains(&json!("subscribe"))),
+            "{frame}"
+        );
+    }
+    assert_eq!(cursors.id(), format!("{epoch}:2,0:0"));
+    // §12.3: a `message` event per message, its data the MESSAGE frame (§3.10).
+    let b = post(&dev, b_path, &["b1"]).await?;
+    let b_epoch = b[0].0;
+    assert_eq!(b, [(b_epoch, 1)]);
+    post(&dev, a_path, &["a3", "a4"]).await?;
+    let mut got = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        let (frame, _) = cursors.follow(&sse.next_event().await?)?;
+        let index = usize::from(frame["channel"] != channels[0]);
+        let message = &frame["message"];
+        assert!(message["id"].is_string(), "{frame}");
+        assert!(message["timestamp"].is_u64(), "{frame}");
+        got[index].push(message["data"].clone());
+    }
+    assert_eq!(got, [vec!["a3", "a4"], vec!["b1"]]);
+    let saved = cursors.id();
+    assert_eq!(saved, format!("{epoch}:4,{b_epoch}:1"));
+    drop(sse);
+
+    // ---- Resume (§12.3): Last-Event-ID (and the key in an Authorization header):
+    // each channel attached from its cursor, resumed, then exactly what came after.
+    post(&dev, a_path, &["a5"]).await?;
+    post(&dev, b_path, &["b2", "b3"]).await?;
+    let mut sse = Sse::open(
+        dev.addr,
+        &format!("/v1/sse?{query}"),
+        &[("Authorization", &bearer), ("Last-Event-ID", &saved)],
+    )
+    .await?;
+    sse.expect_retry_hint().await?;
+    post(&dev, a_path, &["a6"]).await?;
+    post(&dev, b_path, &["b4"]).await?;
+    let mut cursors = Cursors::new(&channels, Some(&saved))?;
+    let mut got = [Vec::new(), Vec::new()];
+    let mut events = 0;
+    while got[0].last() != Some(&json!("a6")) || got[1].last() != Some(&json!("b4")) {
+        events += 1;
+        ensure!(events <= 16, "more events than published: {got:?}");
+        let (frame, before) = cursors.follow(&sse.next_event().await?)?;
+        let index = usize::from(frame["channel"] != channels[0]);
+        if frame["type"] == "ATTACHED" {
+            assert_eq!(frame["resumed"], true, "{frame}");
+            assert_eq!(Some(position(&frame["position"])), before, "{frame}");
+            assert!(frame.get("error").is_none(), "{frame}");
+        } else {
+            got[index].push(frame["message"]["data"].clone());
+        }
+    }
+    assert_eq!(got, [vec!["a5", "a6"], vec!["b2", "b3", "b4"]]);
+    let latest = cursors.id();
+    assert_eq!(latest, format!("{epoch}:6,{b_epoch}:4"));
+    drop(sse);
+
+    // ---- `last_event_id` in the query (§12.3); a `-` cursor attaches without `from`.
+    let id = format!("{epoch}:5,-");
+    let mut sse = Sse::open(
+        dev.addr,
+        &format!("/v1/sse?{query}&last_event_id={id}&key={key_param}"),
+        &[],
+    )
+    .await?;
+    sse.expect_retry_hint().await?;
+    let mut cursors = Cursors::new(&channels, Some(&id))?;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (frame, _) = cursors.follow(&sse.next_event().await?)?;
+        seen.push(frame);
+    }
+    let find = |kind: &str, channel: &str| {
+        seen.iter()
+            .find(|f| f["type"] == kind && f["channel"] == channel)
+            .with_context(|| format!("no {kind} of {channel} in {seen:?}"))
+    };
+    let attached = find("ATTACHED", channels[0])?;
+    assert_eq!(attached["resumed"], true, "{attached}");
+    assert_eq!(position(&attached["position"]), (epoch, 5), "{attached}");
+    assert_eq!(find("MESSAGE", channels[0])?["message"]["data"], "a6");
+    let attached = find("ATTACHED", channels[1])?;
+    assert_eq!(attached["resumed"], false, "{attached}");
+    assert_eq!(
+        position(&attached["position"]),
+        (b_epoch, 4),
+        "§5: a plain attach: {attached}"
+    );
+    drop(sse);
+    // The header wins over the query parameter.
+    let mut sse = Sse::open(
+        dev.addr,
+        &format!("/v1/sse?{query}&last_event_id=0:0,0:0&key={key_param}"),
+        &[("Last-Event-ID", &latest)],
+    )
+    .await?;
+    sse.expect_retry_hint().await?;
+    let mut cursors = Cursors::new(&channels, Some(&latest))?;
+    for _ in 0..channels.len() {
+        let (frame, before) = cursors.follow(&sse.next_event().await?)?;
+        assert_eq!(frame["resumed"], true, "{frame}");
+        assert_eq!(Some(position(&frame["position"])), before, "{frame}");
+    }
+    drop(sse);
+
+    // ---- Checks before the stream (§12.3), answered like every HTTP route (§12), CORS
+    // included.
+    let many: Vec<String> = (0..=200).map(|i| format!("doc:c{i}")).collect();
+    let cases = [
+        (format!("/v1/sse?{query}"), None, 401, 40100),
+        (
+            format!("/v1/sse?{query}"),
+            Some("Bearer nope.nope:0123456789abcdef0123"),
+            401,
+            40101,
+        ),
+        // The key is checked first.
+        ("/v1/sse".to_owned(), None, 401, 40100),
+        ("/v1/sse".to_owned(), Some(bearer.as_str()), 400, 40003),
+        (
+            "/v1/sse?channels=doc:x,doc:x".to_owned(),
+            Some(&bearer),
+            400,
+            40003,
+        ),
+        (
+            "/v1/sse?channels=doc:x,$system".to_owned(),
+            Some(&bearer),
+            400,
+            40002,
+        ),
+        (
+            "/v1/sse?channels=doc:x,doc%FF".to_owned(),
+            Some(&bearer),
+            400,
+            40002,
+        ),
+        (
+            format!("/v1/sse?channels={}", many.join(",")),
+            Some(&bearer),
+            400,
+            40012,
+        ),
+        (
+            format!("/v1/sse?{query}&last_event_id={epoch}:1"),
+            Some(&bearer),
+            400,
+            40003,
+        ),
+        (
+            format!("/v1/sse?{query}&last_event_id=x:1,-"),
+            Some(&bearer),
+            400,
+            40003,
+        ),
+    ];
+    for (target, auth, status, error_code) in cases {
+        let answer = http(dev.addr, "GET", &target, auth, None).await?;
+        assert_eq!(
+            answer.status,
+            status,
+            "{target}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        check_error_info(&answer.json(), error_code, false);
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some("*"),
+            "{target}: {:?}",
+            answer.headers
+        );
+    }
+    // §12: another method → 405 with an Allow header; OPTIONS → the CORS preflight.
+    let target = format!("/v1/sse?{query}");
+    let post_answer = http(dev.addr, "POST", &target, Some(&bearer), None).await?;
+    assert_eq!(post_answer.status, 405);
+    check_error_info(&post_answer.json(), 40500, false);
+    assert!(
+        post_answer
+            .header("allow")
+            .is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        post_answer.headers
+    );
+    let preflight = http(dev.addr, "OPTIONS", &target, None, None).await?;
+    assert_eq!(preflight.status, 204, "{:?}", preflight.headers);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        preflight
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("GET")),
+        "{:?}",
+        preflight.headers
+    );
+    let allowed: Vec<String> = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for header in ["authorization", "content-type", "last-event-id"] {
+        assert!(
+            allowed.iter().any(|h| h == header),
+            "{:?}",
+            preflight.headers
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn event_streams_are_cut_into_blocks() {
+    // Three whole chunks, the last one's CRLF missing yet; an event cut inside its data.
+    let mut raw = b"d\r\nretry: 1742\n\n\r\n".to_vec();
+    raw.extend_from_slice(b"22\r\nevent: message\r\nid: 1:4,-\r\ndata: {\r\n");
+    raw.extend_from_slice(b"9\r\n}\r\n\r\n: x\n");
+    let mut text = Vec::new();
+    assert!(!dechunk(&mut raw, &mut text).expect("dechunks"));
+    assert_eq!(raw, b"9\r\n}\r\n\r\n: x\n");
+    let hint = take_block(&mut text).expect("the hint");
+    assert_eq!(hint.retry.as_deref(), Some("1742"));
+    assert!(!hint.is_comment());
+    assert!(take_block(&mut text).is_none(), "half an event");
+    raw.extend_from_slice(b"\r\n3\r\n\nab\r\n0\r\n\r\n");
+    assert!(dechunk(&mut raw, &mut text).expect("dechunks"));
+    let event = take_block(&mut text).expect("an event");
+    assert_eq!(
+        event,
+        SseBlock {
+            event: Some("message".into()),
+            id: Some("1:4,-".into()),
+            data: vec!["{}".into()],
+            ..SseBlock::default()
+        }
+    );
+    let comment = take_block(&mut text).expect("a comment");
+    assert!(comment.is_comment());
+    assert_eq!(comment.comments, ["x"]);
+    assert!(take_block(&mut text).is_none());
+    assert_eq!(text, b"ab");
 }
