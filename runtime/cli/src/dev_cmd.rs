@@ -35,7 +35,7 @@ use tern_config::{
     ApiKey, Capabilities, ChannelPattern, ClusterSecret, EdgeConfig, LinkServerConfig,
     LogNodeConfig, Operations,
 };
-use tern_edge::Edge;
+use tern_edge::{Edge, EdgeHandle};
 use tern_log::EmbeddedStore;
 use tern_log::net::{LogServer, tls};
 use tracing::info;
@@ -63,7 +63,8 @@ pub(crate) struct DevArgs {
     functions: Option<PathBuf>,
 }
 
-/// Runs the log and the edge until SIGINT or SIGTERM.
+/// Runs the log and the edge until SIGINT or SIGTERM. The banner is printed once the
+/// edge is ready.
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir;
     let log_dir = data_dir.join("log");
@@ -117,6 +118,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let max_memory_bytes = config.functions.max_memory_bytes;
     let edge = Edge::start(config).await.context("cannot start the edge")?;
     let addr = edge.local_addr();
+    wait_until_ready(&edge).await;
     let key_text = format!("{}.{}:{}", key.app, key.key_id, key.secret);
     crate::announce(&format!(
         "tern dev listening on http://{addr}\n\
@@ -156,6 +158,35 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+
+/// Waits until the edge is ready (its link to the log is up and the deployed
+/// functions are in force), so that the banner's URLs work as soon as it is printed.
+/// Says so on stderr if that takes a while; gives up waiting after [`READY_WAIT`]
+/// with a warning (the edge keeps trying, and `/readyz` tells when it is ready).
+async fn wait_until_ready(edge: &EdgeHandle) {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    while !edge.ready() {
+        let waited = started.elapsed();
+        if waited >= READY_WAIT {
+            tracing::warn!(
+                ?waited,
+                "the edge is not ready yet; starting anyway (see /readyz)"
+            );
+            return;
+        }
+        if !told && waited >= std::time::Duration::from_secs(2) {
+            eprintln!(
+                "tern dev: waiting for the edge to reach the log and apply the deployed functions…"
+            );
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Longest wait for the edge to become ready before the banner is printed anyway.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The functions directory: `flag` when given (it must exist), else `functions/` next
 /// to the data dir when it exists. (Not the current directory's: a data dir elsewhere,
