@@ -1,7 +1,10 @@
 //! Harness for tests that run real `tern` processes.
 //!
 //! [`tern_binary`] builds the `tern` binary once per test process (a no-op when it is
-//! fresh) and returns its path; [`LogProcess`] starts `tern log` on a free loopback
+//! fresh) and returns its path, or returns the binary named by the `TERN_BIN`
+//! environment variable without building anything (to run the tests against a
+//! release build: `TERN_BIN=$PWD/target/release/tern cargo test -p tern-tests ...`);
+//! [`LogProcess`] starts `tern log` on a free loopback
 //! port, waits for its "listening" line, and kills it (SIGKILL or SIGTERM) on demand
 //! or when dropped, so no test leaves a process behind. [`EdgeProcess`] does the same
 //! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]), and
@@ -30,10 +33,31 @@ use anyhow::{Context, bail};
 pub mod http;
 pub mod proxy;
 
-/// Path of a freshly built `tern` binary (`cargo build -p tern` on first use).
+/// Environment variable naming an already built `tern` binary for the tests to run.
+pub const TERN_BIN_ENV: &str = "TERN_BIN";
+
+/// Path of the `tern` binary the tests run.
+///
+/// With `TERN_BIN` set (a path to an already built binary, e.g. `target/release/tern`;
+/// a relative path is taken from the test's working directory, the `tests/` crate, so
+/// an absolute one is simpler), that binary, checked to exist and used as it is:
+/// nothing is built, so it must be as recent as the code under test. Otherwise `cargo build -p tern --bin tern` (the
+/// debug profile) on first use in the test process, a no-op when it is fresh, and
+/// `target/debug/tern` (under `CARGO_TARGET_DIR` when set).
 pub fn tern_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os(TERN_BIN_ENV).filter(|bin| !bin.is_empty()) {
+            let bin = PathBuf::from(bin);
+            // Absolute, so that a child started in another directory finds it too.
+            let found = std::fs::canonicalize(&bin).ok().filter(|path| path.is_file());
+            return found.unwrap_or_else(|| {
+                panic!(
+                    "{TERN_BIN_ENV}={} is not a file: build it first (cargo build --release -p tern --bin tern) or unset {TERN_BIN_ENV}",
+                    bin.display()
+                )
+            });
+        }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("tests/ sits in the workspace")

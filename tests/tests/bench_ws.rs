@@ -1,6 +1,7 @@
-//! Smoke tests of `tern bench ws` and `tern bench functions`: tiny workloads through
-//! the real command, its JSON output parsed and its counts checked (every published message acknowledged,
-//! every expected delivery made, none twice). The figures themselves are not
+//! Smoke tests of `tern bench ws`, `tern bench functions` and `tern bench resume`
+//! (both topologies): tiny workloads through the real command, its JSON output parsed
+//! and its counts checked (every published message acknowledged, every expected
+//! delivery made, none twice). The figures themselves are not
 //! checked: this is about the plumbing, not the machine's speed.
 
 use std::io::Read;
@@ -294,11 +295,47 @@ fn resume_bench_measures_latency_and_a_storm() -> anyhow::Result<()> {
             "10",
         ],
     )?;
+    check_resume_records(&records, "dev", &[10, 200], 100, &["dev"])
+}
+
+/// The same with `--topology split`: a `tern log` and a `tern edge` process, each
+/// measured over the storm.
+#[test]
+fn resume_bench_split_measures_the_edge_and_the_log_apart() -> anyhow::Result<()> {
+    let records = bench_command(
+        "resume",
+        &[
+            "--topology",
+            "split",
+            "--rounds",
+            "2",
+            "--missed",
+            "10,50",
+            "--storm-clients",
+            "60",
+            "--storm-channels",
+            "3",
+            "--storm-missed",
+            "5",
+        ],
+    )?;
+    check_resume_records(&records, "split", &[10, 50], 60, &["edge", "log"])
+}
+
+/// One latency record per `missed` count and one storm record of `clients`, all of
+/// `topology`, with CPU and memory figures for each of `roles`.
+fn check_resume_records(
+    records: &[Value],
+    topology: &str,
+    missed: &[u64],
+    clients: u64,
+    roles: &[&str],
+) -> anyhow::Result<()> {
     let latency: Vec<&Value> = records.iter().filter(|r| r["kind"] == "latency").collect();
-    assert_eq!(latency.len(), 2, "{records:?}");
-    assert_eq!(latency[0]["missed"], 10);
-    assert_eq!(latency[1]["missed"], 200);
+    let counts: Vec<u64> = latency.iter().map(|r| number(r, "missed")).collect();
+    assert_eq!(counts, missed, "{records:?}");
     for record in &latency {
+        assert_eq!(record["topology"], topology, "{record}");
         let first = record["first_p50_ms"].as_f64().context("first_p50_ms")?;
         let all = record["caught_up_p50_ms"]
             .as_f64()
@@ -307,7 +344,29 @@ fn resume_bench_measures_latency_and_a_storm() -> anyhow::Result<()> {
     }
     let storm: Vec<&Value> = records.iter().filter(|r| r["kind"] == "storm").collect();
     assert_eq!(storm.len(), 1, "{records:?}");
-    assert_eq!(storm[0]["clients"], 100);
-    assert!(number(storm[0], "rss_peak_kib") >= number(storm[0], "rss_before_kib"));
+    let storm = storm[0];
+    assert_eq!(storm["topology"], topology, "{storm}");
+    assert_eq!(number(storm, "clients"), clients, "{storm}");
+    for role in roles {
+        let before = number(storm, &format!("{role}_rss_before_kib"));
+        let peak = number(storm, &format!("{role}_rss_peak_kib"));
+        assert!(before > 0 && peak > 0, "{role} in {storm}");
+        let cpu = storm[format!("{role}_cpu_s")].as_f64();
+        assert!(cpu.is_some_and(|s| s >= 0.0), "{role} in {storm}");
+        let from = storm[format!("{role}_rss_peak_from")].as_str();
+        assert!(
+            matches!(from, Some("VmHWM" | "sampled VmRSS")),
+            "{role} in {storm}"
+        );
+    }
+    let other_roles = ["dev", "edge", "log"]
+        .into_iter()
+        .filter(|role| !roles.contains(role));
+    for role in other_roles {
+        assert!(
+            storm[format!("{role}_cpu_s")].is_null(),
+            "{role} in {storm}"
+        );
+    }
     Ok(())
 }

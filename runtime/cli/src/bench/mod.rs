@@ -13,7 +13,8 @@
 //! tern bench ws  ─▶ tern (tern dev or --url) ─▶ nats (WebSocket) ─▶ ratios
 //! tern bench functions ─▶ tern dev ─▶ rounds of [none, pass-through, profanity] ─▶ ratios
 //!                      ─▶ a live function swap under load
-//! tern bench resume ─▶ tern dev ─▶ resume latency per missed count ─▶ a resume storm
+//! tern bench resume ─▶ tern dev, or tern log + tern edge (--topology split)
+//!                   ─▶ resume latency per missed count ─▶ a resume storm
 //! ```
 //!
 //! Every run is bounded (`--timeout`), prints progress on stderr, and stops every
@@ -53,7 +54,8 @@ enum BenchCommand {
     Functions(ws::functions::FnBenchArgs),
     /// Resume latency (reconnect to the first replayed message, and to caught up)
     /// with 10 and 1,000 missed messages, then a storm of clients resuming at once:
-    /// time until all caught up, CPU and memory of the server.
+    /// time until all caught up, CPU and memory of the server (`--topology split`: a
+    /// `tern log` and a `tern edge` process, measured apart).
     Resume(ws::resume::ResumeBenchArgs),
 }
 

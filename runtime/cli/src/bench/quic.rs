@@ -119,8 +119,9 @@ async fn measure(
 }
 
 /// Starts `tern log` on a free loopback port and waits for its address and
-/// certificate lines (see `log_cmd`).
-async fn start_node(
+/// certificate lines (see `log_cmd`). Also how `tern bench resume --topology split`
+/// starts its log.
+pub(crate) async fn start_node(
     data_dir: &Path,
     deadline: Instant,
 ) -> anyhow::Result<(ChildServer, RemoteNode)> {

@@ -1,5 +1,6 @@
 //! What the benchmark asks of the operating system: enough file descriptors for its
-//! connections, a server's resident memory, and what the machine is.
+//! connections, a server's resident memory (now and at its peak), and what the
+//! machine is.
 
 use anyhow::{Context, bail};
 
@@ -61,13 +62,35 @@ pub(super) fn raise_fd_limit(needed: u64) -> anyhow::Result<FdLimit> {
 
 /// The resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
 pub(super) fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    parse_vm_rss(&status).with_context(|| format!("{path} has no VmRSS line"))
+    status_kib(pid, "VmRSS")
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// The peak resident set size of process `pid` in KiB (`VmHWM` of /proc/PID/status):
+/// since it started, or since [`reset_peak_rss`].
+pub(super) fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Resets the peak resident set size of process `pid` to its current one (writes
+/// `5` to /proc/PID/clear_refs, Linux 4.0 and later), so that [`vm_hwm_kib`] tells
+/// the peak of what follows. Allowed for a child process of the same user.
+pub(super) fn reset_peak_rss(pid: u32) -> anyhow::Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").with_context(|| format!("cannot write {path}"))
+}
+
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_status_kib(&status, field).with_context(|| format!("{path} has no {field} line"))
+}
+
+/// The value of `FIELD:   N kB` in a /proc/PID/status text.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
     let mut fields = line.split_whitespace().skip(1);
     let value: u64 = fields.next()?.parse().ok()?;
     (fields.next() == Some("kB")).then_some(value)
@@ -94,11 +117,14 @@ mod tests {
 
     #[test]
     fn rss_of_this_process() {
-        let status = "Name:\ttern\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(12345));
-        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        let status = "Name:\ttern\nVmPeak:\t  100 kB\nVmHWM:\t   23456 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(12345));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(23456));
+        assert_eq!(parse_status_kib("VmRSS:\t12 MB\n", "VmRSS"), None);
+        assert_eq!(parse_status_kib("Name:\tx\n", "VmRSS"), None);
+        assert_eq!(parse_status_kib("VmRSSx:\t12 kB\n", "VmRSS"), None);
         assert!(vm_rss_kib(std::process::id()).expect("readable") > 0);
+        assert!(vm_hwm_kib(std::process::id()).expect("readable") > 0);
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //!
 //! Without `--url` the benchmark starts `tern dev --port 0 --data-dir <tmp>` (this
 //! same binary) and reads its address (`tern dev listening on http://ADDR`) and dev
-//! key (`API key    app.keyid:secret`) from its output.
+//! key (`API key    app.keyid:secret`) from its output. [`start_split`] starts a
+//! `tern log` and a `tern edge` linked to it instead, two processes (for `tern bench
+//! resume --topology split`): the edge's config is written next to nothing else, with
+//! a fresh random API key and cluster secret, and the edge counts as started once
+//! `GET /readyz` answers 200 (linked to the log).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,14 +35,19 @@ use tokio::process::Command;
 use tokio_tungstenite::tungstenite;
 
 use super::super::child::ChildServer;
+use super::super::quic;
 use super::conn::{self, Ws, WsUrl};
 use super::load::{self, Deliveries, Publisher, Run, STAMP_LEN, Step, Target};
+use crate::http_client::{self, Endpoint, Request};
 
 /// The edge's WebSocket path.
 pub(super) const WS_PATH: &str = "/v1/ws";
 
 /// Longest wait for CONNECTED or ATTACHED.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Between two `GET /readyz` of an edge that is not ready yet.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 /// PUBLISH frames written before the socket is flushed, when unpaced.
 const FLUSH_EVERY: usize = 32;
@@ -85,6 +94,147 @@ pub(super) async fn start_dev(
         pid: child.pid(),
     };
     Ok((child, edge))
+}
+
+/// A `tern log` and a `tern edge` linked to it, each a child process of this
+/// binary (killed when dropped).
+pub(super) struct SplitServers {
+    /// The log node.
+    pub(super) log: ChildServer,
+    /// The edge node.
+    pub(super) edge: ChildServer,
+}
+
+/// Starts `tern log` with its data in `log_dir`, then `tern edge` with its config in
+/// `edge_dir`, both on free loopback ports, and waits until the edge is ready (linked
+/// to the log: `GET /readyz` answers 200).
+pub(super) async fn start_split(
+    log_dir: &Path,
+    edge_dir: &Path,
+    deadline: Instant,
+) -> anyhow::Result<(SplitServers, Edge)> {
+    let (log, node) = quic::start_node(log_dir, deadline).await?;
+    let key = format!("bench.resume:{}", random_hex(16));
+    let config = edge_dir.join("edge.toml");
+    let text = edge_config(&node, &key, &random_hex(32))?;
+    std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
+    let exe = std::env::current_exe().context("cannot find this tern binary")?;
+    let mut command = Command::new(exe);
+    command.arg("edge").arg("--config").arg(&config).env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    let mut child = ChildServer::spawn("tern edge", command)?;
+    let addr = child
+        .wait_for_line(deadline, |line| {
+            let rest = line.trim().strip_prefix("tern edge listening on ")?;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
+        .await?;
+    let mut servers = SplitServers { log, edge: child };
+    wait_until_ready(&mut servers, &addr, deadline).await?;
+    let edge = Edge {
+        url: WsUrl::parse(&addr, WS_PATH)?,
+        key,
+        pid: servers.edge.pid(),
+    };
+    Ok((servers, edge))
+}
+
+/// The edge's config: listen on a free loopback port, link to `node`, one API key
+/// allowed everything on every channel, a cluster secret; every other setting at
+/// its default (as in `tern dev`).
+fn edge_config(node: &quic::RemoteNode, key: &str, cluster_secret: &str) -> anyhow::Result<String> {
+    let cert = node.cert.to_str().with_context(|| {
+        format!(
+            "the log's certificate path {} is not UTF-8",
+            node.cert.display()
+        )
+    })?;
+    let table = |pairs: Vec<(&str, toml::Value)>| -> toml::Value {
+        toml::Value::Table(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        )
+    };
+    let text = |value: &str| toml::Value::String(value.to_owned());
+    let config = table(vec![
+        (
+            "edge",
+            table(vec![
+                ("name", text("bench")),
+                ("listen", text("127.0.0.1:0")),
+            ]),
+        ),
+        (
+            "log",
+            table(vec![
+                ("addr", text(&node.addr.to_string())),
+                ("server_name", text(&node.server_name)),
+                ("ca", text(cert)),
+            ]),
+        ),
+        (
+            "cluster",
+            table(vec![("connection_key_secret", text(cluster_secret))]),
+        ),
+        (
+            "keys",
+            toml::Value::Array(vec![table(vec![
+                ("key", text(key)),
+                (
+                    "capabilities",
+                    table(vec![("*", toml::Value::Array(vec![text("*")]))]),
+                ),
+            ])]),
+        ),
+    ]);
+    toml::to_string(&config).context("cannot write the edge's config as TOML")
+}
+
+/// Polls the edge's `GET /readyz` until it answers 200; fails when either process
+/// exits or at `deadline`.
+async fn wait_until_ready(
+    servers: &mut SplitServers,
+    addr: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let endpoint = Endpoint::parse(addr)?;
+    let request = Request {
+        method: "GET",
+        path: "/readyz",
+        bearer: None,
+        json: None,
+    };
+    loop {
+        let answer = http_client::send(&endpoint, request, SETUP_TIMEOUT).await;
+        if matches!(&answer, Ok(response) if response.status == 200) {
+            return Ok(());
+        }
+        servers.edge.check_running()?;
+        servers.log.check_running()?;
+        if Instant::now() + READY_POLL >= deadline {
+            let last = match answer {
+                Ok(response) => format!("HTTP {}", response.status),
+                Err(error) => error.to_string(),
+            };
+            bail!(
+                "tern edge at {addr} was not ready in time (GET /readyz: {last}){}",
+                servers.edge.log_tail()
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `http://ADDR` from `tern dev listening on http://ADDR`.
@@ -485,5 +635,25 @@ mod tests {
         );
         assert_eq!(dev_key("API key    none"), None);
         assert_eq!(dev_key("API key    dev.local:"), None);
+    }
+
+    #[test]
+    fn the_split_edge_config_is_one_tern_edge_loads() {
+        let node = quic::RemoteNode {
+            addr: "127.0.0.1:7400".parse().expect("an address"),
+            cert: "/tmp/a \"quoted\" dir/cert.pem".into(),
+            server_name: "localhost".to_owned(),
+        };
+        let key = format!("bench.resume:{}", random_hex(16));
+        let text = edge_config(&node, &key, &random_hex(32)).expect("TOML");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, &text).expect("written");
+        let config = tern_config::load_edge_config(&path).expect("a valid edge config");
+        assert_eq!(config.log.addr, node.addr);
+        assert_eq!(config.log.ca.as_deref(), Some(node.cert.as_path()));
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.keys.len(), 1);
+        assert!(config.cluster.connection_key_secret.is_some(), "{text}");
     }
 }
