@@ -24,7 +24,8 @@
 //!   keys are checked by [`EdgeConfig::authenticate_admin`]), and its message functions
 //!   ([`FunctionsConfig`] with its [`StaticFunction`]s; a [`RawBindingSpec`] compiles
 //!   into a [`BindingSpec`]: [`BindingPattern`]s, [`Stage`], [`FailurePolicy`], time and
-//!   memory limits, the same for static functions and live deploys);
+//!   memory limits, the same for static functions and live deploys), and its anycast
+//!   health loop ([`HealthConfig`] with [`BirdHealthConfig`] and [`DnsReportConfig`]);
 //!   `examples/edge.toml` lists every key with its default.
 //! - [`dns`]: the authoritative DNS server of `tern dns` ([`DnsConfig`]: the answered
 //!   [`DnsName`] and its zone, TTL, the health report listener, [`PopConfig`]s with their
@@ -67,9 +68,10 @@ pub use dns::{
     parse_dns_config,
 };
 pub use edge::{
-    ApiKey, BindingPattern, BindingSpec, Capabilities, ChannelPattern, ClusterConfig,
-    ClusterSecret, EdgeConfig, EdgeLimitsConfig, FailurePolicy, FunctionName, FunctionsConfig,
-    LinkClientConfig, Operation, Operations, PatternError, RawBindingSpec, Stage, StaticFunction,
+    AnycastActionConfig, ApiKey, BindingPattern, BindingSpec, BirdHealthConfig, Capabilities,
+    ChannelPattern, ClusterConfig, ClusterSecret, DnsReportConfig, EdgeConfig, EdgeLimitsConfig,
+    FailurePolicy, FunctionName, FunctionsConfig, HealthConfig, LinkClientConfig, LoadRatio,
+    Operation, Operations, PatternError, ProbeKey, RawBindingSpec, Stage, StaticFunction,
     load_edge_config, parse_edge_config,
 };
 pub use error::{ConfigError, Problem};

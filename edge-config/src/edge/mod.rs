@@ -1,6 +1,7 @@
 //! Config of an edge: its name, region and listener, how it reaches its log node, the
 //! limits it puts on client connections, its message functions ([`functions`]), the API
-//! keys clients authenticate with and the admin keys operators deploy with.
+//! keys clients authenticate with, the admin keys operators deploy with, and its
+//! anycast health loop ([`health`]).
 //!
 //! The types here are the compiled, validated form. Their `Default` is the config of an
 //! empty file (no `log.ca`, no keys); tests build variations with
@@ -8,6 +9,7 @@
 //! validation (use [`RawEdgeConfig::compile`] to validate).
 
 pub mod functions;
+pub mod health;
 mod keys;
 mod raw;
 
@@ -18,6 +20,10 @@ use std::time::Duration;
 pub use functions::{
     BindingPattern, BindingSpec, DEFAULT_MAX_MEMORY_BYTES, FailurePolicy, FunctionName,
     FunctionsConfig, RawBindingSpec, RawFunctionsConfig, RawStaticFunction, Stage, StaticFunction,
+};
+pub use health::{
+    AnycastActionConfig, BirdHealthConfig, DEFAULT_BIRD_SOCKET, DnsReportConfig, HealthConfig,
+    LoadRatio, ProbeKey, RawBirdHealthConfig, RawDnsReportConfig, RawHealthConfig, RawRatio,
 };
 pub use keys::{
     ApiKey, Capabilities, ChannelPattern, MIN_SECRET_CHARS, Operation, Operations, PatternError,
@@ -61,6 +67,8 @@ pub struct EdgeConfig {
     pub admin_keys: Vec<ApiKey>,
     /// What every edge of the cluster shares (TOML: `[cluster]`).
     pub cluster: ClusterConfig,
+    /// The anycast health loop (TOML: `[health]`); off by default.
+    pub health: HealthConfig,
 }
 
 /// What every edge of a cluster shares (TOML: `[cluster]`).
@@ -108,6 +116,7 @@ impl Default for EdgeConfig {
             functions: FunctionsConfig::default(),
             admin_keys: Vec::new(),
             cluster: ClusterConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -369,6 +378,23 @@ mod tests {
             &["functions", "cache_dir"],
             &["functions", "max_instances"],
             &["functions", "max_memory"],
+            &["health", "enabled"],
+            &["health", "interval"],
+            &["health", "timeout"],
+            &["health", "rise"],
+            &["health", "fall"],
+            &["health", "drain_file"],
+            &["health", "probe_key"],
+            &["health", "max_load"],
+            &["health", "max_event_loop_lag"],
+            &["health", "drain_timeout"],
+            &["health", "bird", "socket"],
+            &["health", "bird", "timeout"],
+            &["health", "bird", "protocols"],
+            &["health", "bird", "prepend_protocols"],
+            &["health", "bird", "action"],
+            &["health", "bird", "min_announcing"],
+            &["health", "dns", "report_urls"],
         ];
         for key in keys {
             let (last, tables) = key.split_last().expect("keys are not empty");
@@ -441,6 +467,22 @@ mod tests {
         assert!(
             config.authenticate_admin(&format!("{}.{}:{}", admin.app, admin.key_id, admin.secret))
         );
+        let health = &config.health;
+        assert!(!health.enabled);
+        assert_eq!(health.drain_file, Some(PathBuf::from("/run/tern/drain")));
+        let probe_key = health.probe_key.as_ref().expect("the probe key sample");
+        assert!(config.authenticate(probe_key.expose()).is_some());
+        // The samples spell out the defaults, but for the prepending protocol.
+        let bird = health.bird.as_ref().expect("the [health.bird] sample");
+        assert_eq!(
+            *bird,
+            BirdHealthConfig {
+                prepend_protocols: vec!["anycast4_prepend".to_owned()],
+                ..BirdHealthConfig::default()
+            }
+        );
+        let urls: Vec<String> = health.report_urls().iter().map(|a| a.to_string()).collect();
+        assert_eq!(urls, ["127.0.0.1:5380"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::functions::RawFunctionsConfig;
+use super::health::RawHealthConfig;
 use super::keys::{ApiKey, Capabilities, ChannelPattern, Operation, Operations, split_key};
 use super::{
     ClusterConfig, ClusterSecret, EdgeConfig, EdgeLimitsConfig, KIB, LinkClientConfig, MIB,
@@ -73,6 +74,9 @@ pub struct RawEdgeConfig {
     /// `[[admin_keys]]`, in file order. Default none.
     #[serde(default)]
     pub admin_keys: Vec<RawAdminKey>,
+    /// `[health]`.
+    #[serde(default)]
+    pub health: RawHealthConfig,
 }
 
 /// `[edge]`: the edge itself.
@@ -239,6 +243,7 @@ impl RawEdgeConfig {
         let mut seen = HashMap::new();
         let keys = compile_keys(&self.keys, &mut seen, &mut problems);
         let admin_keys = compile_admin_keys(&self.admin_keys, &mut seen, &mut problems);
+        let health = self.health.compile(&keys, &mut problems);
 
         problems.finish(EdgeConfig {
             name: name.unwrap_or(defaults.name),
@@ -250,6 +255,7 @@ impl RawEdgeConfig {
             functions,
             admin_keys,
             cluster,
+            health,
         })
     }
 }
