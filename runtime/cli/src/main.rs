@@ -6,6 +6,8 @@
 //! - `tern dev` ([`dev_cmd`]): a log node and an edge in one process, for development.
 //! - `tern edge` ([`edge_cmd`]): run an edge node (client WebSocket and HTTP API).
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
+//! - `tern dns` ([`dns_cmd`]): run the authoritative DNS server that answers the edge
+//!   name with the nearest healthy edges.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
 //! - `tern fn` ([`fn_cmd`]): build a message-function crate into a component, scaffold one.
 //! - `tern deploy` ([`deploy_cmd`], also `tern fn list|rollback|remove`): deploy a function
@@ -18,6 +20,7 @@ mod bench;
 mod deploy_cmd;
 mod dev_cmd;
 mod dev_functions;
+mod dns_cmd;
 mod edge_cmd;
 mod fn_cmd;
 mod http_client;
@@ -45,6 +48,8 @@ enum Command {
     Edge(edge_cmd::EdgeArgs),
     /// Run a log node: the durable, ordered log edges publish to and subscribe from.
     Log(log_cmd::LogArgs),
+    /// Run the DNS failover server: the edge name answered with the nearest healthy edges.
+    Dns(dns_cmd::DnsArgs),
     /// Drive load against the log (and JetStream) and print throughput and latency.
     Bench(bench::BenchArgs),
     /// Message functions: build a crate into a WebAssembly component, scaffold one.
@@ -60,6 +65,8 @@ fn main() -> ExitCode {
     init_logging(match cli.command {
         Command::Bench(_) | Command::Fn(_) | Command::Deploy(_) => "warn",
         Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
+        // hickory-server logs every query at info.
+        Command::Dns(_) => "info,hickory_server=warn",
     });
     ignore_sigxfsz();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev_cmd::run(args).await,
             Command::Edge(args) => edge_cmd::run(args).await,
             Command::Log(args) => log_cmd::run(args).await,
+            Command::Dns(args) => dns_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Fn(args) => fn_cmd::run(args).await,
             Command::Deploy(args) => deploy_cmd::deploy(args).await,
