@@ -37,7 +37,8 @@
 //!   `min_announcing` would remain, it keeps announcing and says so
 //!   ([`Reconciled::GuardHeld`]). This keeps a fault that fails every site's probes at
 //!   once (the log region down, say) from withdrawing the service everywhere. A drain
-//!   is a withdrawal too and is held the same way.
+//!   is a withdrawal too and is held the same way. A floor of 0 turns the guard off
+//!   (the count is never asked for).
 //! - **Freeze on its own errors.** When BIRD cannot be read or the site count is
 //!   unknown, the controller changes nothing and returns the error; BIRD keeps
 //!   announcing whatever it announced.
@@ -313,7 +314,8 @@ impl<S: SiteCount> AnycastController<S> {
         if plan.enable.is_empty() && plan.disable.is_empty() {
             return Ok(Reconciled::InSync(wanted));
         }
-        if wanted == Announcement::Withdraw && plan.announces_now {
+        // With a floor of 0 the guard is off: the count is not even asked for.
+        if wanted == Announcement::Withdraw && plan.announces_now && self.min_announcing > 0 {
             let announcing_sites = self.sites.announcing_sites().await?;
             if announcing_sites.saturating_sub(1) < self.min_announcing {
                 return Ok(Reconciled::GuardHeld {
@@ -738,6 +740,36 @@ mod tests {
             Reconciled::InSync(Announcement::Announce)
         );
         assert!(!c.metrics().frozen);
+    }
+
+    #[tokio::test]
+    async fn a_floor_of_zero_withdraws_without_asking_the_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bird = FakeBird::start(
+            dir.path(),
+            &[("anycast4", true), ("anycast4_prepend", false)],
+        );
+        let sites = Arc::new(StaticSiteCount::new(1));
+        sites.set_unknown();
+        let mut s = settings(dir.path(), AnycastAction::Withdraw);
+        s.min_announcing = 0;
+        let mut c = AnycastController::new(&s, Arc::clone(&sites)).expect("valid settings");
+        let r = c
+            .reconcile(HealthState::Disabled)
+            .await
+            .expect("reconciles");
+        assert!(
+            matches!(
+                r,
+                Reconciled::Applied {
+                    to: Announcement::Withdraw,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        assert!(!bird.up("anycast4"));
+        assert_eq!(c.metrics().site_count_errors_total, 0);
     }
 
     #[tokio::test]

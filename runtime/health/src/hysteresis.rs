@@ -6,6 +6,7 @@
 //! streak, so an edge that flaps every other probe never changes state. A drain file
 //! overrides everything: while it is present the edge is [`HealthState::Disabled`] and
 //! probes are ignored; when it goes, the edge is `Down` and must rise again from zero.
+//! A shutdown disables the edge for good.
 //!
 //! ```text
 //!            rise good probes in a row              drain file present
@@ -171,6 +172,8 @@ pub struct Hysteresis {
     good_streak: u32,
     /// Bad probes in a row (counts toward `fall` while up).
     bad_streak: u32,
+    /// Set by [`Hysteresis::handle_shutdown`]: disabled for good.
+    leaving: bool,
     transitions: TransitionCounts,
 }
 
@@ -184,6 +187,7 @@ impl Hysteresis {
             state: HealthState::Down,
             good_streak: 0,
             bad_streak: 0,
+            leaving: false,
             transitions: TransitionCounts::default(),
         }
     }
@@ -235,6 +239,9 @@ impl Hysteresis {
     /// at once, whatever the probes say. Removed: [`HealthState::Down`], to rise again
     /// from zero.
     pub fn handle_drain(&mut self, now: Instant, present: bool) -> Option<Transition> {
+        if self.leaving {
+            return None;
+        }
         match (present, self.state) {
             (true, HealthState::Disabled) | (false, HealthState::Up | HealthState::Down) => None,
             (true, HealthState::Up | HealthState::Down) => {
@@ -248,6 +255,19 @@ impl Hysteresis {
                 Some(self.transition(now, HealthState::Down, reason))
             }
         }
+    }
+
+    /// The edge is shutting down (SIGTERM): [`HealthState::Disabled`] at once and for
+    /// good; neither probes nor the drain file change it again.
+    pub fn handle_shutdown(&mut self, now: Instant) -> Option<Transition> {
+        self.leaving = true;
+        (self.state != HealthState::Disabled).then(|| {
+            self.transition(
+                now,
+                HealthState::Disabled,
+                "the edge is shutting down".to_owned(),
+            )
+        })
     }
 
     fn transition(&mut self, now: Instant, to: HealthState, reason: String) -> Transition {
@@ -471,6 +491,30 @@ mod tests {
                 disabled: 1
             }
         );
+    }
+
+    #[test]
+    fn shutdown_disables_for_good() {
+        let mut sim = Sim::new(1, 1);
+        sim.probe(&good());
+        sim.step += 1;
+        let t = sim
+            .machine
+            .handle_shutdown(sim.now())
+            .expect("shutdown disables");
+        assert_eq!((t.from, t.to), (HealthState::Up, HealthState::Disabled));
+        assert_eq!(t.reason, "the edge is shutting down");
+        assert_eq!(sim.drain(false), None, "no drain file: still disabled");
+        assert_eq!(sim.probe(&good()), None);
+        assert_eq!(sim.machine.handle_shutdown(sim.now()), None);
+        assert_eq!(sim.machine.state(), HealthState::Disabled);
+
+        // Drained first: already disabled, and the file's removal no longer counts.
+        let mut sim = Sim::new(1, 1);
+        sim.drain(true);
+        assert_eq!(sim.machine.handle_shutdown(sim.now()), None);
+        assert_eq!(sim.drain(false), None);
+        assert_eq!(sim.machine.state(), HealthState::Disabled);
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The health settings of one edge: probe timing, hysteresis counts, the drain file,
 //! where BIRD is and what to do with it.
 //!
-//! A plain typed struct for now; reading it from the edge's TOML (tern-config's two
-//! stages, unknown keys rejected) comes when `tern edge` runs the health loop.
+//! A plain typed struct; [`HealthSettings::from_config`] builds it from the edge
+//! config's `[health]` section ([`tern_config::HealthConfig`], read and checked by
+//! tern-config, which does not know this crate).
 
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tern_config::{AnycastActionConfig, HealthConfig};
+
+use crate::anycast::InvalidSettings;
 use crate::bird::ProtocolName;
 
 /// Debian's `bird2` control socket.
@@ -100,6 +104,60 @@ impl Default for HealthSettings {
 }
 
 impl HealthSettings {
+    /// The settings of `config` (the edge config's `[health]`). Without
+    /// `[health.bird]` the BIRD fields keep their defaults (no controller is built
+    /// then). tern-config has checked the values already; what still does not fit
+    /// (a protocol name BIRD would not take, a zero count) is reported with every
+    /// other problem.
+    pub fn from_config(config: &HealthConfig) -> Result<HealthSettings, InvalidSettings> {
+        let defaults = HealthSettings::default();
+        let mut problems = Vec::new();
+        let mut count = |name: &str, n: u32| {
+            NonZeroU32::new(n).unwrap_or_else(|| {
+                problems.push(format!("{name}: must be at least 1"));
+                NonZeroU32::MIN
+            })
+        };
+        let rise = count("rise", config.rise);
+        let fall = count("fall", config.fall);
+        let mut settings = HealthSettings {
+            interval: config.interval,
+            timeout: config.timeout,
+            rise,
+            fall,
+            drain_file: config.drain_file.clone(),
+            ..defaults
+        };
+        if let Some(bird) = &config.bird {
+            let mut names = |list: &[String]| -> Vec<ProtocolName> {
+                list.iter()
+                    .filter_map(|name| {
+                        ProtocolName::new(name.as_str())
+                            .map_err(|e| problems.push(format!("protocols: {e}")))
+                            .ok()
+                    })
+                    .collect()
+            };
+            settings.protocols = AnycastProtocols {
+                primary: names(&bird.protocols),
+                prepend: names(&bird.prepend_protocols),
+            };
+            settings.bird_socket = bird.socket.clone();
+            settings.bird_timeout = bird.timeout;
+            settings.action = match bird.action {
+                AnycastActionConfig::Withdraw => AnycastAction::Withdraw,
+                AnycastActionConfig::Deprefer => AnycastAction::Deprefer,
+            };
+            settings.min_announcing = bird.min_announcing;
+        }
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(InvalidSettings { problems })
+        }
+    }
+
     /// Every problem with these settings at once, each naming its field; empty when
     /// they are usable.
     pub fn problems(&self) -> Vec<String> {
@@ -157,6 +215,54 @@ mod tests {
         assert_eq!(s.min_announcing, 1);
         assert_eq!(s.bird_socket, PathBuf::from("/run/bird/bird.ctl"));
         assert_eq!(s.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn from_config_takes_every_value() {
+        let text = r#"
+            [[keys]]
+            key = "app.probe:probe-secret-0123456789"
+            capabilities = { "x" = ["subscribe"] }
+            [health]
+            interval = "500ms"
+            timeout = "200ms"
+            rise = 4
+            fall = 1
+            drain_file = "/run/drain"
+            [health.bird]
+            socket = "/tmp/bird.ctl"
+            timeout = "3s"
+            protocols = ["a4", "a6"]
+            prepend_protocols = ["p4"]
+            action = "deprefer"
+            min_announcing = 2
+            [health.dns]
+            report_urls = ["http://127.0.0.1:5380"]
+        "#;
+        let config = tern_config::parse_edge_config(text).expect("valid");
+        let s = HealthSettings::from_config(&config.health).expect("usable");
+        assert_eq!(s.interval, Duration::from_millis(500));
+        assert_eq!(s.timeout, Duration::from_millis(200));
+        assert_eq!((s.rise.get(), s.fall.get()), (4, 1));
+        assert_eq!(s.drain_file, Some(PathBuf::from("/run/drain")));
+        assert_eq!(s.bird_socket, PathBuf::from("/tmp/bird.ctl"));
+        assert_eq!(s.bird_timeout, Duration::from_secs(3));
+        let names = |list: &[ProtocolName]| -> Vec<String> {
+            list.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(names(&s.protocols.primary), ["a4", "a6"]);
+        assert_eq!(names(&s.protocols.prepend), ["p4"]);
+        assert_eq!(s.action, AnycastAction::Deprefer);
+        assert_eq!(s.min_announcing, 2);
+
+        let defaults = HealthSettings::from_config(&HealthConfig::default()).expect("usable");
+        assert_eq!(defaults, HealthSettings::default());
+        let zero = HealthConfig {
+            rise: 0,
+            ..HealthConfig::default()
+        };
+        let e = HealthSettings::from_config(&zero).expect_err("rise 0");
+        assert_eq!(e.problems, ["rise: must be at least 1"]);
     }
 
     #[test]

@@ -1,0 +1,418 @@
+//! Talking to `tern dns`: the health reports an edge sends each interval, and the
+//! site count the anycast guard reads from its health table.
+//!
+//! | call | to each of `[health.dns] report_urls` |
+//! |------|----------------------------------------|
+//! | [`DnsReporter::report`] | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}`, expecting 2xx (tern dns answers 204) |
+//! | [`DnsSiteCount`] | `GET /v1/health`, counting the entries of `edges` whose `health` is `up`; the first server that answers wins |
+//!
+//! One plain HTTP/1.1 request per connection, the whole exchange bounded by the
+//! timeout and the answer by [`MAX_ANSWER_BYTES`]. Each report URL has a task of its
+//! own that posts the newest state (older ones not yet sent are skipped, never
+//! queued), so a slow or dead DNS server never holds up the health loop nor another
+//! server; failures are logged (a warning when a server starts failing, then quietly
+//! until it answers again) and counted.
+//!
+//! ```text
+//!  health loop ──report(state)──▶ watch ──▶ task per URL ──POST /v1/health──▶ tern dns
+//!                                             └─ done(seq) ◀── wait_reported(seq, timeout)
+//!  AnycastController ──announcing_sites()──▶ DnsSiteCount ──GET /v1/health──▶ first that answers
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::anycast::{SiteCount, SiteCountError};
+use crate::hysteresis::HealthState;
+use crate::metrics::HealthMetrics;
+
+/// Largest answer read from `tern dns`, headers excluded.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// One request to `addr` with a JSON body (or none), under `timeout`; returns the
+/// status and the body (at most [`MAX_ANSWER_BYTES`]).
+async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        // The connection task ends with the exchange (or when this future is dropped
+        // on timeout: the sender goes, and the connection with it).
+        let driver = tokio::spawn(connection);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, addr.to_string())
+            .header(http::header::CONNECTION, "close");
+        if body.is_some() {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| format!("bad request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// One report, as `POST /v1/health` carries it.
+fn report_body(edge: &str, state: HealthState) -> Vec<u8> {
+    serde_json::json!({ "edge": edge, "state": state.as_str() })
+        .to_string()
+        .into_bytes()
+}
+
+/// Posts one report to `addr`.
+async fn post_report(
+    addr: SocketAddr,
+    edge: &str,
+    state: HealthState,
+    timeout: Duration,
+) -> Result<(), String> {
+    let body = report_body(edge, state);
+    let (status, answer) = request(addr, Method::POST, "/v1/health", Some(body), timeout).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        let answer = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+        Err(format!("answered {status}: {answer}"))
+    }
+}
+
+/// A numbered state to report: the sequence number lets the loop wait until a given
+/// report went out.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    seq: u64,
+    state: HealthState,
+}
+
+/// Reports the edge's state to every configured `tern dns`, each from a task of its
+/// own. The tasks end when the reporter is dropped.
+#[derive(Debug)]
+pub struct DnsReporter {
+    pending: watch::Sender<Pending>,
+    /// Per URL: the last sequence number it finished (reported or failed).
+    done: Vec<watch::Receiver<u64>>,
+    tasks: Vec<JoinHandle<()>>,
+    seq: u64,
+}
+
+impl DnsReporter {
+    /// Starts one task per URL of `urls`; nothing is sent before the first
+    /// [`DnsReporter::report`]. Must be called inside a tokio runtime.
+    pub fn start(
+        edge: String,
+        urls: &[SocketAddr],
+        timeout: Duration,
+        metrics: Arc<HealthMetrics>,
+    ) -> DnsReporter {
+        let (pending, _) = watch::channel(Pending {
+            seq: 0,
+            state: HealthState::Down,
+        });
+        let edge: Arc<str> = edge.into();
+        let mut done = Vec::with_capacity(urls.len());
+        let mut tasks = Vec::with_capacity(urls.len());
+        for &addr in urls {
+            let (done_tx, done_rx) = watch::channel(0);
+            done.push(done_rx);
+            tasks.push(tokio::spawn(report_to(
+                addr,
+                Arc::clone(&edge),
+                pending.subscribe(),
+                done_tx,
+                timeout,
+                Arc::clone(&metrics),
+            )));
+        }
+        DnsReporter {
+            pending,
+            done,
+            tasks,
+            seq: 0,
+        }
+    }
+
+    /// Hands `state` to every URL's task and returns at once; returns its sequence
+    /// number for [`DnsReporter::wait_reported`].
+    pub fn report(&mut self, state: HealthState) -> u64 {
+        self.seq += 1;
+        self.pending.send_replace(Pending {
+            seq: self.seq,
+            state,
+        });
+        self.seq
+    }
+
+    /// Waits until every URL's task is done with report `seq` (sent, or failed), at
+    /// most `timeout`; returns whether all were.
+    pub async fn wait_reported(&self, seq: u64, timeout: Duration) -> bool {
+        let waits = self.done.iter().cloned().map(|mut done| async move {
+            done.wait_for(|finished| *finished >= seq).await.is_ok()
+        });
+        tokio::time::timeout(timeout, futures::future::join_all(waits))
+            .await
+            .is_ok_and(|all| all.into_iter().all(|ok| ok))
+    }
+}
+
+impl Drop for DnsReporter {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One URL's task: posts each newest pending state, records it done.
+async fn report_to(
+    addr: SocketAddr,
+    edge: Arc<str>,
+    mut pending: watch::Receiver<Pending>,
+    done: watch::Sender<u64>,
+    timeout: Duration,
+    metrics: Arc<HealthMetrics>,
+) {
+    let mut failing = false;
+    while pending.changed().await.is_ok() {
+        let Pending { seq, state } = *pending.borrow_and_update();
+        metrics.dns_report_sent();
+        match post_report(addr, &edge, state, timeout).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(dns = %addr, %state, "health reports reach tern dns again");
+                }
+                failing = false;
+            }
+            Err(error) => {
+                metrics.dns_report_failed();
+                if failing {
+                    tracing::debug!(dns = %addr, %state, %error, "health report to tern dns failed");
+                } else {
+                    tracing::warn!(dns = %addr, %state, %error, "health report to tern dns failed (further failures are logged at debug until it answers)");
+                }
+                failing = true;
+            }
+        }
+        done.send_replace(seq);
+    }
+}
+
+/// The health table of `GET /v1/health`, as far as the site count needs it.
+#[derive(Deserialize)]
+struct Table {
+    edges: Vec<TableEdge>,
+}
+
+#[derive(Deserialize)]
+struct TableEdge {
+    /// `up`, `down`, `disabled`, `expired` or `unreported`: what tern dns makes of
+    /// the edge now (a stale report is `expired`).
+    health: String,
+}
+
+/// Counts the edges that are up in a health table.
+fn count_up(body: &[u8]) -> Result<u32, String> {
+    let table: Table = serde_json::from_slice(body)
+        .map_err(|e| format!("the health table does not parse: {e}"))?;
+    let up = table.edges.iter().filter(|e| e.health == "up").count();
+    Ok(u32::try_from(up).unwrap_or(u32::MAX))
+}
+
+/// The anycast guard's count of announcing sites: the edges that are up in the health
+/// table of the first `tern dns` that answers (each edge announces while it is up).
+/// With no URL, or none answering, the count is unknown and the controller freezes.
+#[derive(Clone, Debug)]
+pub struct DnsSiteCount {
+    urls: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl DnsSiteCount {
+    /// Asks `urls` in order, each within `timeout`.
+    pub fn new(urls: Vec<SocketAddr>, timeout: Duration) -> DnsSiteCount {
+        DnsSiteCount { urls, timeout }
+    }
+}
+
+impl SiteCount for DnsSiteCount {
+    async fn announcing_sites(&self) -> Result<u32, SiteCountError> {
+        let mut errors = Vec::with_capacity(self.urls.len());
+        for &addr in &self.urls {
+            let answer = request(addr, Method::GET, "/v1/health", None, self.timeout).await;
+            match answer {
+                Ok((status, body)) if status.is_success() => match count_up(&body) {
+                    Ok(count) => return Ok(count),
+                    Err(e) => errors.push(format!("{addr}: {e}")),
+                },
+                Ok((status, _)) => errors.push(format!("{addr}: answered {status}")),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            return Err(SiteCountError(
+                "no [health.dns] report_urls to ask".to_owned(),
+            ));
+        }
+        Err(SiteCountError(format!(
+            "no tern dns answered GET /v1/health: {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+
+    /// A tern dns stand-in: records report bodies, answers GET with `table`.
+    async fn stub(
+        table: &'static str,
+        status: StatusCode,
+    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let get = request.method() == Method::GET;
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            if !get {
+                                seen.lock()
+                                    .expect("lock")
+                                    .push(String::from_utf8_lossy(&body).into_owned());
+                            }
+                            let answer = if get { table } else { "" };
+                            let mut response = http::Response::new(Full::new(Bytes::from(answer)));
+                            *response.status_mut() = if get { StatusCode::OK } else { status };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    const TABLE: &str = r#"{"report_ttl_ms": 3000, "healthy": 2, "edges": [
+        {"edge": "a", "pop": "fra", "health": "up", "state": "up", "age_ms": 4},
+        {"edge": "b", "pop": "fra", "health": "expired", "state": "up", "age_ms": 9000},
+        {"edge": "c", "pop": "ams", "health": "up", "state": "up", "age_ms": 1},
+        {"edge": "d", "pop": "ams", "health": "unreported", "state": null, "age_ms": null}]}"#;
+
+    fn unreachable_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn reports_reach_every_server_in_order_and_failures_are_counted() {
+        let (a, seen_a) = stub(TABLE, StatusCode::NO_CONTENT).await;
+        let (b, seen_b) = stub(TABLE, StatusCode::NOT_FOUND).await;
+        let dead = unreachable_addr();
+        let metrics = Arc::new(HealthMetrics::default());
+        let mut reporter = DnsReporter::start(
+            "fra-1".into(),
+            &[a, b, dead],
+            Duration::from_secs(5),
+            Arc::clone(&metrics),
+        );
+        for state in [HealthState::Down, HealthState::Up, HealthState::Disabled] {
+            let seq = reporter.report(state);
+            assert!(
+                reporter.wait_reported(seq, Duration::from_secs(20)).await,
+                "every task finished report {seq}"
+            );
+        }
+        let want = [
+            r#"{"edge":"fra-1","state":"down"}"#,
+            r#"{"edge":"fra-1","state":"up"}"#,
+            r#"{"edge":"fra-1","state":"disabled"}"#,
+        ];
+        assert_eq!(*seen_a.lock().expect("lock"), want);
+        assert_eq!(*seen_b.lock().expect("lock"), want);
+        let (sent, failed) = metrics.dns_reports();
+        assert_eq!(
+            (sent, failed),
+            (9, 6),
+            "b answers 404 and the dead one refuses"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_site_count_comes_from_the_first_server_that_answers() {
+        let (a, _) = stub(TABLE, StatusCode::NO_CONTENT).await;
+        let (bad, _) = stub("{not json", StatusCode::NO_CONTENT).await;
+        let dead = unreachable_addr();
+        let count = DnsSiteCount::new(vec![dead, bad, a], Duration::from_secs(5));
+        assert_eq!(count.announcing_sites().await, Ok(2));
+        let e = DnsSiteCount::new(vec![dead, bad], Duration::from_secs(5))
+            .announcing_sites()
+            .await
+            .expect_err("nobody answers usably");
+        assert!(
+            e.0.contains("cannot connect") && e.0.contains("does not parse"),
+            "{e}"
+        );
+        let e = DnsSiteCount::new(Vec::new(), Duration::from_secs(5))
+            .announcing_sites()
+            .await
+            .expect_err("nobody to ask");
+        assert!(e.0.contains("no [health.dns]"), "{e}");
+    }
+}
