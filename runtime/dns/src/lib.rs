@@ -20,8 +20,25 @@
 //! - [`HealthTable`] (sans-IO): the last [`HealthReport`] of each edge; an edge is
 //!   answered while its last report is `up` and younger than `report_ttl` ([`Health`]).
 //! - [`DnsService`]: the running server, DNS on UDP and TCP and the report endpoint
-//!   (routes in the `report` module docs: `POST /v1/health`, `GET /v1/health`,
-//!   `GET /metrics`).
+//!   below.
+//!
+//! # The health report endpoint (HTTP/1.1 on `report_listen`)
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 400 not a report (bad JSON, a missing or unknown field, another state); 404 edge not in the config; 413 body over [`MAX_REPORT_BYTES`] |
+//! | `GET /v1/health` | 200, the table as JSON (below) |
+//! | `GET /metrics` | 200, Prometheus text: answers by [`AnswerKind`], refusals by code, reports by result, `tern_dns_edge_up{edge,pop}`, `tern_dns_healthy_edges` |
+//!
+//! An edge reports every probe cycle, not only on changes: a report counts for
+//! `report_ttl` (default 3 s), after which the edge is down until it reports again.
+//! The table is `{"report_ttl_ms": 3000, "healthy": 1, "edges": [{"edge": "fra-1",
+//! "pop": "fra", "health": "up", "state": "up", "age_ms": 412}, …]}`: one entry per
+//! configured edge in config order, `health` one of `up`, `down`, `disabled`,
+//! `expired`, `unreported` ([`Health`]; only `up` is answered), `state` the last state
+//! reported (`null` if none) and `age_ms` its age. Errors are `{"error": MESSAGE}`.
+//! Reports are not authenticated: bind `report_listen` to an address only edges and
+//! operators reach.
 //!
 //! What it does not do: DNSSEC, zone transfers, NS records (the parent zone's
 //! delegation names the servers), names other than the edge name, authentication of

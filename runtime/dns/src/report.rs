@@ -1,19 +1,6 @@
-//! The HTTP side: where edges report their health, and where operators read it.
-//!
-//! | Route | Answer |
-//! |---|---|
-//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 400 not a report; 404 edge not in the config; 413 over 1 KiB |
-//! | `GET /v1/health` | 200, the table as JSON (below) |
-//! | `GET /metrics` | 200, Prometheus text |
-//!
-//! The table: `{"report_ttl_ms": 3000, "healthy": 1, "edges": [{"edge": "fra-1",
-//! "pop": "fra", "health": "up", "state": "up", "age_ms": 412}, …]}` where `health` is
-//! `up`, `down`, `disabled`, `expired` or `unreported` (only `up` is answered), `state`
-//! the last state reported (`null` if none) and `age_ms` its age. Errors are
-//! `{"error": MESSAGE}`.
-//!
-//! Reports are not authenticated: the listener belongs on an address only edges and
-//! operators reach.
+//! The HTTP side: where edges report their health, and where operators read it. The
+//! routes and the JSON they carry are the crate's contract with the edges; they are
+//! documented in the crate docs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::health::{EdgeState, Health, HealthReport, MAX_REPORT_BYTES, ReportError};
@@ -40,6 +27,9 @@ use crate::server::Shared;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client gets to send a report's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed as soon as they are accepted. Each edge
+/// needs one at a time, operators and scrapers a few.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Accepts connections on `listener` and serves each until `stop` turns true.
 pub(crate) async fn serve(
@@ -47,6 +37,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -60,9 +51,14 @@ pub(crate) async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!(%peer, "health report listener: too many connections; closing this one");
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(handle(request, &shared).await) }
