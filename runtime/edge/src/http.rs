@@ -128,6 +128,9 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
                     {
                         let mut out = shared.metrics.render();
                         crate::functions::stats::render(&mut out, &shared.functions.metrics());
+                        if let Some(health) = &shared.health {
+                            health.render(&mut out);
+                        }
                         out
                     },
                     "text/plain; version=0.0.4",

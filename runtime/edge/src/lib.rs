@@ -12,8 +12,8 @@
 //!  browser ──GET /v1/sse──▶ sse driver (SseSession, outbox) ──attach──▶ Hub   (subscribe only)
 //! ```
 //!
-//! Key types: [`Edge::start`] → [`EdgeHandle`] (address, readiness, graceful
-//! shutdown); [`session::Session`], the per-connection protocol state machine, usable
+//! Key types: [`Edge::start`] → [`EdgeHandle`] (address, readiness, health status,
+//! graceful shutdown); [`session::Session`], the per-connection protocol state machine, usable
 //! without sockets. Inside: the hub (channel registry, cursors and fan-out: each
 //! MESSAGE encoded once per format and shared by every subscriber), the link driver
 //! (reconnect with backoff, resubscribe after the last delivered position, publish
@@ -27,6 +27,15 @@
 //! Server-Sent Events (`GET /v1/sse`) serve subscribe-only clients such as a browser's
 //! `EventSource`: the same hub, pacing and continuity, resumed with `Last-Event-ID`.
 //!
+//! With `[health] enabled` the edge runs `tern-health`'s loop on its own runtime:
+//! probes of itself (a WebSocket CONNECT on its listener, its link, its load, the
+//! drain file), rise/fall hysteresis, BIRD (announce / de-prefer / withdraw the
+//! anycast prefix) and reports to `tern dns`, exported on `/metrics`
+//! (`tern_health_*`); `/readyz` is unchanged. A drain file sends every connected
+//! client elsewhere but keeps the edge serving; [`EdgeHandle::shutdown`] (SIGTERM in
+//! `tern edge`) first leaves anycast and DNS, then sends clients elsewhere and waits
+//! up to `health.drain_timeout` for them.
+//!
 //! Not here yet: the MQTT transport, tokens, rate limits per key, TLS on the client
 //! listener.
 
@@ -34,6 +43,7 @@ mod admin;
 mod body;
 mod convert;
 mod functions;
+mod health;
 mod history;
 mod http;
 mod hub;

@@ -11,19 +11,22 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tern_config::EdgeConfig;
 use tern_connkey::Signer;
+use tern_health::{HealthDriver, HealthMetrics, HealthStatus, InvalidSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::functions::{self, Functions};
+use crate::health::HealthTarget;
 use crate::http;
 use crate::hub::{Hub, HubConfig};
 use crate::link::{self, LinkHandle, PublishJob};
 use crate::metrics::Metrics;
 
 /// How long [`EdgeHandle::shutdown`] waits for clients to take their DISCONNECTED,
-/// on top of `log.request_timeout` (their publishes in flight are answered first).
+/// on top of `log.request_timeout` (their publishes in flight are answered first),
+/// when the health loop is off; with it, `health.drain_timeout` says.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the edge could not start (the operator's config or environment).
@@ -46,6 +49,10 @@ pub enum EdgeError {
     /// Message functions could not be set up (the host, or a static function).
     #[error(transparent)]
     Functions(#[from] crate::functions::FunctionsError),
+    /// The `[health]` settings cannot drive the health loop (tern-config checks
+    /// them, so only a config built by hand gets here).
+    #[error(transparent)]
+    Health(#[from] InvalidSettings),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -64,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) link: LinkHandle,
     pub(crate) functions: Arc<Functions>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Bumped when the edge is drained: connections open then go elsewhere.
+    pub(crate) drain: watch::Receiver<u64>,
+    /// The health loop's counters, when `[health] enabled`.
+    pub(crate) health: Option<Arc<HealthMetrics>>,
     /// Signs and checks connection keys.
     pub(crate) signer: Arc<Signer>,
     next_conn: AtomicU64,
@@ -168,12 +179,20 @@ impl Edge {
             .take(32)
             .collect();
         let signer = Arc::new(connection_key_signer(&config));
+        let (drain, drain_rx) = watch::channel(0);
+        let drain = Arc::new(drain);
+        let health_metrics = config
+            .health
+            .enabled
+            .then(|| Arc::new(HealthMetrics::default()));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics,
             link,
             functions,
             shutdown: shutdown_rx,
+            drain: drain_rx,
+            health: health_metrics.clone(),
             signer,
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {
@@ -184,12 +203,38 @@ impl Edge {
         });
         info!(addr = %local_addr, name = %shared.config.name, "edge listening");
         tasks.push(tokio::spawn(accept(listener, Arc::clone(&shared))));
+        let health = match health_metrics {
+            Some(metrics) => {
+                let target = Arc::new(HealthTarget {
+                    shared: Arc::clone(&shared),
+                    addr: local_addr,
+                    drain: Arc::clone(&drain),
+                });
+                let driver = HealthDriver::start(
+                    &shared.config.name,
+                    &shared.config.health,
+                    target,
+                    metrics,
+                );
+                match driver {
+                    Ok(driver) => Some(driver),
+                    Err(error) => {
+                        let _ = shutdown_tx.send(true);
+                        let _ = link_stop.send(true);
+                        return Err(EdgeError::Health(error));
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(EdgeHandle {
             local_addr,
             shared,
             shutdown: shutdown_tx,
             link_stop,
             tasks,
+            health,
+            _drain: drain,
         })
     }
 }
@@ -203,6 +248,10 @@ pub struct EdgeHandle {
     /// Stops the link and batcher tasks (after the connections are gone).
     link_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The health loop, when `[health] enabled`.
+    health: Option<HealthDriver>,
+    /// Kept so that the drain signal lives as long as the edge.
+    _drain: Arc<watch::Sender<u64>>,
 }
 
 impl EdgeHandle {
@@ -217,15 +266,31 @@ impl EdgeHandle {
         self.shared.metrics.link_is_up() && self.shared.functions.is_caught_up()
     }
 
-    /// Stops accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
-    /// elsewhere}` once its publishes in flight are answered, waits (up to
-    /// `log.request_timeout` + 5 s) for them to go, then stops the link: publishes still
-    /// queued are answered `LogUnavailable`, those in flight get their answers (up to
+    /// The health loop's status (state, probes, last probe and transition), when
+    /// `[health] enabled`.
+    pub fn health_status(&self) -> Option<watch::Receiver<HealthStatus>> {
+        self.health.as_ref().map(HealthDriver::status)
+    }
+
+    /// With the health loop, first leaves anycast and DNS (state `disabled`: BIRD
+    /// withdraws, every `tern dns` is told, each bounded by its timeout). Then stops
+    /// accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
+    /// elsewhere}` once its publishes in flight are answered, waits for them to go (up
+    /// to `health.drain_timeout` with the health loop, else `log.request_timeout` +
+    /// 5 s), then stops the link: publishes still queued are answered
+    /// `LogUnavailable`, those in flight get their answers (up to
     /// `log.request_timeout`).
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+    pub async fn shutdown(mut self) {
         let request_timeout = self.shared.config.log.request_timeout;
-        let waited = tokio::time::timeout(request_timeout + DRAIN_TIMEOUT, async {
+        let drain_timeout = match self.health.take() {
+            Some(health) => {
+                health.leave().await;
+                self.shared.config.health.drain_timeout
+            }
+            None => request_timeout + DRAIN_TIMEOUT,
+        };
+        let _ = self.shutdown.send(true);
+        let waited = tokio::time::timeout(drain_timeout, async {
             while self.shared.metrics.open_connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

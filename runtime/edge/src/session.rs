@@ -445,6 +445,17 @@ impl Session {
         self.disconnect(now, error, Reconnect::Elsewhere, CloseCode::GoingAway);
     }
 
+    /// The edge is drained (its drain file, noticed at `now`): out of anycast and DNS
+    /// but still running. Like [`Session::handle_shutdown`], the client is told to go
+    /// elsewhere once its publishes in flight are answered.
+    pub fn handle_drain(&mut self, now: Instant) {
+        let error = ErrorInfo::new(
+            ErrorCode::ShuttingDown,
+            "the edge is drained: reconnect elsewhere",
+        );
+        self.disconnect(now, error, Reconnect::Elsewhere, CloseCode::GoingAway);
+    }
+
     /// The link's answer to the publish of `msg_serial`.
     pub fn handle_publish_result(
         &mut self,

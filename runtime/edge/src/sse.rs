@@ -429,6 +429,17 @@ impl SseSession {
         );
     }
 
+    /// The edge is drained (out of anycast and DNS, still running).
+    pub(crate) fn handle_drain(&mut self) {
+        self.end(
+            ErrorInfo::new(
+                ErrorCode::ShuttingDown,
+                "the edge is drained: reconnect elsewhere",
+            ),
+            Reconnect::Elsewhere,
+        );
+    }
+
     /// `event: disconnected` (data: a DISCONNECTED frame), unless the stream ended.
     fn end(&mut self, error: ErrorInfo, reconnect: Reconnect) {
         if self.ended.is_some() {
@@ -644,6 +655,10 @@ async fn run(
     if stopped {
         session.handle_shutdown();
     }
+    // Drains before this stream began are not its concern.
+    let mut drain = shared.drain.clone();
+    drain.borrow_and_update();
+    let mut drained = false;
     let mut pending: Option<Bytes> = None;
     let mut give_up_at: Option<tokio::time::Instant> = None;
     let gone = loop {
@@ -672,6 +687,13 @@ async fn run(
                     // What is queued goes first: the client then resumes after it.
                     feed_queued(&mut session, &outbox);
                     session.handle_shutdown();
+                }
+            }
+            changed = drain.changed(), if !drained => {
+                drained = true;
+                if changed.is_ok() {
+                    feed_queued(&mut session, &outbox);
+                    session.handle_drain();
                 }
             }
             () = tokio::time::sleep_until(give_up), if give_up_at.is_some() => {

@@ -76,6 +76,8 @@ enum Wake {
     WriteFailed(WsError),
     Tick,
     Shutdown,
+    /// The edge was drained (`false`: the drain signal is gone, nothing to do).
+    Drain(bool),
 }
 
 /// Serves one upgraded WebSocket until it ends.
@@ -113,6 +115,11 @@ async fn run(
     if stopped {
         session.handle_shutdown(Instant::now());
     }
+    // Drains before this connection began are not its concern; after one, the
+    // session is ending and there is nothing more to watch.
+    let mut drain = shared.drain.clone();
+    drain.borrow_and_update();
+    let mut drained = false;
     let mut flushing = false;
     let mut last_words: Option<Bytes> = None;
     let mut client_closed = false;
@@ -203,6 +210,7 @@ async fn run(
         let wake = {
             let mut notified = pin!(outbox.notified());
             let mut stopping = pin!(shutdown.changed());
+            let mut draining = pin!(drain.changed());
             poll_fn(|cx| {
                 loop {
                     if !stopped && let Poll::Ready(changed) = stopping.as_mut().poll(cx) {
@@ -212,6 +220,9 @@ async fn run(
                         } else {
                             Wake::Tick
                         });
+                    }
+                    if !drained && let Poll::Ready(changed) = draining.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Drain(changed.is_ok()));
                     }
                     let mut again = false;
                     if notified.as_mut().poll(cx).is_ready() {
@@ -279,6 +290,12 @@ async fn run(
             Wake::Shutdown => {
                 stopped = true;
                 session.handle_shutdown(now);
+            }
+            Wake::Drain(signalled) => {
+                drained = true;
+                if signalled {
+                    session.handle_drain(now);
+                }
             }
             Wake::Tick => session.handle_tick(now),
             Wake::WriteFailed(error) => {
