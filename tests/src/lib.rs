@@ -407,6 +407,20 @@ impl EdgeProcess {
         vm_rss_bytes(self.child.id())
     }
 
+    /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its
+    /// exit status, or `None` when it was still running (it is then SIGKILLed).
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Its stderr so far.
     pub fn log_text(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()

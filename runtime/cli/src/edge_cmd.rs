@@ -2,7 +2,17 @@
 //!
 //! Loads the config (`--config FILE`, required; `--listen` overrides `[edge] listen`),
 //! starts the edge (it refuses to start without `log.ca`), and on SIGINT or SIGTERM
-//! tells every client to reconnect elsewhere, waits briefly for them to go, and exits.
+//! tells every client to reconnect elsewhere, waits briefly for them to go, and exits
+//! 0.
+//!
+//! With `[health] enabled` the edge runs its health loop (tern-health: probes,
+//! rise/fall, BIRD, reports to `tern dns`; `tern_health_*` on `/metrics`), and a
+//! signal first takes it out of rotation: the state goes `disabled`, BIRD withdraws
+//! the anycast prefix and every `tern dns` hears `disabled`; only then are clients
+//! sent elsewhere, waited for up to `health.drain_timeout` (publishes in flight are
+//! answered first), and the process exits. The drain file does the same without the
+//! exit: an operator takes a site out of rotation with it, and the site comes back
+//! (rising again) when the file is removed.
 //!
 //! Prints on stdout, once listening (the link to the log may still be coming up;
 //! `/readyz` says when it is):
