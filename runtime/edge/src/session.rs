@@ -1680,6 +1680,19 @@ mod tests {
         // A publish answer after the end is dropped.
         s.handle_publish_result(1, Ok(vec![]));
         assert!(outputs(&mut s).is_empty());
+        // A drain says the same to the client, and only once.
+        let mut s = connected(t0, KEY);
+        s.handle_drain(t0);
+        assert_eq!(
+            disconnected(&mut s),
+            (
+                ErrorCode::ShuttingDown,
+                Reconnect::Elsewhere,
+                CloseCode::GoingAway
+            )
+        );
+        s.handle_shutdown(t0);
+        assert!(outputs(&mut s).is_empty());
     }
 
     fn ack_serial(output: &SessionOutput) -> Option<u64> {

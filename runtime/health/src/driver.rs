@@ -18,6 +18,12 @@
 //! withdraw, report `disabled` and wait for the reports (bounded), then the loop ends;
 //! the edge then sends its clients elsewhere and stops (tern-edge's shutdown).
 //!
+//! The drain file and SIGTERM thus share everything but the exit. This departs from
+//! issue 6's wording ("SIGTERM (or the drain file) → … exits") on purpose: operators
+//! take a site out of rotation with the file without stopping it (to look at it, to
+//! upgrade BIRD, to let traffic move before a restart), and bring it back by removing
+//! the file, after which it must pass `rise` probes again like any edge coming up.
+//!
 //! The anycast guard's site count comes from the `tern dns` health table
 //! ([`DnsSiteCount`]): `min_announcing = 0` turns the guard off; otherwise a count
 //! that cannot be read freezes the controller (nothing is withdrawn), which
