@@ -334,7 +334,7 @@ async fn websocket_connect(addr: SocketAddr, key: &str) -> Result<String, String
     outcome
 }
 
-/// Measures the event loop's lag: a task on the runtime sleeps [`LAG_TICK`] again and
+/// Measures the event loop's lag: a task on the runtime sleeps 100 ms again and
 /// again and records how late each wake-up came; a probe takes the worst since the
 /// one before. The task stops when the monitor is dropped.
 #[derive(Debug)]
