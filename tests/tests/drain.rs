@@ -9,6 +9,13 @@
 //!   pair (`tern_health::testing`): once up, the router learns the anycast prefix;
 //!   after SIGTERM and A's exit, the edge BIRD's anycast protocol is disabled and the
 //!   router has no route: only A commands that BIRD, so it withdrew before exiting.
+//! - `a_real_tern_dns_hears_the_edges_and_guards_the_last_route`: edges A (with the
+//!   BIRD pair, `min_announcing = 1`) and B report to a real `tern dns`, whose health
+//!   table is also the guard's site count. A's drain file withdraws its route while B
+//!   is up (two sites) and tern dns lists A `disabled`; removed, A rises and announces
+//!   again. B stops (SIGTERM, `disabled` in the table); then A's SIGTERM would take
+//!   the last route away, so the guard holds it: A exits 0 and the router keeps the
+//!   route.
 //!
 //! Every wait is bounded; nothing asserts on time.
 //!
@@ -20,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -280,5 +288,155 @@ async fn sigterm_withdraws_the_route_before_the_edge_exits() -> anyhow::Result<(
     );
     pair.wait_withdrawn().await;
     ensure!(logs.contains("announcement=withdraw"), "{logs}");
+    Ok(())
+}
+
+/// A `tern dns` child process (killed when dropped).
+struct DnsProcess {
+    _child: tokio::process::Child,
+    /// Its report listener.
+    report: SocketAddr,
+}
+
+impl DnsProcess {
+    /// Writes `DIR/dns.toml` naming `edges` (one POP), starts `tern dns` on it and
+    /// waits for its start-up line.
+    async fn start(dir: &std::path::Path, edges: &[&str]) -> anyhow::Result<DnsProcess> {
+        let mut config = String::from(
+            "listen = \"127.0.0.1:0\"\nreport_listen = \"127.0.0.1:0\"\nname = \"edge.tern.test.\"\n\
+             fallback = [\"192.0.2.100\"]\n[[pops]]\nname = \"local\"\nsubnets = [\"127.0.0.0/8\"]\n",
+        );
+        for (i, edge) in edges.iter().enumerate() {
+            config.push_str(&format!(
+                "[[pops.edges]]\nname = {edge:?}\naddrs = [\"192.0.2.{}\"]\n",
+                i + 1
+            ));
+        }
+        let path = dir.join("dns.toml");
+        std::fs::write(&path, config)?;
+        let mut child = tokio::process::Command::new(tern_tests::tern_binary())
+            .args(["dns", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .context("no start-up line from tern dns")??
+            .context("tern dns closed its stdout")?;
+        let report = line
+            .split_once("reports on http://")
+            .and_then(|(_, addr)| addr.trim().parse().ok())
+            .with_context(|| format!("no report address in {line:?}"))?;
+        Ok(DnsProcess {
+            _child: child,
+            report,
+        })
+    }
+
+    /// `edge` → its `health` in the table of `GET /v1/health`.
+    async fn table(&self) -> anyhow::Result<HashMap<String, String>> {
+        let response = http::get(self.report, "/v1/health", None).await?;
+        let table: serde_json::Value = serde_json::from_str(&response.body)?;
+        let edges = table["edges"].as_array().context("edges")?;
+        Ok(edges
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["edge"].as_str()?.to_owned(),
+                    e["health"].as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Waits until the table says `edge` is `health`.
+    async fn wait(&self, edge: &str, health: &str) -> anyhow::Result<()> {
+        let until = Instant::now() + PATIENCE;
+        loop {
+            let table = self.table().await?;
+            if table.get(edge).map(String::as_str) == Some(health) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < until,
+                "tern dns never had {edge} {health}: {table:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_tern_dns_hears_the_edges_and_guards_the_last_route() -> anyhow::Result<()> {
+    let pair = Pair::start().await;
+    let dir = tempfile::tempdir()?;
+    let dns = DnsProcess::start(dir.path(), &["edge-a", "edge-b"]).await?;
+    let log = LogProcess::start(&dir.path().join("log"))?;
+    let drain = dir.path().join("drain-a");
+    let report = format!("[health.dns]\nreport_urls = [\"http://{}\"]\n", dns.report);
+    let a_extra = format!(
+        "drain_file = {:?}\n[health.bird]\nsocket = {:?}\nmin_announcing = 1\n{report}",
+        drain.display().to_string(),
+        pair.edge.socket().display().to_string()
+    );
+    let a = EdgeProcess::start(
+        dir.path(),
+        "edge-a",
+        log.addr,
+        &log.cert,
+        &health_section(&a_extra),
+    )?;
+    let b = EdgeProcess::start(
+        dir.path(),
+        "edge-b",
+        log.addr,
+        &log.cert,
+        &health_section(&report),
+    )?;
+    dns.wait("edge-a", "up").await?;
+    dns.wait("edge-b", "up").await?;
+    pair.wait_as_path(&[EDGE_AS]).await;
+
+    // Drained while B is up: two sites, so A withdraws; tern dns lists it disabled.
+    std::fs::write(&drain, b"")?;
+    dns.wait("edge-a", "disabled").await?;
+    pair.wait_withdrawn().await;
+    // Back: down, then up after rise, announcing again.
+    std::fs::remove_file(&drain)?;
+    dns.wait("edge-a", "up").await?;
+    pair.wait_as_path(&[EDGE_AS]).await;
+
+    // B leaves: the table says so.
+    let status = tokio::task::spawn_blocking(move || b.terminate(PATIENCE))
+        .await?
+        .context("edge B still running after SIGTERM")?;
+    ensure!(status.success(), "edge B exited with {status}");
+    dns.wait("edge-b", "disabled").await?;
+
+    // A is the last announcing site: its SIGTERM reports disabled, but the guard
+    // keeps the route.
+    let logs = a.logs.clone();
+    let status = tokio::task::spawn_blocking(move || a.terminate(PATIENCE))
+        .await?
+        .context("edge A still running after SIGTERM")?;
+    ensure!(status.success(), "edge A exited with {status}");
+    dns.wait("edge-a", "disabled").await?;
+    let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+    ensure!(logs.contains("anycast guard held"), "{logs}");
+    let row = pair
+        .edge
+        .client()
+        .show_protocol(&ProtocolName::from_static("anycast4"))
+        .await?;
+    ensure!(
+        row.state == ProtocolState::Up,
+        "anycast4 is {:?}\n{logs}",
+        row.state
+    );
+    pair.wait_as_path(&[EDGE_AS]).await;
     Ok(())
 }

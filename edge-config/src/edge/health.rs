@@ -195,8 +195,8 @@ pub struct BirdHealthConfig {
     /// What to do when not up. Default withdraw.
     pub action: AnycastActionConfig,
     /// Never withdraw when fewer than this many sites would still announce; 0 turns
-    /// the guard off. The count of announcing sites is the number of `up` edges in the
-    /// health table of the first `[health.dns]` server that answers; when none
+    /// the guard off. The announcing sites are this one and the other edges `up` in
+    /// the health table of the first `[health.dns]` server that answers; when none
     /// answers, nothing is withdrawn. Default 1; 0..=1000, and above 0 it needs
     /// `[health.dns] report_urls`.
     pub min_announcing: u32,

@@ -25,9 +25,10 @@
 //! the file, after which it must pass `rise` probes again like any edge coming up.
 //!
 //! The anycast guard's site count comes from the `tern dns` health table
-//! ([`DnsSiteCount`]): `min_announcing = 0` turns the guard off; otherwise a count
-//! that cannot be read freezes the controller (nothing is withdrawn), which
-//! tern-config enforces by requiring `[health.dns]` with a non-zero floor.
+//! ([`DnsSiteCount`]: the other edges up there, plus this one): `min_announcing = 0`
+//! turns the guard off; otherwise a count that cannot be read freezes the controller
+//! (nothing is withdrawn), and tern-config requires `[health.dns]` with a non-zero
+//! floor.
 //!
 //! ```text
 //!   tick ─▶ Prober::run ─▶ drain? ─▶ Hysteresis ─▶ state ─┬─▶ AnycastController::reconcile ─▶ BIRD
@@ -90,7 +91,7 @@ impl HealthDriver {
         let anycast = match &config.bird {
             Some(_) => Some(AnycastController::new(
                 &settings,
-                DnsSiteCount::new(urls.clone(), config.timeout),
+                DnsSiteCount::new(edge_name, urls.clone(), config.timeout),
             )?),
             None => None,
         };

@@ -4,7 +4,7 @@
 //! | call | to each of `[health.dns] report_urls` |
 //! |------|----------------------------------------|
 //! | [`DnsReporter::report`] | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}`, expecting 2xx (tern dns answers 204) |
-//! | [`DnsSiteCount`] | `GET /v1/health`, counting the entries of `edges` whose `health` is `up`; the first server that answers wins |
+//! | [`DnsSiteCount`] | `GET /v1/health`: this site, plus the other entries of `edges` whose `health` is `up`; the first server that answers wins |
 //!
 //! One plain HTTP/1.1 request per connection, the whole exchange bounded by the
 //! timeout and the answer by [`MAX_ANSWER_BYTES`]. Each report URL has a task of its
@@ -240,32 +240,47 @@ struct Table {
 
 #[derive(Deserialize)]
 struct TableEdge {
+    /// The edge's name.
+    edge: String,
     /// `up`, `down`, `disabled`, `expired` or `unreported`: what tern dns makes of
     /// the edge now (a stale report is `expired`).
     health: String,
 }
 
-/// Counts the edges that are up in a health table.
-fn count_up(body: &[u8]) -> Result<u32, String> {
+/// This site and the other edges that are up in a health table.
+fn count_sites(body: &[u8], own: &str) -> Result<u32, String> {
     let table: Table = serde_json::from_slice(body)
         .map_err(|e| format!("the health table does not parse: {e}"))?;
-    let up = table.edges.iter().filter(|e| e.health == "up").count();
-    Ok(u32::try_from(up).unwrap_or(u32::MAX))
+    let others = table
+        .edges
+        .iter()
+        .filter(|e| e.edge != own && e.health == "up")
+        .count();
+    Ok(u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1))
 }
 
-/// The anycast guard's count of announcing sites: the edges that are up in the health
-/// table of the first `tern dns` that answers (each edge announces while it is up).
-/// With no URL, or none answering, the count is unknown and the controller freezes.
+/// The anycast guard's count of announcing sites, read from the health table of the
+/// first `tern dns` that answers: every other edge that is up there (an edge
+/// announces while it is up), plus this one. The controller asks only while this site
+/// announces, and then it counts whatever it reported (`down` while de-preferring,
+/// `disabled` while the guard holds a drain). With no URL, or none answering, the
+/// count is unknown and the controller freezes.
 #[derive(Clone, Debug)]
 pub struct DnsSiteCount {
+    edge: String,
     urls: Vec<SocketAddr>,
     timeout: Duration,
 }
 
 impl DnsSiteCount {
-    /// Asks `urls` in order, each within `timeout`.
-    pub fn new(urls: Vec<SocketAddr>, timeout: Duration) -> DnsSiteCount {
-        DnsSiteCount { urls, timeout }
+    /// The count for the edge named `edge` (as it reports itself), asking `urls` in
+    /// order, each within `timeout`.
+    pub fn new(edge: impl Into<String>, urls: Vec<SocketAddr>, timeout: Duration) -> DnsSiteCount {
+        DnsSiteCount {
+            edge: edge.into(),
+            urls,
+            timeout,
+        }
     }
 }
 
@@ -275,7 +290,7 @@ impl SiteCount for DnsSiteCount {
         for &addr in &self.urls {
             let answer = request(addr, Method::GET, "/v1/health", None, self.timeout).await;
             match answer {
-                Ok((status, body)) if status.is_success() => match count_up(&body) {
+                Ok((status, body)) if status.is_success() => match count_sites(&body, &self.edge) {
                     Ok(count) => return Ok(count),
                     Err(e) => errors.push(format!("{addr}: {e}")),
                 },
@@ -399,9 +414,13 @@ mod tests {
         let (a, _) = stub(TABLE, StatusCode::NO_CONTENT).await;
         let (bad, _) = stub("{not json", StatusCode::NO_CONTENT).await;
         let dead = unreachable_addr();
-        let count = DnsSiteCount::new(vec![dead, bad, a], Duration::from_secs(5));
+        // a and c are up: as c, a plus itself; as b (expired there), a and c plus
+        // itself.
+        let count = DnsSiteCount::new("c", vec![dead, bad, a], Duration::from_secs(5));
         assert_eq!(count.announcing_sites().await, Ok(2));
-        let e = DnsSiteCount::new(vec![dead, bad], Duration::from_secs(5))
+        let count = DnsSiteCount::new("b", vec![a], Duration::from_secs(5));
+        assert_eq!(count.announcing_sites().await, Ok(3));
+        let e = DnsSiteCount::new("c", vec![dead, bad], Duration::from_secs(5))
             .announcing_sites()
             .await
             .expect_err("nobody answers usably");
@@ -409,7 +428,7 @@ mod tests {
             e.0.contains("cannot connect") && e.0.contains("does not parse"),
             "{e}"
         );
-        let e = DnsSiteCount::new(Vec::new(), Duration::from_secs(5))
+        let e = DnsSiteCount::new("c", Vec::new(), Duration::from_secs(5))
             .announcing_sites()
             .await
             .expect_err("nobody to ask");
