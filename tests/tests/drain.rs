@@ -180,12 +180,17 @@ async fn sigterm_sends_clients_to_another_edge_and_loses_nothing() -> anyhow::Re
 
     // SIGTERM while publishing: A leaves, its clients go to B.
     let a_logs = a.logs.clone();
-    let exit = tokio::task::spawn_blocking(move || a.terminate(PATIENCE));
+    let sigterm = Instant::now();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = a.terminate(PATIENCE);
+        (status, sigterm.elapsed())
+    });
     wait_connected_to(&publisher, &b.ws_url()).await?;
     wait_connected_to(&subscriber, &b.ws_url()).await?;
     let before = acked_count(&acked);
     wait_acked(&acked, before + 20).await?;
-    let status = exit.await?.context("edge A still running after SIGTERM")?;
+    let (status, exited_after) = exit.await?;
+    let status = status.context("edge A still running after SIGTERM")?;
     ensure!(status.success(), "edge A exited with {status}");
     stop.send_replace(true);
     publishing.await??;
@@ -231,7 +236,7 @@ async fn sigterm_sends_clients_to_another_edge_and_loses_nothing() -> anyhow::Re
     let stopped_at = logs.find("edge stopped").context("A never stopped")?;
     ensure!(left < stopped_at, "A stopped before leaving:\n{logs}");
     eprintln!(
-        "drain: {} acknowledged, {before} before SIGTERM; all delivered once, in order",
+        "drain: {} acknowledged, {before} before SIGTERM; all delivered once, in order; edge A exited {exited_after:?} after SIGTERM",
         acked.len()
     );
     publisher.close().await;
