@@ -9,7 +9,9 @@
 //!
 //! The drain file is looked at too, but it is not a check: its presence goes to
 //! [`crate::Hysteresis::handle_drain`], which disables the edge whatever the checks
-//! say. The checks run concurrently, each bounded by `timeout`.
+//! say. The checks run concurrently, each bounded by `timeout`. The WebSocket probe is
+//! a client like any other: it counts in the edge's connection metrics (one short
+//! connection per interval) and in the load it measures.
 //!
 //! ```text
 //!  Prober::run ─┬─ websocket: TCP ─▶ GET /v1/ws (tern.v1.json) ─▶ CONNECT{key} ─▶ CONNECTED? ─▶ CLOSE
