@@ -16,8 +16,8 @@
 //! Backpressure: while the outbox holds `subscriber_queue_frames` frames or about one
 //! largest frame's worth of bytes, the stream stops reading requests (QUIC flow
 //! control then holds the peer back), stops taking answers of in-flight requests (so
-//! their futures are not polled and load nothing more; at most four reads load at
-//! once) and replay pauses. A commit that finds the outbox already full (in frames, or
+//! their futures are not polled and load nothing more; at most four reads are loading
+//! or loaded and waiting for the outbox, a fifth waits undecoded) and replay pauses. A commit that finds the outbox already full (in frames, or
 //! four largest frames' worth of bytes), or a tail receiver that lagged, drops the
 //! subscriber with `SlowConsumer`, because waiting would either stall this stream's
 //! other work or lose messages. Appends and other streams never wait on a slow
@@ -40,7 +40,7 @@ use tern_link::{
     ChannelName, DecodeError, ErrorCode, Frame, FrameDecoder, Outcome, PublishMessage, Serial,
     SubscribeFrom, WireError, encode_frame,
 };
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::codes;
@@ -82,7 +82,9 @@ pub(crate) enum Ended {
     PeerGone,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Frame> + Send>>;
+/// An answer being computed, and whether it answers a read (counted in
+/// `reads_pending` until it is in the outbox).
+type Answer = Pin<Box<dyn Future<Output = (Frame, bool)> + Send>>;
 
 /// Serves one bidirectional stream until the peer is done, a fatal error, or shutdown.
 pub(crate) async fn serve_stream<S: LogStore>(
@@ -108,7 +110,8 @@ pub(crate) async fn serve_stream<S: LogStore>(
         inflight: FuturesOrdered::new(),
         tail: None,
         outbox: Outbox::default(),
-        reads: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
+        reads_pending: 0,
+        stashed: None,
         wbuf: Vec::new(),
         woff: 0,
     };
@@ -136,8 +139,12 @@ struct StreamDriver<S> {
     /// Present while `subs` is not empty: created before the first replay read.
     tail: Option<broadcast::Receiver<Arc<CommittedBatch>>>,
     outbox: Outbox,
-    /// Reads of this stream loading messages at once.
-    reads: Arc<Semaphore>,
+    /// Reads answered or being answered that are not in the outbox yet (at most
+    /// [`READS_IN_FLIGHT`]): a loaded answer waiting for its turn holds memory too.
+    reads_pending: usize,
+    /// A read decoded while [`READS_IN_FLIGHT`] were pending: handled (and decoding
+    /// goes on) once one of them is in the outbox.
+    stashed: Option<Frame>,
     /// Encoded bytes being written; `woff` of them are already sent.
     wbuf: Vec<u8>,
     woff: usize,
@@ -216,8 +223,10 @@ fn approx_bytes(frame: &Frame) -> usize {
     }
 }
 
-/// Reads of one stream loading messages at once; more wait their turn, so a burst
-/// of reads cannot make the node load far more than it may queue.
+/// Reads of one stream loading, or loaded and waiting for the outbox, at once; a
+/// further read waits undecoded (and the requests after it with it: answers go in
+/// order anyway), so a burst of reads cannot make the node load far more than it may
+/// queue.
 const READS_IN_FLIGHT: usize = 4;
 
 /// Whether the loop goes on after handling an event.
@@ -296,8 +305,11 @@ impl<S: LogStore> StreamDriver<S> {
                 }
                 // Answers are taken only while there is room: until then the
                 // futures are not polled, so nothing more is loaded.
-                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() && room => {
+                Some((answer, is_read)) = self.inflight.next(), if !self.inflight.is_empty() && room => {
                     self.outbox.push_back(answer);
+                    if is_read {
+                        self.reads_pending -= 1;
+                    }
                     Flow::Continue
                 }
                 chunk = self.recv.read_chunk(READ_CHUNK, true), if can_read => {
@@ -504,7 +516,18 @@ impl<S: LogStore> StreamDriver<S> {
                 self.decode_paused = true;
                 break;
             }
-            match self.decoder.next_frame() {
+            let next = match self.stashed.take() {
+                Some(frame) => Ok(Some(frame)),
+                None => self.decoder.next_frame(),
+            };
+            match next {
+                Ok(Some(frame @ (Frame::Read { .. } | Frame::ReadSince { .. })))
+                    if self.reads_pending >= READS_IN_FLIGHT =>
+                {
+                    self.stashed = Some(frame);
+                    self.decode_paused = true;
+                    break;
+                }
                 Ok(Some(frame)) => self.handle_frame(frame).await,
                 Ok(None) => break,
                 Err(error @ DecodeError::Malformed(_)) => {
@@ -625,7 +648,7 @@ impl<S: LogStore> StreamDriver<S> {
             } else {
                 store.append(batch).await
             };
-            match appended {
+            let answer = match appended {
                 Ok(results) => merge_outcomes(request_id, refused, results),
                 Err(error) => {
                     warn!(request_id, %error, "append failed");
@@ -634,7 +657,8 @@ impl<S: LogStore> StreamDriver<S> {
                         error: error.to_wire(),
                     }
                 }
-            }
+            };
+            (answer, false)
         }));
     }
 
@@ -665,9 +689,8 @@ impl<S: LogStore> StreamDriver<S> {
             bytes: max_frame_bytes,
         };
         let store = Arc::clone(&self.store);
-        let reads = Arc::clone(&self.reads);
+        self.reads_pending += 1;
         self.inflight.push_back(Box::pin(async move {
-            let _turn = reads.acquire_owned().await;
             let read = match start {
                 ReadStart::Serial(from) => store.read(&name, from, limit).await,
                 ReadStart::Since(since_ms) => match store.first_serial_since(&name, since_ms).await
@@ -682,7 +705,7 @@ impl<S: LogStore> StreamDriver<S> {
                     Err(error) => Err(error),
                 },
             };
-            match read {
+            let answer = match read {
                 Ok(mut read) => {
                     let cut = truncate_to_frame(&mut read.messages, max_frame_bytes);
                     Frame::ReadResult {
@@ -701,7 +724,8 @@ impl<S: LogStore> StreamDriver<S> {
                         error: error.to_wire(),
                     }
                 }
-            }
+            };
+            (answer, true)
         }));
     }
 
