@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tern_config::EdgeConfig;
 use tern_connkey::Signer;
 use tern_health::{HealthDriver, HealthMetrics, HealthStatus, InvalidSettings};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -127,6 +127,26 @@ fn connection_key_signer(config: &EdgeConfig) -> Signer {
     }
 }
 
+/// Connections the kernel may queue before the edge accepts them (capped by
+/// `net.core.somaxconn`). Thousands of clients reconnect at once after an edge or
+/// network failure; with the usual 128, the rest of their SYNs are dropped and they
+/// wait for TCP's retransmission (1 s, 3 s …) instead of being accepted a little
+/// later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (with `SO_REUSEADDR`, so a restarted edge gets its port back at once)
+/// and listens with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The edge node.
 #[derive(Debug)]
 pub struct Edge;
@@ -141,13 +161,10 @@ impl Edge {
             path: ca.display().to_string(),
             reason: error.to_string(),
         })?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| EdgeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).map_err(|source| EdgeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind {
             addr: config.listen,
             source,
