@@ -70,9 +70,9 @@ pub use dns::{
 pub use edge::{
     AnycastActionConfig, ApiKey, BindingPattern, BindingSpec, BirdHealthConfig, Capabilities,
     ChannelPattern, ClusterConfig, ClusterSecret, DnsReportConfig, EdgeConfig, EdgeLimitsConfig,
-    FailurePolicy, FunctionName, FunctionsConfig, HealthConfig, LinkClientConfig, LoadRatio,
-    Operation, Operations, PatternError, ProbeKey, RawBindingSpec, Stage, StaticFunction,
-    load_edge_config, parse_edge_config,
+    FailurePolicy, FunctionName, FunctionsConfig, HealthConfig, HealthRunner, LinkClientConfig,
+    LoadRatio, Operation, Operations, PatternError, ProbeKey, RawBindingSpec, Stage,
+    StaticFunction, load_edge_config, parse_edge_config,
 };
 pub use error::{ConfigError, Problem};
 pub use log::{

@@ -9,7 +9,7 @@
 //! on; only `probe_key` is required, and only when `enabled`.
 //!
 //! ```text
-//! [health]                       interval, timeout, rise, fall, drain_file, probe_key,
+//! [health]                       runner, interval, timeout, rise, fall, drain_file, probe_key,
 //!                                max_load, max_event_loop_lag, drain_timeout
 //! [health.bird]  (optional)      socket, timeout, protocols, prepend_protocols, action,
 //!                                min_announcing
@@ -49,8 +49,11 @@ const MAX_REPORT_URLS: usize = 32;
 /// The health loop of an edge (TOML: `[health]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Whether `tern edge` runs the health loop. Default false.
+    /// Whether the edge has a health loop. Default false.
     pub enabled: bool,
+    /// Which process runs the probes and the BIRD and DNS actions. Default
+    /// [`HealthRunner::Edge`].
+    pub runner: HealthRunner,
     /// Time between the starts of two probes. Default 1s; 100ms..=1min.
     pub interval: Duration,
     /// Longest one probe's checks may take (each check fails past it), and one DNS
@@ -87,6 +90,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             enabled: false,
+            runner: HealthRunner::Edge,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             rise: 3,
@@ -107,6 +111,30 @@ impl HealthConfig {
     /// `[health.dns]`.
     pub fn report_urls(&self) -> &[SocketAddr] {
         self.dns.as_ref().map_or(&[], |dns| &dns.report_urls)
+    }
+}
+
+/// Which process runs the health loop (TOML: `runner`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HealthRunner {
+    /// `"edge"`: `tern edge` probes itself and drives BIRD and the DNS reports. When
+    /// the edge process dies or freezes, nothing withdraws its route. The default.
+    #[default]
+    Edge,
+    /// `"tern-health"`: a `tern health --config` process alongside the edge (same
+    /// config file) probes it from outside and drives BIRD and the DNS reports, so a
+    /// killed or frozen edge is withdrawn after `fall` probes. `tern edge` then only
+    /// handles the drain file and SIGTERM for its clients, and answers `/readyz` 503
+    /// while it shuts down, which `tern health` takes as a drain.
+    TernHealth,
+}
+
+impl fmt::Display for HealthRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthRunner::Edge => "edge",
+            HealthRunner::TernHealth => "tern-health",
+        })
     }
 }
 
@@ -230,6 +258,8 @@ pub struct DnsReportConfig {
 pub struct RawHealthConfig {
     /// Run the health loop. Default false.
     pub enabled: Option<bool>,
+    /// `"edge"` or `"tern-health"`. Default `"edge"`.
+    pub runner: Option<String>,
     /// Duration between probe starts. Default `"1s"`; 100ms..=1min.
     pub interval: Option<String>,
     /// Longest a probe (and a DNS report) may take (duration). Default `"1s"`;
@@ -303,6 +333,18 @@ impl RawHealthConfig {
     pub(crate) fn compile(&self, keys: &[ApiKey], problems: &mut Problems) -> HealthConfig {
         let defaults = HealthConfig::default();
         let enabled = self.enabled.unwrap_or(defaults.enabled);
+        let runner = match self.runner.as_deref() {
+            None => defaults.runner,
+            Some("edge") => HealthRunner::Edge,
+            Some("tern-health") => HealthRunner::TernHealth,
+            Some(other) => {
+                problems.push(
+                    "health.runner",
+                    format!("{other:?} is not a runner: \"edge\" or \"tern-health\""),
+                );
+                defaults.runner
+            }
+        };
         let interval = duration(
             problems,
             "health.interval",
@@ -377,6 +419,7 @@ impl RawHealthConfig {
         let dns = self.dns.as_ref().map(|dns| dns.compile(problems));
         HealthConfig {
             enabled,
+            runner,
             interval: interval.unwrap_or(defaults.interval),
             timeout: timeout.unwrap_or(defaults.timeout),
             rise: rise.unwrap_or(defaults.rise),
@@ -647,6 +690,7 @@ mod tests {
     fn defaults_are_the_documented_values_and_off() {
         let health = HealthConfig::default();
         assert!(!health.enabled);
+        assert_eq!(health.runner, HealthRunner::Edge);
         assert_eq!(health.interval, Duration::from_secs(1));
         assert_eq!(health.timeout, Duration::from_secs(1));
         assert_eq!((health.rise, health.fall), (3, 2));
@@ -671,11 +715,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_runner_is_named() {
+        assert_eq!(
+            problems("[health]\nrunner = \"birdc\""),
+            ["health.runner: \"birdc\" is not a runner: \"edge\" or \"tern-health\""]
+        );
+    }
+
+    #[test]
     fn a_full_section_compiles_into_its_types() {
         let text = with_key(&format!(
             r#"
             [health]
             enabled = true
+            runner = "tern-health"
             interval = "500ms"
             timeout = "200ms"
             rise = 2
@@ -698,6 +751,7 @@ mod tests {
         ));
         let health = parse_edge_config(&text).expect("valid").health;
         assert!(health.enabled);
+        assert_eq!(health.runner, HealthRunner::TernHealth);
         assert_eq!(health.interval, Duration::from_millis(500));
         assert_eq!(health.timeout, Duration::from_millis(200));
         assert_eq!((health.rise, health.fall), (2, 1));

@@ -23,7 +23,8 @@ pub use functions::{
 };
 pub use health::{
     AnycastActionConfig, BirdHealthConfig, DEFAULT_BIRD_SOCKET, DnsReportConfig, HealthConfig,
-    LoadRatio, ProbeKey, RawBirdHealthConfig, RawDnsReportConfig, RawHealthConfig, RawRatio,
+    HealthRunner, LoadRatio, ProbeKey, RawBirdHealthConfig, RawDnsReportConfig, RawHealthConfig,
+    RawRatio,
 };
 pub use keys::{
     ApiKey, Capabilities, ChannelPattern, MIN_SECRET_CHARS, Operation, Operations, PatternError,
