@@ -28,8 +28,10 @@
 //!   health loop ([`HealthConfig`] with [`BirdHealthConfig`] and [`DnsReportConfig`]);
 //!   `examples/edge.toml` lists every key with its default.
 //! - [`dns`]: the authoritative DNS server of `tern dns` ([`DnsConfig`]: the answered
-//!   [`DnsName`] and its zone, TTL, the health report listener, [`PopConfig`]s with their
-//!   client [`IpSubnet`]s, [`PopEdge`]s and neighbors, and the static fallback set);
+//!   [`DnsName`] and its zone, TTL, the health report listener and the
+//!   [`ReportToken`]s it accepts (an edge sends its own in [`DnsReportConfig`]),
+//!   [`PopConfig`]s with their client [`IpSubnet`]s, [`PopEdge`]s and neighbors, and
+//!   the static fallback set);
 //!   `examples/dns.toml` documents every key. Unlike the others an empty file is not
 //!   valid: `name`, `fallback` and one POP are required.
 //!
@@ -61,6 +63,7 @@ pub mod edge;
 mod error;
 pub mod log;
 mod source;
+mod token;
 mod units;
 
 pub use dns::{
@@ -79,4 +82,5 @@ pub use log::{
     DedupeConfig, FsyncPolicy, LinkServerConfig, LogNodeConfig, RetentionConfig, StoreConfig,
     load_log_config, parse_log_config,
 };
+pub use token::{REPORT_TOKEN_BYTES, ReportToken};
 pub use units::RawByteSize;

@@ -1,8 +1,8 @@
 //! Config of `tern dns`, the authoritative DNS server that answers the edge name with
 //! the nearest healthy edges: where it listens, the name and zone it answers, the TTL,
-//! where edges report their health and how long a report counts, the POPs (client
-//! subnets and the edges serving them, with neighbor POPs to fall back on) and the
-//! static fallback set.
+//! where edges report their health, the tokens they report with and how long a report
+//! counts, the POPs (client subnets and the edges serving them, with neighbor POPs to
+//! fall back on) and the static fallback set.
 //!
 //! Unlike the log and edge configs, an empty file is not a valid DNS config: `name`,
 //! `fallback` and at least one `[[pops]]` are required, so [`DnsConfig`] has no
@@ -20,6 +20,7 @@ pub use raw::{RawDnsConfig, RawPop, RawPopEdge};
 
 use crate::error::ConfigError;
 use crate::source;
+use crate::token::ReportToken;
 
 /// Default of `listen`: UDP and TCP on this address.
 pub const DEFAULT_DNS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5353);
@@ -52,6 +53,12 @@ pub struct DnsConfig {
     /// An edge whose last report is older than this counts as down (TOML: `report_ttl`).
     /// Default [`DEFAULT_REPORT_TTL`] (3 s); 100ms..=1h.
     pub report_ttl: Duration,
+    /// The bearer tokens `report_listen` accepts (TOML: `report_tokens`): a request to
+    /// `/v1/health` must carry `Authorization: Bearer` one of them. Several so that a
+    /// token can be rotated (add the new one, move the edges over, remove the old one).
+    /// Required unless `report_listen` is a loopback address; empty (the default)
+    /// means no check at all, which only a loopback `report_listen` allows.
+    pub report_tokens: Vec<ReportToken>,
     /// The points of presence, in file order (TOML: `[[pops]]`). At least one; names
     /// unique; edge names unique across all POPs; no subnet in two POPs.
     pub pops: Vec<PopConfig>,
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(config.ttl_secs(), 20);
         assert_eq!(config.report_listen, DEFAULT_REPORT_LISTEN);
         assert_eq!(config.report_ttl, DEFAULT_REPORT_TTL);
+        assert!(config.report_tokens.is_empty(), "loopback: commented out");
         let names: Vec<&str> = config.pops.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["fra", "ams", "nyc"]);
         let fra = &config.pops[0];
@@ -167,6 +175,21 @@ mod tests {
         }
         // `zone` defaults to `name`; the example shows it commented out.
         assert!(text.contains("# zone = \"tern.test.\""));
+        // `report_tokens` too (report_listen is loopback): switched on, it is the token
+        // the edge example's [health.dns] sample sends.
+        let sample = "# report_tokens = [";
+        assert!(text.contains(sample));
+        let config = parse_dns_config(&text.replace(sample, "report_tokens = ["))
+            .expect("the report_tokens sample is valid");
+        let edge = std::fs::read_to_string(example_path().with_file_name("edge.toml"))
+            .expect("the edge example is readable");
+        let [token] = config.report_tokens.as_slice() else {
+            panic!("one sample token: {:?}", config.report_tokens);
+        };
+        assert!(
+            edge.contains(&format!("# token = \"{}\"\n", token.expose())),
+            "the edge example sends another token"
+        );
         let pop = table["pops"]
             .as_array()
             .and_then(|pops| pops.first())

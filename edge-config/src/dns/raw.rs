@@ -17,12 +17,15 @@ use super::{
 };
 use crate::check::{duration, socket_addr};
 use crate::error::{ConfigError, Problems};
+use crate::token::{ReportToken, loopback, report_token};
 
 /// Longest POP or edge name, in characters (the same as `[edge] name`).
 const NAME_CHARS: usize = 64;
 const TTL: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(60 * 60);
 const REPORT_TTL: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(60 * 60);
+/// Most report tokens: a few at a time while one is rotated.
+const MAX_REPORT_TOKENS: usize = 16;
 
 /// A `tern dns` config file (the TOML top level).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -43,6 +46,10 @@ pub struct RawDnsConfig {
     /// Age (duration) past which an edge's last report no longer counts: the edge is
     /// down. Default `"3s"`; 100ms..=1h.
     pub report_ttl: Option<String>,
+    /// Bearer tokens accepted on `report_listen`, each 32 to 256 visible ASCII
+    /// characters, at most 16, none twice. Required (not empty) unless `report_listen`
+    /// is a loopback address; default none.
+    pub report_tokens: Option<Vec<String>>,
     /// `[[pops]]`, in file order. At least one.
     #[serde(default)]
     pub pops: Vec<RawPop>,
@@ -155,6 +162,8 @@ impl RawDnsConfig {
             DEFAULT_REPORT_TTL,
             REPORT_TTL,
         );
+        let report_tokens =
+            compile_report_tokens(self.report_tokens.as_deref(), report_listen, &mut problems);
         let pops = compile_pops(&self.pops, &mut problems);
         let fallback = compile_fallback(self.fallback.as_deref(), &mut problems);
 
@@ -173,6 +182,7 @@ impl RawDnsConfig {
                 ttl,
                 report_listen,
                 report_ttl,
+                report_tokens,
                 pops,
                 fallback,
             }),
@@ -310,6 +320,44 @@ fn compile_pops(raw: &[RawPop], problems: &mut Problems) -> Vec<PopConfig> {
     pops
 }
 
+/// The accepted tokens: required unless `report_listen` is loopback (unknown when it
+/// did not compile: then only the tokens themselves are checked).
+fn compile_report_tokens(
+    raw: Option<&[String]>,
+    report_listen: Option<std::net::SocketAddr>,
+    problems: &mut Problems,
+) -> Vec<ReportToken> {
+    const PATH: &str = "report_tokens";
+    let raw = raw.unwrap_or_default();
+    match report_listen {
+        Some(listen) if raw.is_empty() && !loopback(&listen) => problems.push(
+            PATH,
+            format!(
+                "is required: report_listen {listen} is not a loopback address, so anyone who reaches it could report edges up or down; list one or more tokens of 32 to 256 characters (like the output of `openssl rand -hex 32`) and give one to each edge as [health.dns] token"
+            ),
+        ),
+        _ => {}
+    }
+    if raw.len() > MAX_REPORT_TOKENS {
+        problems.push(
+            PATH,
+            format!("lists {}; at most {MAX_REPORT_TOKENS}", raw.len()),
+        );
+    }
+    let mut tokens: Vec<ReportToken> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let path = format!("{PATH}[{i}]");
+        let Some(token) = report_token(problems, &path, text) else {
+            continue;
+        };
+        match raw[..i].iter().position(|earlier| earlier == text) {
+            Some(j) => problems.push(&path, format!("is the same as {PATH}[{j}]")),
+            None => tokens.push(token),
+        }
+    }
+    tokens
+}
+
 fn compile_fallback(raw: Option<&[String]>, problems: &mut Problems) -> Vec<IpAddr> {
     match raw {
         None => {
@@ -432,6 +480,7 @@ addrs = ["192.0.2.21", "2001:db8::21"]
         assert_eq!(config.pops.len(), 2);
         assert_eq!(config.pops[1].edges[0].addrs.len(), 2);
         assert_eq!(config.pops[1].neighbors, Vec::<String>::new());
+        assert!(config.report_tokens.is_empty());
     }
 
     #[test]
@@ -444,6 +493,7 @@ zone = "TERN.test."
 ttl = "1h"
 report_listen = "0.0.0.0:9000"
 report_ttl = "100ms"
+report_tokens = ["0123456789abcdef0123456789abcdef", "the-next-token-while-rotating-0123456789"]
 "#
         );
         let config = parse_dns_config(&text).expect("valid, several values at a bound");
@@ -452,6 +502,70 @@ report_ttl = "100ms"
         assert_eq!(config.ttl_secs(), 3600);
         assert_eq!(config.report_listen.to_string(), "0.0.0.0:9000");
         assert_eq!(config.report_ttl, Duration::from_millis(100));
+        let tokens: Vec<&str> = config.report_tokens.iter().map(|t| t.expose()).collect();
+        assert_eq!(
+            tokens,
+            [
+                "0123456789abcdef0123456789abcdef",
+                "the-next-token-while-rotating-0123456789"
+            ]
+        );
+        assert!(!format!("{config:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn report_tokens_are_required_off_loopback_and_checked_without_quoting_them() {
+        const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+        // Loopback, IPv4 or IPv6: optional.
+        for listen in ["127.0.0.1:0", "127.8.0.1:5380", "[::1]:5380"] {
+            let text = with_top(&format!("report_listen = \"{listen}\""));
+            let config = parse_dns_config(&text).expect("no token needed on loopback");
+            assert!(config.report_tokens.is_empty());
+        }
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with_top("report_listen = \"0.0.0.0:5380\""),
+                "report_tokens: is required: report_listen 0.0.0.0:5380 is not a loopback address",
+            ),
+            (
+                with_top("report_listen = \"10.0.0.53:5380\"\nreport_tokens = []"),
+                "report_tokens: is required: report_listen 10.0.0.53:5380",
+            ),
+            (
+                with_top(&format!("report_tokens = [{:?}]", &TOKEN[1..])),
+                "report_tokens[0]: is 31 characters; a token is 32 to 256",
+            ),
+            (
+                with_top(&format!("report_tokens = [\"{TOKEN} \"]")),
+                "report_tokens[0]: holds a character other than visible ASCII at byte 32",
+            ),
+            (
+                with_top(&format!("report_tokens = [\"{TOKEN}\", \"{TOKEN}\"]")),
+                "report_tokens[1]: is the same as report_tokens[0]",
+            ),
+            (
+                with_top(&format!(
+                    "report_tokens = [{}]",
+                    (0..17)
+                        .map(|i| format!("\"{TOKEN}{i}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                "report_tokens: lists 17; at most 16",
+            ),
+        ];
+        for (text, expected) in &cases {
+            let found = only_problem(text);
+            assert!(
+                found.starts_with(expected),
+                "{text}\n  got:  {found}\n  want: {expected}…"
+            );
+            assert!(!found.contains("0123456789"), "quotes the token: {found}");
+        }
+        // Tokens on loopback are checked (and then enforced) all the same.
+        let config =
+            parse_dns_config(&with_top(&format!("report_tokens = [\"{TOKEN}\"]"))).expect("valid");
+        assert!(config.report_tokens[0].matches(TOKEN.as_bytes()));
     }
 
     #[test]

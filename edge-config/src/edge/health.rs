@@ -13,7 +13,7 @@
 //!                                max_load, max_event_loop_lag, drain_timeout
 //! [health.bird]  (optional)      socket, timeout, protocols, prepend_protocols, action,
 //!                                min_announcing
-//! [health.dns]   (optional)      report_urls
+//! [health.dns]   (optional)      report_urls, token
 //! ```
 //!
 //! This crate does not depend on `tern-health`: [`HealthConfig`] is plain data, and
@@ -30,6 +30,7 @@ use serde::Deserialize;
 use super::keys::ApiKey;
 use crate::check::{duration, in_range};
 use crate::error::Problems;
+use crate::token::{ReportToken, loopback, report_token};
 
 /// Debian's `bird2` control socket, the default of `[health.bird] socket`.
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
@@ -111,6 +112,12 @@ impl HealthConfig {
     /// `[health.dns]`.
     pub fn report_urls(&self) -> &[SocketAddr] {
         self.dns.as_ref().map_or(&[], |dns| &dns.report_urls)
+    }
+
+    /// The token sent to `tern dns` with every report and table read; `None` without
+    /// `[health.dns]` or without its `token`.
+    pub fn report_token(&self) -> Option<&ReportToken> {
+        self.dns.as_ref().and_then(|dns| dns.token.as_ref())
     }
 }
 
@@ -250,6 +257,11 @@ pub struct DnsReportConfig {
     /// `http://IP:PORT`; each gets `POST /v1/health` every interval. At least one, at
     /// most 32, no duplicates.
     pub report_urls: Vec<SocketAddr>,
+    /// Sent as `Authorization: Bearer TOKEN` with every report and every read of the
+    /// health table: one of the `report_tokens` of each `tern dns`. Required when a
+    /// report URL is not a loopback address (such a `tern dns` refuses reports without
+    /// one); default none.
+    pub token: Option<ReportToken>,
 }
 
 /// `[health]` as written.
@@ -325,6 +337,9 @@ pub struct RawBirdHealthConfig {
 pub struct RawDnsReportConfig {
     /// `http://IP:PORT` of each `tern dns` report listener. Required, 1 to 32.
     pub report_urls: Option<Vec<String>>,
+    /// One of the `report_tokens` of each `tern dns`: 32 to 256 visible ASCII
+    /// characters. Required when a report URL is not loopback; default none.
+    pub token: Option<String>,
 }
 
 impl RawHealthConfig {
@@ -585,7 +600,21 @@ impl RawDnsReportConfig {
                 Err(message) => problems.push(&path, message),
             }
         }
-        DnsReportConfig { report_urls }
+        let token = self
+            .token
+            .as_deref()
+            .and_then(|text| report_token(problems, "health.dns.token", text));
+        if self.token.is_none()
+            && let Some(url) = report_urls.iter().find(|url| !loopback(url))
+        {
+            problems.push(
+                "health.dns.token",
+                format!(
+                    "is required: report URL http://{url} is not a loopback address, and such a tern dns refuses reports without one of its report_tokens"
+                ),
+            );
+        }
+        DnsReportConfig { report_urls, token }
     }
 }
 
@@ -747,6 +776,7 @@ mod tests {
             min_announcing = 2
             [health.dns]
             report_urls = ["http://127.0.0.1:5380", "http://[::1]:5381/"]
+            token = "0123456789abcdef0123456789abcdef"
             "#
         ));
         let health = parse_edge_config(&text).expect("valid").health;
@@ -768,7 +798,67 @@ mod tests {
         assert_eq!(bird.min_announcing, 2);
         let urls: Vec<String> = health.report_urls().iter().map(|a| a.to_string()).collect();
         assert_eq!(urls, ["127.0.0.1:5380", "[::1]:5381"]);
+        assert_eq!(
+            health.report_token().map(ReportToken::expose),
+            Some("0123456789abcdef0123456789abcdef")
+        );
         assert!(!format!("{health:?}").contains("probe-secret"));
+        assert!(!format!("{health:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn the_report_token_is_required_off_loopback_and_never_quoted() {
+        const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+        let dns = |urls: &str, token: Option<&str>| {
+            let token = token.map_or(String::new(), |t| format!("token = {t:?}\n"));
+            with_key(&format!("[health.dns]\nreport_urls = {urls}\n{token}"))
+        };
+        // Loopback only: optional, and sent when set.
+        let config = parse_edge_config(&dns(
+            r#"["http://127.0.0.1:5380", "http://[::1]:5380"]"#,
+            None,
+        ))
+        .expect("valid without a token");
+        assert_eq!(config.health.report_token(), None);
+        let config = parse_edge_config(&dns(r#"["http://10.0.0.53:5380"]"#, Some(TOKEN)))
+            .expect("valid with a token");
+        assert!(
+            config
+                .health
+                .report_token()
+                .is_some_and(|t| t.matches(TOKEN.as_bytes()))
+        );
+        let cases = [
+            (
+                dns(
+                    r#"["http://127.0.0.1:5380", "http://10.0.0.53:5380"]"#,
+                    None,
+                ),
+                "health.dns.token: is required: report URL http://10.0.0.53:5380 is not a loopback address",
+            ),
+            (
+                dns(r#"["http://127.0.0.1:5380"]"#, Some(&TOKEN[1..])),
+                "health.dns.token: is 31 characters; a token is 32 to 256",
+            ),
+            (
+                dns(r#"["http://127.0.0.1:5380"]"#, Some(&format!("{TOKEN}\n"))),
+                "health.dns.token: holds a character other than visible ASCII at byte 32",
+            ),
+        ];
+        for (text, expected) in &cases {
+            let found = problems(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert!(
+                found[0].starts_with(expected),
+                "{text}\n  got:  {}\n  want: {expected}…",
+                found[0]
+            );
+            assert!(
+                !found[0].contains("0123456789"),
+                "quotes the token: {}",
+                found[0]
+            );
+        }
     }
 
     #[test]

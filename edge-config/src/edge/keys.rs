@@ -16,6 +16,8 @@ use std::fmt;
 
 use tern_link::{ChannelName, ChannelNameError};
 
+use crate::token::constant_time_eq;
+
 /// Shortest secret accepted, in characters.
 pub const MIN_SECRET_CHARS: usize = 16;
 
@@ -295,16 +297,6 @@ pub(crate) fn split_key(text: &str) -> Result<(&str, &str, &str), String> {
         ));
     }
     Ok((app, key_id, secret))
-}
-
-/// Equality of two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // Keeps the compiler from turning the fold into an early-exit comparison.
-    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]

@@ -396,6 +396,7 @@ mod tests {
             &["health", "bird", "action"],
             &["health", "bird", "min_announcing"],
             &["health", "dns", "report_urls"],
+            &["health", "dns", "token"],
         ];
         for key in keys {
             let (last, tables) = key.split_last().expect("keys are not empty");
@@ -484,6 +485,11 @@ mod tests {
         );
         let urls: Vec<String> = health.report_urls().iter().map(|a| a.to_string()).collect();
         assert_eq!(urls, ["127.0.0.1:5380"]);
+        // The same sample token as dns.toml's report_tokens (a test there checks).
+        assert_eq!(
+            health.report_token().map(crate::ReportToken::expose),
+            Some("change-me-to-the-output-of-openssl-rand-hex-32")
+        );
     }
 
     #[test]

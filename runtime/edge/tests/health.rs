@@ -120,6 +120,7 @@ fn health(
         probe_key: Some(ProbeKey::new(probe_key)),
         dns: (!dns.is_empty()).then(|| DnsReportConfig {
             report_urls: dns.to_vec(),
+            token: None,
         }),
         ..HealthConfig::default()
     }
