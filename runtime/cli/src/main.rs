@@ -8,6 +8,8 @@
 //! - `tern log` ([`log_cmd`]): run a regional ordered-log node.
 //! - `tern dns` ([`dns_cmd`]): run the authoritative DNS server that answers the edge
 //!   name with the nearest healthy edges.
+//! - `tern health` ([`health_cmd`]): run an edge's health loop (probes, BIRD, DNS
+//!   reports) in a process alongside it, so that a killed or frozen edge is withdrawn.
 //! - `tern bench` ([`bench`]): drive load and print throughput and latency percentiles.
 //! - `tern fn` ([`fn_cmd`]): build a message-function crate into a component, scaffold one.
 //! - `tern deploy` ([`deploy_cmd`], also `tern fn list|rollback|remove`): deploy a function
@@ -23,6 +25,7 @@ mod dev_functions;
 mod dns_cmd;
 mod edge_cmd;
 mod fn_cmd;
+mod health_cmd;
 mod http_client;
 mod log_cmd;
 
@@ -50,6 +53,8 @@ enum Command {
     Log(log_cmd::LogArgs),
     /// Run the DNS failover server: the edge name answered with the nearest healthy edges.
     Dns(dns_cmd::DnsArgs),
+    /// Run an edge's health loop alongside it: probes, BIRD announcements, DNS reports.
+    Health(health_cmd::HealthArgs),
     /// Drive load against the log (and JetStream) and print throughput and latency.
     Bench(bench::BenchArgs),
     /// Message functions: build a crate into a WebAssembly component, scaffold one.
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
     // only warnings unless RUST_LOG says otherwise.
     init_logging(match cli.command {
         Command::Bench(_) | Command::Fn(_) | Command::Deploy(_) => "warn",
-        Command::Log(_) | Command::Edge(_) | Command::Dev(_) => "info",
+        Command::Log(_) | Command::Edge(_) | Command::Dev(_) | Command::Health(_) => "info",
         // hickory-server logs every query at info.
         Command::Dns(_) => "info,hickory_server=warn",
     });
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
             Command::Edge(args) => edge_cmd::run(args).await,
             Command::Log(args) => log_cmd::run(args).await,
             Command::Dns(args) => dns_cmd::run(args).await,
+            Command::Health(args) => health_cmd::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Fn(args) => fn_cmd::run(args).await,
             Command::Deploy(args) => deploy_cmd::deploy(args).await,

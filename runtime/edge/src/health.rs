@@ -2,6 +2,12 @@
 //! listener is, its link to the log, its load, and how to send its clients elsewhere
 //! without stopping it (a drain generation every connection driver watches).
 //!
+//! With `[health] runner = "tern-health"` the loop runs in `tern health` instead, and
+//! the edge keeps only the client side of a drain: [`follow_drain_file`] sends clients
+//! elsewhere when the drain file appears, and shutdown waits [`handover`] after turning
+//! `/readyz` 503, in both cases so that `tern health` withdraws the route before the
+//! clients reconnect (through anycast, they would land here again otherwise).
+//!
 //! ```text
 //!  HealthDriver ──ProbedEdge──▶ HealthTarget ─┬─ link(): Metrics::link_is_up, Functions::is_caught_up
 //!                                             ├─ load(): open connections, limits.max_connections
@@ -10,10 +16,14 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tern_config::HealthConfig;
 use tern_health::{LinkStatus, Load, ProbedEdge};
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::server::Shared;
 
@@ -48,5 +58,54 @@ impl ProbedEdge for HealthTarget {
 
     fn send_clients_elsewhere(&self) {
         self.drain.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// How long `tern health` may take to act on a drain: its next probe (up to
+/// `interval` away) sees it, and after the probe (`timeout`) it tells BIRD (one
+/// `[health.bird] timeout`).
+pub(crate) fn handover(config: &HealthConfig) -> Duration {
+    let bird = config
+        .bird
+        .as_ref()
+        .map_or(Duration::ZERO, |bird| bird.timeout);
+    config.interval + config.timeout + bird
+}
+
+/// `runner = "tern-health"`: looks at the drain file every `interval`; when it
+/// appears, waits [`handover`] and sends every client elsewhere. Ends at shutdown.
+pub(crate) async fn follow_drain_file(
+    path: PathBuf,
+    edge: Arc<HealthTarget>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = &edge.shared.config.health;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut present = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = match tokio::fs::try_exists(&path).await {
+            Ok(now) => now,
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot look at the drain file");
+                present
+            }
+        };
+        if now && !present {
+            let wait = handover(config);
+            info!(
+                ?wait,
+                "drain file present: clients go elsewhere once tern health has withdrawn this edge"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => edge.send_clients_elsewhere(),
+                _ = shutdown.changed() => return,
+            }
+        }
+        present = now;
     }
 }

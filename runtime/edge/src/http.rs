@@ -112,6 +112,11 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             }
             match segments[0] {
                 "healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+                "readyz" if shared.is_leaving() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}\n", tern_health::remote::SHUTTING_DOWN),
+                    "text/plain",
+                ),
                 "readyz" if !shared.metrics.link_is_up() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the link to the log is down\n".into(),
@@ -119,7 +124,7 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
                 ),
                 "readyz" if !shared.functions.is_caught_up() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the functions deployed in the log are not applied yet\n".into(),
+                    format!("{}\n", tern_health::remote::FUNCTIONS_NOT_IN_FORCE),
                     "text/plain",
                 ),
                 "readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),

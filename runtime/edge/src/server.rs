@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tern_config::EdgeConfig;
+use tern_config::{EdgeConfig, HealthRunner};
 use tern_connkey::Signer;
 use tern_health::{HealthDriver, HealthMetrics, HealthStatus, InvalidSettings};
 use tokio::net::{TcpListener, TcpSocket};
@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) health: Option<Arc<HealthMetrics>>,
     /// Signs and checks connection keys.
     pub(crate) signer: Arc<Signer>,
+    /// Set when shutdown begins, before anything else: `/readyz` answers 503.
+    leaving: AtomicBool,
     next_conn: AtomicU64,
     /// The url-safe prefix of connection ids (from the edge's name).
     id_prefix: String,
@@ -102,6 +104,12 @@ impl Shared {
     /// True once the edge is shutting down.
     pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// True from the start of [`EdgeHandle::shutdown`], while it leaves anycast and
+    /// DNS and before it stops accepting.
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 }
 
@@ -198,10 +206,9 @@ impl Edge {
         let signer = Arc::new(connection_key_signer(&config));
         let (drain, drain_rx) = watch::channel(0);
         let drain = Arc::new(drain);
-        let health_metrics = config
-            .health
-            .enabled
-            .then(|| Arc::new(HealthMetrics::default()));
+        let runner = config.health.enabled.then_some(config.health.runner);
+        let health_metrics =
+            (runner == Some(HealthRunner::Edge)).then(|| Arc::new(HealthMetrics::default()));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics,
@@ -211,6 +218,7 @@ impl Edge {
             drain: drain_rx,
             health: health_metrics.clone(),
             signer,
+            leaving: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {
                 "edge".to_owned()
@@ -220,13 +228,23 @@ impl Edge {
         });
         info!(addr = %local_addr, name = %shared.config.name, "edge listening");
         tasks.push(tokio::spawn(accept(listener, Arc::clone(&shared))));
-        let health = match health_metrics {
-            Some(metrics) => {
-                let target = Arc::new(HealthTarget {
-                    shared: Arc::clone(&shared),
-                    addr: local_addr,
-                    drain: Arc::clone(&drain),
-                });
+        let target = Arc::new(HealthTarget {
+            shared: Arc::clone(&shared),
+            addr: local_addr,
+            drain: Arc::clone(&drain),
+        });
+        let health = match (runner, health_metrics) {
+            (Some(HealthRunner::TernHealth), _) => {
+                if let Some(path) = &shared.config.health.drain_file {
+                    tasks.push(tokio::spawn(crate::health::follow_drain_file(
+                        path.clone(),
+                        target,
+                        shared.shutdown.clone(),
+                    )));
+                }
+                Some(HealthLoop::Alongside)
+            }
+            (_, Some(metrics)) => {
                 let driver = HealthDriver::start(
                     &shared.config.name,
                     &shared.config.health,
@@ -234,7 +252,7 @@ impl Edge {
                     metrics,
                 );
                 match driver {
-                    Ok(driver) => Some(driver),
+                    Ok(driver) => Some(HealthLoop::InEdge(driver)),
                     Err(error) => {
                         let _ = shutdown_tx.send(true);
                         let _ = link_stop.send(true);
@@ -242,7 +260,7 @@ impl Edge {
                     }
                 }
             }
-            None => None,
+            (_, None) => None,
         };
         Ok(EdgeHandle {
             local_addr,
@@ -256,6 +274,15 @@ impl Edge {
     }
 }
 
+/// Who runs the edge's health loop (`[health] runner`).
+#[derive(Debug)]
+enum HealthLoop {
+    /// The edge, on its own runtime.
+    InEdge(HealthDriver),
+    /// `tern health`, in a process alongside; the edge follows the drain file.
+    Alongside,
+}
+
 /// A running edge.
 #[derive(Debug)]
 pub struct EdgeHandle {
@@ -265,8 +292,8 @@ pub struct EdgeHandle {
     /// Stops the link and batcher tasks (after the connections are gone).
     link_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// The health loop, when `[health] enabled`.
-    health: Option<HealthDriver>,
+    /// The health loop's runner, when `[health] enabled`.
+    health: Option<HealthLoop>,
     /// Kept so that the drain signal lives as long as the edge.
     _drain: Arc<watch::Sender<u64>>,
 }
@@ -286,11 +313,17 @@ impl EdgeHandle {
     /// The health loop's status (state, probes, last probe and transition), when
     /// `[health] enabled`.
     pub fn health_status(&self) -> Option<watch::Receiver<HealthStatus>> {
-        self.health.as_ref().map(HealthDriver::status)
+        match &self.health {
+            Some(HealthLoop::InEdge(driver)) => Some(driver.status()),
+            Some(HealthLoop::Alongside) | None => None,
+        }
     }
 
-    /// With the health loop, first leaves anycast and DNS (state `disabled`: BIRD
-    /// withdraws, every `tern dns` is told, each bounded by its timeout). Then stops
+    /// First `/readyz` answers 503 "the edge is shutting down". With the health loop
+    /// in the edge, it leaves anycast and DNS (state `disabled`: BIRD withdraws, every
+    /// `tern dns` is told, each bounded by its timeout); with `runner =
+    /// "tern-health"`, it waits one probe cycle for `tern health` to see that 503 and
+    /// do the same ([`crate::health::handover`]). Then stops
     /// accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
     /// elsewhere}` once its publishes in flight are answered, waits for them to go (up
     /// to `health.drain_timeout` with the health loop, else `log.request_timeout` +
@@ -299,10 +332,21 @@ impl EdgeHandle {
     /// `log.request_timeout`).
     pub async fn shutdown(mut self) {
         let request_timeout = self.shared.config.log.request_timeout;
+        self.shared.leaving.store(true, Ordering::Relaxed);
+        let health = &self.shared.config.health;
         let drain_timeout = match self.health.take() {
-            Some(health) => {
-                health.leave().await;
-                self.shared.config.health.drain_timeout
+            Some(HealthLoop::InEdge(driver)) => {
+                driver.leave().await;
+                health.drain_timeout
+            }
+            Some(HealthLoop::Alongside) => {
+                let wait = crate::health::handover(health);
+                info!(
+                    ?wait,
+                    "waiting for tern health to take this edge out of anycast and DNS"
+                );
+                tokio::time::sleep(wait).await;
+                health.drain_timeout
             }
             None => request_timeout + DRAIN_TIMEOUT,
         };

@@ -6,7 +6,11 @@
 //! - [`probes`]: what is checked each interval (the IO side): a real WebSocket
 //!   handshake and CONNECT with the probe key on the edge's own listener, the link to
 //!   the home log node, the load (connections and event-loop lag), and the drain file.
-//!   The edge is reached through the [`ProbedEdge`] trait, which tern-edge implements.
+//!   The edge is reached through the [`ProbedEdge`] trait, which tern-edge implements
+//!   for its own loop.
+//! - [`remote`]: [`RemoteEdge`], the edge probed from another process (`tern health`,
+//!   `[health] runner = "tern-health"`) over its listener: the loop outlives a killed
+//!   or frozen edge and withdraws it.
 //! - [`hysteresis`]: ExaBGP-style rise/fall counting over [`ProbeReport`]s (sets of
 //!   named check results), with a drain file that disables the edge at once and a
 //!   shutdown that disables it for good. Sans-IO: `handle_probe(now, report)`,
@@ -48,6 +52,7 @@ pub mod driver;
 pub mod hysteresis;
 pub mod metrics;
 pub mod probes;
+pub mod remote;
 pub mod report;
 pub mod settings;
 #[cfg(feature = "test-support")]
@@ -63,5 +68,6 @@ pub use driver::{HealthDriver, HealthStatus};
 pub use hysteresis::{CheckResult, HealthState, Hysteresis, ProbeReport, Transition};
 pub use metrics::HealthMetrics;
 pub use probes::{Check, LinkStatus, Load, Probe, ProbedEdge, Prober};
+pub use remote::{Alongside, AlongsideError, RemoteEdge};
 pub use report::{DnsReporter, DnsSiteCount};
 pub use settings::{AnycastAction, AnycastProtocols, HealthSettings};

@@ -15,9 +15,10 @@
 //!
 //! ```text
 //!  Prober::run ─┬─ websocket: TCP ─▶ GET /v1/ws (tern.v1.json) ─▶ CONNECT{key} ─▶ CONNECTED? ─▶ CLOSE
+//!               ├─ refresh:   ProbedEdge::refresh() (tern health: the edge's /readyz and /metrics)
 //!               ├─ link:      ProbedEdge::link()
 //!               ├─ load:      ProbedEdge::load() + LagMonitor (a 100 ms timer's lateness, max since last)
-//!               └─ drain:     stat(drain_file)
+//!               └─ drain:     stat(drain_file), or ProbedEdge::leaving()
 //!                      ▼
 //!                 Probe { report: ProbeReport, drain: Option<bool> }
 //! ```
@@ -106,6 +107,25 @@ pub trait ProbedEdge: Send + Sync + 'static {
     /// Tells every connected client to reconnect elsewhere (`DISCONNECTED` with
     /// reconnect `elsewhere`), without stopping the edge: new clients are still served.
     fn send_clients_elsewhere(&self);
+    /// Fetches what [`ProbedEdge::link`], [`ProbedEdge::load`] and
+    /// [`ProbedEdge::leaving`] answer from; run at the start of every probe, bounded
+    /// by its `timeout`. Nothing to fetch for an edge in this process (the default).
+    fn refresh(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+    /// Whether the edge is shutting down and wants out of anycast and DNS, taken like
+    /// a present drain file. `None` (the default): the edge does not say; an edge
+    /// running its own loop leaves through [`crate::HealthDriver::leave`] instead.
+    fn leaving(&self) -> Option<bool> {
+        None
+    }
+    /// Whether the loop runs on the edge's own runtime, so that the lag monitor
+    /// measures the edge's event loop (the default). From another process it would
+    /// measure only itself: the load check then leaves lag out, and a stalled edge
+    /// fails the `websocket` check's timeout instead.
+    fn shares_runtime(&self) -> bool {
+        true
+    }
 }
 
 /// One probe's outcome.
@@ -154,12 +174,20 @@ impl<E: ProbedEdge> Prober<E> {
     /// Runs every check concurrently (each bounded by `timeout`) and looks at the
     /// drain file.
     pub async fn run(&self) -> Probe {
-        let (websocket, drain) = tokio::join!(self.websocket(), self.drain());
+        let refresh = async {
+            if tokio::time::timeout(self.timeout, self.edge.refresh())
+                .await
+                .is_err()
+            {
+                tracing::debug!("refreshing the edge's status timed out");
+            }
+        };
+        let (websocket, file, ()) = tokio::join!(self.websocket(), self.drain(), refresh);
         let link = self.link();
         let load = self.load();
         Probe {
             report: ProbeReport::new(vec![websocket, link, load]),
-            drain,
+            drain: drained(self.drain_file.is_some(), file, self.edge.leaving()),
         }
     }
 
@@ -206,6 +234,7 @@ impl<E: ProbedEdge> Prober<E> {
         let started = Instant::now();
         let load = self.edge.load();
         let lag = self.lag.take_max();
+        let lag = self.edge.shares_runtime().then_some(lag);
         let mut problems = Vec::new();
         if self
             .max_load
@@ -216,7 +245,9 @@ impl<E: ProbedEdge> Prober<E> {
                 load.connections, load.max_connections, self.max_load
             ));
         }
-        if lag > self.max_lag {
+        if let Some(lag) = lag
+            && lag > self.max_lag
+        {
             problems.push(format!(
                 "event loop lag {lag:?} is above max_event_loop_lag {:?}",
                 self.max_lag
@@ -224,10 +255,14 @@ impl<E: ProbedEdge> Prober<E> {
         }
         let elapsed = started.elapsed();
         if problems.is_empty() {
+            let lag = match lag {
+                Some(lag) => format!("event loop lag {lag:?}"),
+                None => "event loop lag not measured from outside the edge".to_owned(),
+            };
             CheckResult::passed(
                 name,
                 format!(
-                    "{} of {} connections, event loop lag {lag:?}",
+                    "{} of {} connections, {lag}",
                     load.connections, load.max_connections
                 ),
                 elapsed,
@@ -253,9 +288,20 @@ impl<E: ProbedEdge> Prober<E> {
     }
 }
 
+/// Whether the edge is drained: the drain file (`file`: `None` when it could not be
+/// looked at) or the edge leaving. `None` leaves the drain state as it is: when
+/// neither is known, or when a configured file could not be looked at.
+fn drained(file_configured: bool, file: Option<bool>, leaving: Option<bool>) -> Option<bool> {
+    match (file_configured, file, leaving) {
+        (true, None, _) | (false, _, None) => None,
+        (true, Some(present), leaving) => Some(present || leaving == Some(true)),
+        (false, _, Some(leaving)) => Some(leaving),
+    }
+}
+
 /// Where to reach a listener bound to `addr`: the loopback address of its family
 /// when it is bound to every address.
-fn reachable(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())

@@ -41,7 +41,7 @@ pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// One request to `addr` with a JSON body (or none), under `timeout`; returns the
 /// status and the body (at most [`MAX_ANSWER_BYTES`]).
-async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: Method,
     path: &str,
