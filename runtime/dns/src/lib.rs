@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!  edges ──POST /v1/health {"edge","state"}──▶ report (HTTP) ──▶ HealthTable
+//!        Authorization: Bearer TOKEN            401 unless one of report_tokens
 //!                                                                   │ now
 //!  resolver ──A/AAAA edge.tern.test. (+ECS)──▶ server (hickory) ──▶ Topology::answer
 //!           ◀── nearest healthy edges, TTL ──┘                      POP ▸ neighbors ▸
@@ -26,8 +27,8 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 400 not a report (bad JSON, a missing or unknown field, another state); 404 edge not in the config; 413 body over [`MAX_REPORT_BYTES`] |
-//! | `GET /v1/health` | 200, the table as JSON (below) |
+//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 401 no valid token (below); 400 not a report (bad JSON, a missing or unknown field, another state); 404 edge not in the config; 413 body over [`MAX_REPORT_BYTES`] |
+//! | `GET /v1/health` | 200, the table as JSON (below); 401 no valid token |
 //! | `GET /metrics` | 200, Prometheus text: answers by [`AnswerKind`], refusals by code, reports by result, `tern_dns_edge_up{edge,pop}`, `tern_dns_healthy_edges` |
 //!
 //! An edge reports every probe cycle, not only on changes: a report counts for
@@ -37,15 +38,26 @@
 //! configured edge in config order, `health` one of `up`, `down`, `disabled`,
 //! `expired`, `unreported` ([`Health`]; only `up` is answered), `state` the last state
 //! reported (`null` if none) and `age_ms` its age. Errors are `{"error": MESSAGE}`.
-//! Reports are not authenticated: bind `report_listen` to an address only edges and
-//! operators reach.
+//!
+//! Both methods of `/v1/health` need `Authorization: Bearer TOKEN` with one of the
+//! config's `report_tokens` (the edges send their `[health.dns] token`; the table
+//! too, since the edges' anycast guard acts on it and it shows which edges are
+//! draining); anything else gets 401 with `WWW-Authenticate: Bearer`, before the body
+//! is read, and changes nothing. Tokens are compared in constant time, with every
+//! configured token, so several can be accepted while one is rotated. With no token
+//! configured nothing is checked: tern-config allows that only when `report_listen`
+//! is a loopback address. `/metrics` is not authenticated (like an edge's): it shows
+//! each edge's `up` gauge, so keep `report_listen` where only edges and operators
+//! reach it.
 //!
 //! What it does not do: DNSSEC, zone transfers, NS records (the parent zone's
-//! delegation names the servers), names other than the edge name, authentication of
-//! health reports (bind `report_listen` to a private address), or probing edges
-//! itself: health comes only from the edges' reports (tern-health sends them).
+//! delegation names the servers), names other than the edge name, TLS on the report
+//! endpoint (a token crosses the network in clear: keep `report_listen` on a private
+//! network), per-edge tokens (any valid token may report for any edge), or probing
+//! edges itself: health comes only from the edges' reports (tern-health sends them).
 
 pub mod answer;
+mod auth;
 pub mod health;
 mod metrics;
 mod report;

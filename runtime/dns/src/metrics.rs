@@ -53,13 +53,16 @@ pub(crate) enum ReportResult {
     UnknownEdge,
     /// Not a report (malformed or too large).
     Bad,
+    /// Without one of `report_tokens` (answered 401, the table unchanged).
+    Unauthorized,
 }
 
 impl ReportResult {
-    const ALL: [ReportResult; 3] = [
+    const ALL: [ReportResult; 4] = [
         ReportResult::Accepted,
         ReportResult::UnknownEdge,
         ReportResult::Bad,
+        ReportResult::Unauthorized,
     ];
 
     fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl ReportResult {
             ReportResult::Accepted => "accepted",
             ReportResult::UnknownEdge => "unknown_edge",
             ReportResult::Bad => "bad",
+            ReportResult::Unauthorized => "unauthorized",
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The HTTP side: where edges report their health, and where operators read it. The
 //! routes and the JSON they carry are the crate's contract with the edges; they are
-//! documented in the crate docs.
+//! documented in the crate docs. Both methods of `/v1/health` go through
+//! [`ReportAuth`](crate::auth::ReportAuth) first: a refused request is answered 401
+//! before its body is read, and changes nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
+use crate::auth::AuthError;
 use crate::health::{EdgeState, Health, HealthReport, MAX_REPORT_BYTES, ReportError};
 use crate::metrics::ReportResult;
 use crate::server::Shared;
@@ -84,6 +87,17 @@ pub(crate) async fn serve(
 }
 
 async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let health_route = request.uri().path() == "/v1/health"
+        && matches!(*request.method(), Method::GET | Method::POST);
+    if health_route {
+        let authorization = request.headers().get_all(AUTHORIZATION);
+        if let Err(refused) = shared
+            .auth
+            .check(authorization.iter().map(|v| v.as_bytes()))
+        {
+            return unauthorized(request.method(), refused, shared);
+        }
+    }
     match (request.method(), request.uri().path()) {
         (&Method::POST, "/v1/health") => take_report(request, shared).await,
         (&Method::GET, "/v1/health") => table(shared),
@@ -151,6 +165,20 @@ async fn take_report(request: Request<Incoming>, shared: &Shared) -> Response<Fu
             error(status, &report_error.to_string())
         }
     }
+}
+
+/// A `/v1/health` request without one of the report tokens: 401, nothing changed.
+fn unauthorized(method: &Method, refused: AuthError, shared: &Shared) -> Response<Full<Bytes>> {
+    if *method == Method::POST {
+        shared.metrics.report(ReportResult::Unauthorized);
+    }
+    debug!(%method, error = %refused, "health endpoint request refused");
+    let mut response = error(StatusCode::UNAUTHORIZED, &refused.to_string());
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"tern dns\""),
+    );
+    response
 }
 
 /// `GET /v1/health`: the table.

@@ -35,6 +35,7 @@ use tern_config::{DnsConfig, IpSubnet};
 use tracing::debug;
 
 use crate::answer::{Family, Topology};
+use crate::auth::ReportAuth;
 use crate::health::HealthTable;
 use crate::metrics::{Metrics, Refusal};
 
@@ -56,6 +57,8 @@ pub struct NameError {
 /// The state the DNS handler and the report endpoint share.
 pub(crate) struct Shared {
     pub(crate) topology: Topology,
+    /// Who may use `/v1/health`.
+    pub(crate) auth: ReportAuth,
     pub(crate) health: Mutex<HealthTable>,
     pub(crate) metrics: Metrics,
     /// The edge name, lower case.
@@ -96,6 +99,7 @@ impl Shared {
         let health = HealthTable::new(&topology, config.report_ttl);
         Ok(Self {
             topology,
+            auth: ReportAuth::new(&config.report_tokens),
             health: Mutex::new(health),
             metrics: Metrics::default(),
             name: LowerName::new(&name),

@@ -95,10 +95,12 @@ impl DnsService {
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
         let (stop, stopped) = watch::channel(false);
+        let reports_authenticated = shared.auth.enabled();
         let report = tokio::spawn(report::serve(reports, shared, stopped));
         info!(
             %dns_addr,
             %report_addr,
+            reports_authenticated,
             name = %config.name,
             zone = %config.zone,
             pops = config.pops.len(),

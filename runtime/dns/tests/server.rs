@@ -25,8 +25,14 @@ const NYC: &str = "127.0.0.4";
 const NO_POP: &str = "127.0.0.1";
 
 fn config(report_ttl: &str) -> tern_config::DnsConfig {
+    config_with(report_ttl, "")
+}
+
+/// [`config`] with `top` (`key = value` lines) added to the top level.
+fn config_with(report_ttl: &str, top: &str) -> tern_config::DnsConfig {
     let text = format!(
         r#"
+        {top}
         listen = "127.0.0.1:0"
         report_listen = "127.0.0.1:0"
         name = "edge.tern.test."
@@ -161,10 +167,24 @@ async fn http(
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
+    let (status, _, body) = http_with(addr, method, path, &[], body).await?;
+    Ok((status, body))
+}
+
+/// [`http`] with extra `headers` (`Name: value` each); returns the status, the head
+/// (status line and headers) and the body.
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> anyhow::Result<(u16, String, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: tern-dns\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: tern-dns\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes()).await?;
@@ -179,7 +199,7 @@ async fn http(
             .nth(1)
             .context("no status")?
             .parse::<u16>()?;
-        anyhow::Ok((status, body.to_owned()))
+        anyhow::Ok((status, head.to_owned(), body.to_owned()))
     };
     tokio::time::timeout(WAIT, exchange)
         .await
@@ -477,6 +497,111 @@ async fn bad_reports_are_refused_and_change_nothing() -> anyhow::Result<()> {
         "tern_dns_health_reports_total{result=\"unknown_edge\"} 1",
         "tern_dns_health_reports_total{result=\"bad\"} 5",
         "tern_dns_health_reports_total{result=\"accepted\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    service.shutdown().await;
+    Ok(())
+}
+
+/// With `report_tokens`, `/v1/health` (reports and the table) needs `Authorization:
+/// Bearer` one of them: no token, a wrong one, one of the right length one byte off,
+/// another scheme, two headers: 401 and nothing changes. Either token of a rotation
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_the_table_need_one_of_the_tokens() -> anyhow::Result<()> {
+    const OLD: &str = "0123456789abcdef0123456789abcdef";
+    const NEW: &str = "the-token-rotated-in-0123456789abcdef";
+    let service = DnsService::start(&config_with(
+        "1h",
+        &format!("report_tokens = [\"{OLD}\", \"{NEW}\"]"),
+    ))
+    .await?;
+    let addr = service.report_addr();
+    let mut off_by_one_byte = OLD.as_bytes().to_vec();
+    off_by_one_byte[31] = b'e';
+    let off_by_one_byte = String::from_utf8(off_by_one_byte)?;
+    assert_eq!(off_by_one_byte.len(), OLD.len());
+    let refused: Vec<Vec<String>> = vec![
+        vec![],
+        vec!["Authorization: Bearer not-the-token".into()],
+        vec![format!("Authorization: Bearer {off_by_one_byte}")],
+        vec![format!("Authorization: Bearer {}", &OLD[..31])],
+        vec![format!("Authorization: Basic {OLD}")],
+        vec![format!("Authorization: {OLD}")],
+        vec![
+            format!("Authorization: Bearer {OLD}"),
+            format!("Authorization: Bearer {NEW}"),
+        ],
+    ];
+    let up = r#"{"edge": "fra-1", "state": "up"}"#;
+    for headers in &refused {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        for (method, body) in [("POST", up), ("POST", "not a report"), ("GET", "")] {
+            let (status, head, text) =
+                http_with(addr, method, "/v1/health", &headers, body).await?;
+            assert_eq!(status, 401, "{method} with {headers:?}: {text}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer realm=\"tern dns\""),
+                "{head}"
+            );
+            assert!(text.contains("\"error\""), "{text}");
+            assert!(!text.contains(OLD) && !text.contains(NEW), "{text}");
+        }
+    }
+    // Nothing changed: still the fallback, every edge unreported.
+    assert_eq!(ask(&service, FRA, RecordType::A).await?, ["192.0.2.100"]);
+    let bearer = |token: &str| format!("Authorization: Bearer {token}");
+    let read_table = async |token: &str| {
+        let (status, _, body) = http_with(addr, "GET", "/v1/health", &[&bearer(token)], "").await?;
+        ensure!(status == 200, "{status} {body}");
+        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&body)?)
+    };
+    let table = read_table(OLD).await?;
+    assert_eq!(table["healthy"], 0, "{table}");
+    for edge in ["fra-1", "fra-2", "ams-1", "nyc-1"] {
+        assert_eq!(
+            health_of(&table, edge).as_deref(),
+            Some("unreported"),
+            "{table}"
+        );
+    }
+
+    // The old token and the rotated one both report, and read the table.
+    for (token, edge) in [(OLD, "fra-1"), (NEW, "fra-2")] {
+        let body = format!(r#"{{"edge": "{edge}", "state": "up"}}"#);
+        let (status, _, text) =
+            http_with(addr, "POST", "/v1/health", &[&bearer(token)], &body).await?;
+        assert_eq!(status, 204, "{edge}: {text}");
+    }
+    let (status, _, _) = http_with(
+        addr,
+        "POST",
+        "/v1/health",
+        &[&format!("authorization: bearer   {NEW}")],
+        r#"{"edge": "ams-1", "state": "disabled"}"#,
+    )
+    .await?;
+    assert_eq!(status, 204, "the scheme in any case, spaces after it");
+    let table = read_table(NEW).await?;
+    assert_eq!(table["healthy"], 2, "{table}");
+    assert_eq!(health_of(&table, "ams-1").as_deref(), Some("disabled"));
+    wait_for_answer(&service, FRA, RecordType::A, &["192.0.2.11", "192.0.2.12"]).await?;
+    // A valid token still gets the usual answers for bad reports.
+    let (status, _, _) = http_with(addr, "POST", "/v1/health", &[&bearer(OLD)], "{}").await?;
+    assert_eq!(status, 400);
+
+    // /metrics is open, and counts the refused reports.
+    let (status, metrics) = http(addr, "GET", "/metrics", "").await?;
+    assert_eq!(status, 200);
+    for line in [
+        "tern_dns_health_reports_total{result=\"unauthorized\"} 14",
+        "tern_dns_health_reports_total{result=\"accepted\"} 3",
+        "tern_dns_health_reports_total{result=\"bad\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
