@@ -7,7 +7,8 @@
 //! [`LogProcess`] starts `tern log` on a free loopback
 //! port, waits for its "listening" line, and kills it (SIGKILL or SIGTERM) on demand
 //! or when dropped, so no test leaves a process behind. [`EdgeProcess`] does the same
-//! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]), and
+//! for `tern edge`, writing its config (linked to a log, with the [`TEST_KEY`]),
+//! [`HealthProcess`] for `tern health` alongside an edge, and
 //! [`DevProcess`] for `tern dev`, keeping every line it prints on stdout. Processes can
 //! be signalled and frozen (SIGSTOP), and an edge restarted on its port
 //! ([`EdgeProcess::start_at`]); [`vm_rss_bytes`] reads a process's resident memory.
@@ -428,6 +429,55 @@ impl EdgeProcess {
 }
 
 impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tern health` child process: the health loop of one edge, alongside it.
+pub struct HealthProcess {
+    child: Child,
+    /// Lines it printed on stderr (its logs), collected in the background.
+    pub logs: Logs,
+}
+
+impl HealthProcess {
+    /// Starts `tern health --config CONFIG --edge EDGE` (the edge's config file, whose
+    /// `[health]` has `runner = "tern-health"`; `edge`: where that edge listens) and
+    /// waits until its loop runs.
+    pub fn start(config: &Path, edge: SocketAddr) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(tern_binary());
+        cmd.arg("health")
+            .arg("--config")
+            .arg(config)
+            .arg("--edge")
+            .arg(edge.to_string());
+        let (child, logs, _) = spawn_reporting(cmd, "tern health", &["tern health probing "])?;
+        Ok(Self { child, logs })
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its
+    /// exit status, or `None` when it was still running (it is then SIGKILLed).
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        send_signal(&self.child, libc::SIGTERM);
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for HealthProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
