@@ -91,13 +91,19 @@ impl HealthDriver {
         let anycast = match &config.bird {
             Some(_) => Some(AnycastController::new(
                 &settings,
-                DnsSiteCount::new(edge_name, urls.clone(), config.timeout),
+                DnsSiteCount::new(
+                    edge_name,
+                    urls.clone(),
+                    config.report_token().cloned(),
+                    config.timeout,
+                ),
             )?),
             None => None,
         };
         let reporter = DnsReporter::start(
             edge_name.to_owned(),
             &urls,
+            config.report_token().cloned(),
             config.timeout,
             Arc::clone(&metrics),
         );

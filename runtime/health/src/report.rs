@@ -6,6 +6,10 @@
 //! | [`DnsReporter::report`] | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}`, expecting 2xx (tern dns answers 204) |
 //! | [`DnsSiteCount`] | `GET /v1/health`: this site, plus the other entries of `edges` whose `health` is `up`; the first server that answers wins |
 //!
+//! Both carry `Authorization: Bearer TOKEN` when `[health.dns] token` is set (a
+//! `tern dns` with `report_tokens` answers 401 to anything else; the header is marked
+//! sensitive, and the token never appears in logs).
+//!
 //! One plain HTTP/1.1 request per connection, the whole exchange bounded by the
 //! timeout and the answer by [`MAX_ANSWER_BYTES`]. Each report URL has a task of its
 //! own that posts the newest state (older ones not yet sent are skipped, never
@@ -28,6 +32,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tern_config::ReportToken;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,6 +53,18 @@ pub(crate) async fn request(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), String> {
+    authorized_request(addr, method, path, body, None, timeout).await
+}
+
+/// [`request`], with `Authorization: Bearer TOKEN` when `token` is given.
+async fn authorized_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<&ReportToken>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -66,6 +83,14 @@ pub(crate) async fn request(
             .header(http::header::CONNECTION, "close");
         if body.is_some() {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = token {
+            // Visible ASCII (tern-config checks), so always a valid header value; the
+            // error names no part of the token.
+            let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                .map_err(|_| "the [health.dns] token is not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            builder = builder.header(http::header::AUTHORIZATION, value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -100,10 +125,12 @@ async fn post_report(
     addr: SocketAddr,
     edge: &str,
     state: HealthState,
+    token: Option<&ReportToken>,
     timeout: Duration,
 ) -> Result<(), String> {
     let body = report_body(edge, state);
-    let (status, answer) = request(addr, Method::POST, "/v1/health", Some(body), timeout).await?;
+    let (status, answer) =
+        authorized_request(addr, Method::POST, "/v1/health", Some(body), token, timeout).await?;
     if status.is_success() {
         Ok(())
     } else {
@@ -133,10 +160,12 @@ pub struct DnsReporter {
 
 impl DnsReporter {
     /// Starts one task per URL of `urls`; nothing is sent before the first
-    /// [`DnsReporter::report`]. Must be called inside a tokio runtime.
+    /// [`DnsReporter::report`]. Every report carries `token` when given (`[health.dns]
+    /// token`). Must be called inside a tokio runtime.
     pub fn start(
         edge: String,
         urls: &[SocketAddr],
+        token: Option<ReportToken>,
         timeout: Duration,
         metrics: Arc<HealthMetrics>,
     ) -> DnsReporter {
@@ -145,6 +174,7 @@ impl DnsReporter {
             state: HealthState::Down,
         });
         let edge: Arc<str> = edge.into();
+        let token = token.map(Arc::new);
         let mut done = Vec::with_capacity(urls.len());
         let mut tasks = Vec::with_capacity(urls.len());
         for &addr in urls {
@@ -153,6 +183,7 @@ impl DnsReporter {
             tasks.push(tokio::spawn(report_to(
                 addr,
                 Arc::clone(&edge),
+                token.clone(),
                 pending.subscribe(),
                 done_tx,
                 timeout,
@@ -202,6 +233,7 @@ impl Drop for DnsReporter {
 async fn report_to(
     addr: SocketAddr,
     edge: Arc<str>,
+    token: Option<Arc<ReportToken>>,
     mut pending: watch::Receiver<Pending>,
     done: watch::Sender<u64>,
     timeout: Duration,
@@ -211,7 +243,7 @@ async fn report_to(
     while pending.changed().await.is_ok() {
         let Pending { seq, state } = *pending.borrow_and_update();
         metrics.dns_report_sent();
-        match post_report(addr, &edge, state, timeout).await {
+        match post_report(addr, &edge, state, token.as_deref(), timeout).await {
             Ok(()) => {
                 if failing {
                     tracing::info!(dns = %addr, %state, "health reports reach tern dns again");
@@ -269,16 +301,23 @@ fn count_sites(body: &[u8], own: &str) -> Result<u32, String> {
 pub struct DnsSiteCount {
     edge: String,
     urls: Vec<SocketAddr>,
+    token: Option<ReportToken>,
     timeout: Duration,
 }
 
 impl DnsSiteCount {
     /// The count for the edge named `edge` (as it reports itself), asking `urls` in
-    /// order, each within `timeout`.
-    pub fn new(edge: impl Into<String>, urls: Vec<SocketAddr>, timeout: Duration) -> DnsSiteCount {
+    /// order, each within `timeout`, with `token` when given (`[health.dns] token`).
+    pub fn new(
+        edge: impl Into<String>,
+        urls: Vec<SocketAddr>,
+        token: Option<ReportToken>,
+        timeout: Duration,
+    ) -> DnsSiteCount {
         DnsSiteCount {
             edge: edge.into(),
             urls,
+            token,
             timeout,
         }
     }
@@ -288,7 +327,15 @@ impl SiteCount for DnsSiteCount {
     async fn announcing_sites(&self) -> Result<u32, SiteCountError> {
         let mut errors = Vec::with_capacity(self.urls.len());
         for &addr in &self.urls {
-            let answer = request(addr, Method::GET, "/v1/health", None, self.timeout).await;
+            let answer = authorized_request(
+                addr,
+                Method::GET,
+                "/v1/health",
+                None,
+                self.token.as_ref(),
+                self.timeout,
+            )
+            .await;
             match answer {
                 Ok((status, body)) if status.is_success() => match count_sites(&body, &self.edge) {
                     Ok(count) => return Ok(count),
@@ -319,11 +366,22 @@ mod tests {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
 
-    /// A tern dns stand-in: records report bodies, answers GET with `table`.
+    /// What a stub saw of one request.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Seen {
+        method: Method,
+        /// The `Authorization` header, if any.
+        authorization: Option<String>,
+        body: String,
+    }
+
+    /// A tern dns stand-in: records every request, answers GET with `table` and POST
+    /// with `status`; with `token`, answers 401 to a request without `Bearer token`.
     async fn stub(
         table: &'static str,
         status: StatusCode,
-    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        token: Option<&'static str>,
+    ) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -337,21 +395,33 @@ mod tests {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let seen = Arc::clone(&seen);
                         async move {
-                            let get = request.method() == Method::GET;
+                            let method = request.method().clone();
+                            let authorization = request
+                                .headers()
+                                .get(http::header::AUTHORIZATION)
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                             let body = request
                                 .into_body()
                                 .collect()
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            if !get {
-                                seen.lock()
-                                    .expect("lock")
-                                    .push(String::from_utf8_lossy(&body).into_owned());
-                            }
-                            let answer = if get { table } else { "" };
+                            let allowed = token.is_none_or(|token| {
+                                authorization.as_deref() == Some(&*format!("Bearer {token}"))
+                            });
+                            let get = method == Method::GET;
+                            seen.lock().expect("lock").push(Seen {
+                                method,
+                                authorization,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            });
+                            let (answer, status) = match (allowed, get) {
+                                (false, _) => ("", StatusCode::UNAUTHORIZED),
+                                (true, true) => (table, StatusCode::OK),
+                                (true, false) => ("", status),
+                            };
                             let mut response = http::Response::new(Full::new(Bytes::from(answer)));
-                            *response.status_mut() = if get { StatusCode::OK } else { status };
+                            *response.status_mut() = status;
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
@@ -364,43 +434,77 @@ mod tests {
         (addr, seen)
     }
 
+    /// The bodies of the POSTs `seen` recorded.
+    fn posted(seen: &Mutex<Vec<Seen>>) -> Vec<String> {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter(|s| s.method == Method::POST)
+            .map(|s| s.body.clone())
+            .collect()
+    }
+
     const TABLE: &str = r#"{"report_ttl_ms": 3000, "healthy": 2, "edges": [
         {"edge": "a", "pop": "fra", "health": "up", "state": "up", "age_ms": 4},
         {"edge": "b", "pop": "fra", "health": "expired", "state": "up", "age_ms": 9000},
         {"edge": "c", "pop": "ams", "health": "up", "state": "up", "age_ms": 1},
         {"edge": "d", "pop": "ams", "health": "unreported", "state": null, "age_ms": null}]}"#;
 
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn token(text: &str) -> Option<ReportToken> {
+        Some(ReportToken::parse(text).expect("valid token"))
+    }
+
     fn unreachable_addr() -> SocketAddr {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     }
 
-    #[tokio::test]
-    async fn reports_reach_every_server_in_order_and_failures_are_counted() {
-        let (a, seen_a) = stub(TABLE, StatusCode::NO_CONTENT).await;
-        let (b, seen_b) = stub(TABLE, StatusCode::NOT_FOUND).await;
-        let dead = unreachable_addr();
-        let metrics = Arc::new(HealthMetrics::default());
-        let mut reporter = DnsReporter::start(
-            "fra-1".into(),
-            &[a, b, dead],
-            Duration::from_secs(5),
-            Arc::clone(&metrics),
-        );
-        for state in [HealthState::Down, HealthState::Up, HealthState::Disabled] {
+    /// Reports `states` in turn, waiting for each to be done everywhere.
+    async fn report_all(reporter: &mut DnsReporter, states: &[HealthState]) {
+        for &state in states {
             let seq = reporter.report(state);
             assert!(
                 reporter.wait_reported(seq, Duration::from_secs(20)).await,
                 "every task finished report {seq}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn reports_reach_every_server_in_order_and_failures_are_counted() {
+        let (a, seen_a) = stub(TABLE, StatusCode::NO_CONTENT, None).await;
+        let (b, seen_b) = stub(TABLE, StatusCode::NOT_FOUND, None).await;
+        let dead = unreachable_addr();
+        let metrics = Arc::new(HealthMetrics::default());
+        let mut reporter = DnsReporter::start(
+            "fra-1".into(),
+            &[a, b, dead],
+            None,
+            Duration::from_secs(5),
+            Arc::clone(&metrics),
+        );
+        report_all(
+            &mut reporter,
+            &[HealthState::Down, HealthState::Up, HealthState::Disabled],
+        )
+        .await;
         let want = [
             r#"{"edge":"fra-1","state":"down"}"#,
             r#"{"edge":"fra-1","state":"up"}"#,
             r#"{"edge":"fra-1","state":"disabled"}"#,
         ];
-        assert_eq!(*seen_a.lock().expect("lock"), want);
-        assert_eq!(*seen_b.lock().expect("lock"), want);
+        assert_eq!(posted(&seen_a), want);
+        assert_eq!(posted(&seen_b), want);
+        assert!(
+            seen_a
+                .lock()
+                .expect("lock")
+                .iter()
+                .all(|s| s.authorization.is_none()),
+            "no token configured, no header"
+        );
         let (sent, failed) = metrics.dns_reports();
         assert_eq!(
             (sent, failed),
@@ -409,18 +513,70 @@ mod tests {
         );
     }
 
+    /// With a token, every report and every table read carries it; without it (or
+    /// with another), a tern dns that wants one refuses, and that is a failure.
+    #[tokio::test]
+    async fn the_token_goes_with_every_report_and_table_read() {
+        let (dns, seen) = stub(TABLE, StatusCode::NO_CONTENT, Some(TOKEN)).await;
+        let metrics = Arc::new(HealthMetrics::default());
+        let mut reporter = DnsReporter::start(
+            "c".into(),
+            &[dns],
+            token(TOKEN),
+            Duration::from_secs(5),
+            Arc::clone(&metrics),
+        );
+        report_all(&mut reporter, &[HealthState::Up, HealthState::Down]).await;
+        assert_eq!(metrics.dns_reports(), (2, 0), "both accepted");
+        let count = DnsSiteCount::new("c", vec![dns], token(TOKEN), Duration::from_secs(5));
+        assert_eq!(count.announcing_sites().await, Ok(2));
+        {
+            let seen = seen.lock().expect("lock");
+            let methods: Vec<&Method> = seen.iter().map(|s| &s.method).collect();
+            assert_eq!(methods, [&Method::POST, &Method::POST, &Method::GET]);
+            let bearer = format!("Bearer {TOKEN}");
+            for request in seen.iter() {
+                assert_eq!(request.authorization.as_deref(), Some(bearer.as_str()));
+            }
+        }
+        assert!(
+            !format!("{reporter:?}{count:?}").contains(TOKEN),
+            "Debug hides the token"
+        );
+
+        // Without the token, or with another: 401, a failed report, no count.
+        for other in [None, token("another-token-of-32-characters-00")] {
+            let metrics = Arc::new(HealthMetrics::default());
+            let mut reporter = DnsReporter::start(
+                "c".into(),
+                &[dns],
+                other.clone(),
+                Duration::from_secs(5),
+                Arc::clone(&metrics),
+            );
+            report_all(&mut reporter, &[HealthState::Up]).await;
+            assert_eq!(metrics.dns_reports(), (1, 1), "{other:?}");
+            let e = DnsSiteCount::new("c", vec![dns], other, Duration::from_secs(5))
+                .announcing_sites()
+                .await
+                .expect_err("refused");
+            assert!(e.0.contains("401"), "{e}");
+        }
+    }
+
     #[tokio::test]
     async fn the_site_count_comes_from_the_first_server_that_answers() {
-        let (a, _) = stub(TABLE, StatusCode::NO_CONTENT).await;
-        let (bad, _) = stub("{not json", StatusCode::NO_CONTENT).await;
+        let (a, _) = stub(TABLE, StatusCode::NO_CONTENT, None).await;
+        let (bad, _) = stub("{not json", StatusCode::NO_CONTENT, None).await;
         let dead = unreachable_addr();
+        let five = Duration::from_secs(5);
         // a and c are up: as c, a plus itself; as b (expired there), a and c plus
         // itself.
-        let count = DnsSiteCount::new("c", vec![dead, bad, a], Duration::from_secs(5));
+        let count = DnsSiteCount::new("c", vec![dead, bad, a], None, five);
         assert_eq!(count.announcing_sites().await, Ok(2));
-        let count = DnsSiteCount::new("b", vec![a], Duration::from_secs(5));
+        let count = DnsSiteCount::new("b", vec![a], None, five);
         assert_eq!(count.announcing_sites().await, Ok(3));
-        let e = DnsSiteCount::new("c", vec![dead, bad], Duration::from_secs(5))
+        let e = DnsSiteCount::new("c", vec![dead, bad], None, five)
             .announcing_sites()
             .await
             .expect_err("nobody answers usably");
@@ -428,7 +584,7 @@ mod tests {
             e.0.contains("cannot connect") && e.0.contains("does not parse"),
             "{e}"
         );
-        let e = DnsSiteCount::new("c", Vec::new(), Duration::from_secs(5))
+        let e = DnsSiteCount::new("c", Vec::new(), None, five)
             .announcing_sites()
             .await
             .expect_err("nobody to ask");
