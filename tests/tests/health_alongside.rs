@@ -2,7 +2,9 @@
 //! driving a real BIRD pair (`tern_health::testing`) on loopback (issue 6):
 //!
 //! - `tern_health_withdraws_a_frozen_or_killed_edge`: once the edge is up the router
-//!   learns the anycast prefix. SIGSTOP the edge: `tern health`'s probes fail, and it
+//!   learns the anycast prefix. SIGSTOP the log: the edge's link is still up, but the
+//!   log answers no ping (`/readyz?ping`), so the route is withdrawn; SIGCONT, and it is
+//!   announced again. SIGSTOP the edge: `tern health`'s probes fail, and it
 //!   withdraws; SIGCONT: it rises and announces again. SIGKILL the edge: withdrawn;
 //!   a new edge on the same port: announced again. Then SIGTERM to the edge, with a
 //!   client connected: the edge's anycast protocol is already down when the client is
@@ -27,7 +29,7 @@ use anyhow::{Context as _, ensure};
 use tern_client::{Client, ClientConfig, ConnectionState};
 use tern_health::bird::{ProtocolName, ProtocolState};
 use tern_health::testing::{EDGE_AS, Pair};
-use tern_tests::{EdgeProcess, HealthProcess, LogProcess, TEST_KEY};
+use tern_tests::{EdgeProcess, HealthProcess, LogProcess, TEST_KEY, http};
 
 /// Longest wait for anything here.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -77,6 +79,25 @@ async fn tern_health_withdraws_a_frozen_or_killed_edge() -> anyhow::Result<()> {
     let health = HealthProcess::start(&dir.path().join("edge-a.toml"), addr)?;
     pair.wait_as_path(&[EDGE_AS]).await;
     eprintln!("edge up and announced");
+
+    // The log frozen: the link stays up until QUIC's idle timeout, but the ping that
+    // `/readyz?ping` sends is not answered.
+    log.freeze();
+    let frozen = Instant::now();
+    pair.wait_withdrawn().await;
+    eprintln!("withdrawn {:?} after the log froze", frozen.elapsed());
+    // What makes this the ping's doing: the link itself is still up (QUIC notices a
+    // silent peer only after its 5 s idle timeout), so plain /readyz still says ready.
+    let plain = http::get(addr, "/readyz", None).await?;
+    ensure!(
+        plain.status == 200,
+        "withdrawn only once the link itself went down: /readyz {} {}",
+        plain.status,
+        plain.body
+    );
+    log.signal(libc::SIGCONT);
+    pair.wait_as_path(&[EDGE_AS]).await;
+    eprintln!("announced again once the log thawed");
 
     // Frozen: only a process alongside can notice.
     edge.freeze();

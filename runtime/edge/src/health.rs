@@ -9,7 +9,8 @@
 //! clients reconnect (through anycast, they would land here again otherwise).
 //!
 //! ```text
-//!  HealthDriver ──ProbedEdge──▶ HealthTarget ─┬─ link(): Metrics::link_is_up, Functions::is_caught_up
+//!  HealthDriver ──ProbedEdge──▶ HealthTarget ─┬─ refresh(): a ping to the log over the link (health.timeout)
+//!                                             ├─ link(): Metrics::link_is_up, the ping answered, Functions::is_caught_up
 //!                                             ├─ load(): open connections, limits.max_connections
 //!                                             └─ send_clients_elsewhere(): drain generation += 1
 //!                                                   └─▶ every WS / SSE driver: DISCONNECTED ShuttingDown, elsewhere
@@ -18,6 +19,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tern_config::HealthConfig;
@@ -34,6 +36,22 @@ pub(crate) struct HealthTarget {
     pub(crate) addr: SocketAddr,
     /// Bumped to tell every connection open now to go elsewhere.
     pub(crate) drain: Arc<watch::Sender<u64>>,
+    /// Whether the log answered the last probe's ping.
+    pub(crate) pinged: AtomicBool,
+}
+
+/// One ping to the log over the link, bounded by `health.timeout`: `Ok` once the
+/// log answered, else why not.
+pub(crate) async fn ping_log(shared: &Shared) -> Result<(), String> {
+    let Some(client) = shared.link.client() else {
+        return Err("the link to the log is down".to_owned());
+    };
+    let timeout = shared.config.health.timeout;
+    match tokio::time::timeout(timeout, client.ping()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("the log did not answer a ping: {error}")),
+        Err(_) => Err(format!("the log did not answer a ping within {timeout:?}")),
+    }
 }
 
 impl ProbedEdge for HealthTarget {
@@ -41,10 +59,20 @@ impl ProbedEdge for HealthTarget {
         self.addr
     }
 
+    /// Up only when the last refresh's ping was answered: a frozen or unreachable
+    /// log is noticed within one probe, not at the link's idle timeout.
     fn link(&self) -> LinkStatus {
         LinkStatus {
-            up: self.shared.metrics.link_is_up(),
+            up: self.shared.metrics.link_is_up() && self.pinged.load(Ordering::Relaxed),
             caught_up: self.shared.functions.is_caught_up(),
+        }
+    }
+
+    async fn refresh(&self) {
+        self.pinged.store(false, Ordering::Relaxed);
+        match ping_log(&self.shared).await {
+            Ok(()) => self.pinged.store(true, Ordering::Relaxed),
+            Err(reason) => tracing::debug!(%reason, "link probe failed"),
         }
     }
 

@@ -112,22 +112,7 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             }
             match segments[0] {
                 "healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-                "readyz" if shared.is_leaving() => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{}\n", tern_health::remote::SHUTTING_DOWN),
-                    "text/plain",
-                ),
-                "readyz" if !shared.metrics.link_is_up() => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the link to the log is down\n".into(),
-                    "text/plain",
-                ),
-                "readyz" if !shared.functions.is_caught_up() => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{}\n", tern_health::remote::FUNCTIONS_NOT_IN_FORCE),
-                    "text/plain",
-                ),
-                "readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+                "readyz" => readiness(&request, &shared).await,
                 _ => text(
                     StatusCode::OK,
                     {
@@ -150,6 +135,39 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
             ))
         }
     }
+}
+
+/// `GET /readyz`: 200 `ready` while the link to the log is up and the functions
+/// deployed in the log are in force, else 503 with the reason; from the start of
+/// shutdown, 503 [`tern_health::remote::SHUTTING_DOWN`]. With `?ping` the log must
+/// also answer a ping on the link within `health.timeout` (what `tern health` asks:
+/// a frozen or unreachable log is noticed at once, not at the link's idle timeout).
+async fn readiness(request: &Request<Incoming>, shared: &Shared) -> HttpResponse {
+    let not_ready = |reason: String| {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{reason}\n"),
+            "text/plain",
+        )
+    };
+    if shared.is_leaving() {
+        return not_ready(tern_health::remote::SHUTTING_DOWN.to_owned());
+    }
+    if !shared.metrics.link_is_up() {
+        return not_ready("the link to the log is down".to_owned());
+    }
+    if !shared.functions.is_caught_up() {
+        return not_ready(tern_health::remote::FUNCTIONS_NOT_IN_FORCE.to_owned());
+    }
+    let ping = request.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair == "ping" || pair.starts_with("ping="))
+    });
+    if ping && let Err(reason) = crate::health::ping_log(shared).await {
+        return not_ready(reason);
+    }
+    text(StatusCode::OK, "ready\n".into(), "text/plain")
 }
 
 /// Checks the WebSocket handshake, answers 101 and hands the socket to a connection

@@ -232,6 +232,7 @@ impl Edge {
             shared: Arc::clone(&shared),
             addr: local_addr,
             drain: Arc::clone(&drain),
+            pinged: AtomicBool::new(false),
         });
         let health = match (runner, health_metrics) {
             (Some(HealthRunner::TernHealth), _) => {

@@ -8,7 +8,7 @@
 //!
 //! | what          | from                                                              |
 //! |---------------|-------------------------------------------------------------------|
-//! | link          | `GET /readyz`: 200 is up and caught up; 503 says which is missing |
+//! | link          | `GET /readyz?ping`: 200 is up (the log answered a ping on the link) and caught up; 503 says what is missing |
 //! | leaving       | `GET /readyz` 503 "the edge is shutting down": the edge got SIGTERM, taken as a drain |
 //! | load          | `GET /metrics`: `tern_edge_connections_open`, over `limits.max_connections` |
 //!
@@ -109,7 +109,7 @@ impl RemoteEdge {
     }
 
     async fn readiness(&self) -> Readiness {
-        match request(self.addr, Method::GET, "/readyz", None, self.timeout).await {
+        match request(self.addr, Method::GET, "/readyz?ping", None, self.timeout).await {
             Ok((StatusCode::OK, _)) => Readiness::Ready,
             Ok((StatusCode::SERVICE_UNAVAILABLE, body)) => readiness_of(&body),
             Ok((status, _)) => {
