@@ -288,14 +288,15 @@ impl<E: ProbedEdge> Prober<E> {
     }
 }
 
-/// Whether the edge is drained: the drain file (`file`: `None` when it could not be
-/// looked at) or the edge leaving. `None` leaves the drain state as it is: when
-/// neither is known, or when a configured file could not be looked at.
+/// Whether the edge is drained: the edge leaving, or the drain file (`file`: `None`
+/// when it could not be looked at). `None` leaves the drain state as it is: when
+/// neither is known, or when a configured file could not be looked at (and the edge
+/// is not leaving).
 fn drained(file_configured: bool, file: Option<bool>, leaving: Option<bool>) -> Option<bool> {
-    match (file_configured, file, leaving) {
-        (true, None, _) | (false, _, None) => None,
-        (true, Some(present), leaving) => Some(present || leaving == Some(true)),
-        (false, _, Some(leaving)) => Some(leaving),
+    match (leaving, file_configured, file) {
+        (Some(true), _, _) => Some(true),
+        (_, true, file) => file,
+        (leaving, false, _) => leaving,
     }
 }
 
@@ -470,6 +471,23 @@ mod tests {
             drain_file,
             ..HealthConfig::default()
         }
+    }
+
+    #[test]
+    fn a_leaving_edge_drains_and_an_unreadable_drain_file_changes_nothing() {
+        // (file configured, file present?, edge leaving?) → drained?
+        assert_eq!(drained(false, None, None), None);
+        assert_eq!(drained(false, None, Some(false)), Some(false));
+        assert_eq!(drained(false, None, Some(true)), Some(true));
+        assert_eq!(drained(true, Some(false), None), Some(false));
+        assert_eq!(drained(true, Some(true), None), Some(true));
+        assert_eq!(drained(true, Some(false), Some(true)), Some(true));
+        assert_eq!(drained(true, Some(true), Some(false)), Some(true));
+        // A file that could not be looked at keeps the drain state, unless the edge
+        // is leaving.
+        assert_eq!(drained(true, None, Some(false)), None);
+        assert_eq!(drained(true, None, None), None);
+        assert_eq!(drained(true, None, Some(true)), Some(true));
     }
 
     #[test]
