@@ -11,7 +11,8 @@
 //!   router has no route: only A commands that BIRD, so it withdrew before exiting.
 //! - `a_real_tern_dns_hears_the_edges_and_guards_the_last_route`: edges A (with the
 //!   BIRD pair, `min_announcing = 1`) and B report to a real `tern dns`, whose health
-//!   table is also the guard's site count. A's drain file withdraws its route while B
+//!   table is also the guard's site count; every report and table read carries the
+//!   report token (a read without it gets 401). A's drain file withdraws its route while B
 //!   is up (two sites) and tern dns lists A `disabled`; removed, A rises and announces
 //!   again. B stops (SIGTERM, `disabled` in the table); then A's SIGTERM would take
 //!   the last route away, so the guard holds it: A exits 0 and the router keeps the
@@ -41,6 +42,8 @@ use tern_tests::{EdgeProcess, LogProcess, TEST_KEY, http};
 
 /// Longest wait for anything here.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// tern dns's `report_tokens`, the edges' `[health.dns] token`.
+const REPORT_TOKEN: &str = "drain-test-report-token-0123456789abcdef";
 
 /// `[health]` for a test edge: quick probes, the test key as the probe key.
 fn health_section(extra: &str) -> String {
@@ -307,8 +310,9 @@ impl DnsProcess {
     /// Writes `DIR/dns.toml` naming `edges` (one POP), starts `tern dns` on it and
     /// waits for its start-up line.
     async fn start(dir: &std::path::Path, edges: &[&str]) -> anyhow::Result<DnsProcess> {
-        let mut config = String::from(
+        let mut config = format!(
             "listen = \"127.0.0.1:0\"\nreport_listen = \"127.0.0.1:0\"\nname = \"edge.tern.test.\"\n\
+             report_tokens = [{REPORT_TOKEN:?}]\n\
              fallback = [\"192.0.2.100\"]\n[[pops]]\nname = \"local\"\nsubnets = [\"127.0.0.0/8\"]\n",
         );
         for (i, edge) in edges.iter().enumerate() {
@@ -344,7 +348,8 @@ impl DnsProcess {
 
     /// `edge` → its `health` in the table of `GET /v1/health`.
     async fn table(&self) -> anyhow::Result<HashMap<String, String>> {
-        let response = http::get(self.report, "/v1/health", None).await?;
+        let response = http::get(self.report, "/v1/health", Some(REPORT_TOKEN)).await?;
+        ensure!(response.status == 200, "GET /v1/health: {response:?}");
         let table: serde_json::Value = serde_json::from_str(&response.body)?;
         let edges = table["edges"].as_array().context("edges")?;
         Ok(edges
@@ -382,7 +387,10 @@ async fn a_real_tern_dns_hears_the_edges_and_guards_the_last_route() -> anyhow::
     let dns = DnsProcess::start(dir.path(), &["edge-a", "edge-b"]).await?;
     let log = LogProcess::start(&dir.path().join("log"))?;
     let drain = dir.path().join("drain-a");
-    let report = format!("[health.dns]\nreport_urls = [\"http://{}\"]\n", dns.report);
+    let report = format!(
+        "[health.dns]\nreport_urls = [\"http://{}\"]\ntoken = {REPORT_TOKEN:?}\n",
+        dns.report
+    );
     let a_extra = format!(
         "drain_file = {:?}\n[health.bird]\nsocket = {:?}\nmin_announcing = 1\n{report}",
         drain.display().to_string(),
@@ -404,6 +412,8 @@ async fn a_real_tern_dns_hears_the_edges_and_guards_the_last_route() -> anyhow::
     )?;
     dns.wait("edge-a", "up").await?;
     dns.wait("edge-b", "up").await?;
+    let anonymous = http::get(dns.report, "/v1/health", None).await?;
+    ensure!(anonymous.status == 401, "{anonymous:?}");
     pair.wait_as_path(&[EDGE_AS]).await;
 
     // Drained while B is up: two sites, so A withdraws; tern dns lists it disabled.
