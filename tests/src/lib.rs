@@ -13,8 +13,9 @@
 //! be signalled and frozen (SIGSTOP), and an edge restarted on its port
 //! ([`EdgeProcess::start_at`]); [`vm_rss_bytes`] reads a process's resident memory.
 //!
-//! Modules: [`proxy`] (a TCP proxy that stalls or cuts a client's connection) and
-//! [`http`] (a minimal GET, for `/metrics`, `/readyz` and REST history).
+//! Modules: [`proxy`] (a TCP proxy that stalls or cuts a client's connection),
+//! [`http`] (a minimal GET, for `/metrics`, `/readyz` and REST history), and
+//! [`netns`] (the anycast topology of issue 6 in network namespaces, root only).
 //!
 //! ```text
 //! test ──▶ LogProcess (tern log, QUIC) ◀── EdgeProcess (tern edge) ◀── clients
@@ -32,6 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 pub mod http;
+pub mod netns;
 pub mod proxy;
 
 /// Environment variable naming an already built `tern` binary for the tests to run.
