@@ -50,8 +50,6 @@ pub const EDGE_PORT: u16 = 8080;
 pub const DNS_PORT: u16 = 53;
 /// The port of `tern dns`'s health report listener (`report_listen`).
 pub const DNS_REPORT_PORT: u16 = 5380;
-/// The bearer token of `tern dns`'s health table (`report_tokens` of `dns.toml`).
-pub const DNS_REPORT_TOKEN: &str = "topology-report-token-0123456789abcdef";
 /// The number of edges.
 pub const EDGES: usize = 3;
 /// Longest wait for a process to start or for BGP to converge.
@@ -204,11 +202,6 @@ impl NsProcess {
         self.child.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child().id()
-    }
-
     /// Waits (at most `timeout`) until it printed a stdout line starting with
     /// `prefix`; returns the rest of the line. Fails early when it exits.
     pub async fn wait_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
@@ -252,21 +245,6 @@ impl NsProcess {
         let mut child = self.child();
         let _ = child.kill();
         let _ = child.wait();
-    }
-
-    /// Waits (at most `timeout`) for it to exit by itself; its status, or `None` when
-    /// it is still running.
-    pub async fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child().try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// The last `n` lines of its stderr.
@@ -323,16 +301,6 @@ impl Edge {
     /// Where it serves HTTP and WebSocket on its unicast address.
     pub fn http_addr(&self) -> SocketAddr {
         SocketAddr::from((self.addr, EDGE_PORT))
-    }
-
-    /// Its edge config (also `tern health`'s).
-    pub fn config(&self) -> &Path {
-        &self.config
-    }
-
-    /// Its BIRD's control socket.
-    pub fn bird_socket(&self) -> &Path {
-        &self.bird_socket
     }
 
     fn slot(slot: &Mutex<Option<NsProcess>>) -> MutexGuard<'_, Option<NsProcess>> {
@@ -623,11 +591,6 @@ impl Topology {
     /// Where `tern dns` answers queries.
     pub fn dns_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(SocketAddr::from((self.plan.addr("dns")?, DNS_PORT)))
-    }
-
-    /// Where `tern dns` takes reports and serves its health table.
-    pub fn dns_report_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(SocketAddr::from((self.plan.addr("dns")?, DNS_REPORT_PORT)))
     }
 
     /// Runs `body` on a new thread moved into the client namespace, on a
