@@ -55,11 +55,19 @@ pub const EDGES: usize = 3;
 /// Longest wait for a process to start or for BGP to converge.
 const START_WAIT: Duration = Duration::from_secs(60);
 
-/// Why topology tests cannot run here, or `None` when they can: they need root,
-/// `ip` (iproute2) and `bird` (Debian's bird2, installed by scripts/setup.sh).
+/// Why topology tests cannot run here, or `None` when they can: they need root (with
+/// the capabilities to make namespaces), `ip` (iproute2) and `bird` (Debian's bird2,
+/// installed by scripts/setup.sh).
 pub fn skip_reason() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("not root: network namespaces need root".into());
+    }
+    if !has_namespace_capabilities() {
+        return Some(
+            "root without CAP_SYS_ADMIN and CAP_NET_ADMIN (a restricted container?): \
+             `ip netns add` would be refused"
+                .into(),
+        );
     }
     let ip = Command::new("ip")
         .arg("-V")
@@ -73,6 +81,18 @@ pub fn skip_reason() -> Option<String> {
         return Some("`bird` is missing: run scripts/setup.sh (it installs bird2)".into());
     }
     None
+}
+
+/// Whether this process's effective capabilities (`CapEff` of `/proc/self/status`)
+/// hold CAP_NET_ADMIN (bit 12) and CAP_SYS_ADMIN (bit 21), which `ip netns` needs.
+fn has_namespace_capabilities() -> bool {
+    const NEEDED: u64 = (1 << 12) | (1 << 21);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & NEEDED == NEEDED)
 }
 
 /// The `bird` binary: on PATH, or where Debian's `bird2` puts it.
