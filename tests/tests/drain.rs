@@ -247,6 +247,46 @@ async fn sigterm_sends_clients_to_another_edge_and_loses_nothing() -> anyhow::Re
     Ok(())
 }
 
+/// Behind anycast, once the route is withdrawn a client's WebSocket close reply goes
+/// to another edge and never reaches the one shutting down. Here a proxy that stops
+/// forwarding the edge's bytes keeps the client from ever seeing the close, so no
+/// reply comes: the edge must not wait `drain_timeout` for it, only a short grace
+/// once everything is sent. (`drain_timeout` is below the 10 s the connection itself
+/// waits for the reply, so that the old wait shows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_reply_that_never_comes_does_not_hold_the_exit() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = LogProcess::start(&dir.path().join("log"))?;
+    let edge = EdgeProcess::start(
+        dir.path(),
+        "edge-a",
+        log.addr,
+        &log.cert,
+        &health_section("").replace("drain_timeout = \"10s\"", "drain_timeout = \"5s\""),
+    )?;
+    wait_ready(edge.addr).await?;
+    let proxy = tern_tests::proxy::Proxy::start(edge.addr).await?;
+    let client = Client::connect(
+        ClientConfig::new(proxy.ws_url(), TEST_KEY)
+            .client_id("unreachable")
+            .reconnect_backoff(Duration::from_secs(30), Duration::from_secs(30)),
+    )
+    .await?;
+    proxy.stall();
+    let logs = edge.logs.clone();
+    let status = tokio::task::spawn_blocking(move || edge.terminate(PATIENCE))
+        .await?
+        .context("the edge still runs after SIGTERM")?;
+    let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+    ensure!(status.success(), "the edge exited with {status}\n{logs}");
+    ensure!(
+        !logs.contains("connections still open after the drain timeout"),
+        "the edge waited out drain_timeout for a close reply\n{logs}"
+    );
+    drop(client);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_withdraws_the_route_before_the_edge_exits() -> anyhow::Result<()> {
     let pair = Pair::start().await;

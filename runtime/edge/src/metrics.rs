@@ -90,12 +90,25 @@ impl Route {
     }
 }
 
+/// Counts one WebSocket as closing while it lives ([`Metrics::closing`]).
+#[derive(Debug)]
+pub(crate) struct ClosingGuard<'a>(&'a AtomicU64);
+
+impl Drop for ClosingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// The edge's counters and gauges.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     connections_open: AtomicU64,
     /// Of `connections_open`, the SSE streams.
     sse_open: AtomicU64,
+    /// Of `connections_open`, the WebSockets that have sent everything, their close
+    /// included, and wait only for the client's close reply.
+    connections_closing: AtomicU64,
     connections_accepted: AtomicU64,
     connections_closed: [AtomicU64; CloseReason::ALL.len()],
     connections_refused_limit: AtomicU64,
@@ -144,6 +157,18 @@ impl Metrics {
     /// Open client connections (WebSocket and SSE).
     pub(crate) fn open_connections(&self) -> u64 {
         self.connections_open.load(Relaxed)
+    }
+
+    /// Marks a WebSocket as having sent its close, until the guard is dropped.
+    pub(crate) fn closing(&self) -> ClosingGuard<'_> {
+        self.connections_closing.fetch_add(1, Relaxed);
+        ClosingGuard(&self.connections_closing)
+    }
+
+    /// Open connections that still have something to send: those not yet closing.
+    pub(crate) fn connections_with_words_left(&self) -> u64 {
+        self.open_connections()
+            .saturating_sub(self.connections_closing.load(Relaxed))
     }
 
     pub(crate) fn connection_refused_limit(&self) {

@@ -63,6 +63,10 @@ pub enum EdgeError {
     },
 }
 
+/// How long shutdown waits for clients' WebSocket close replies once every
+/// connection has sent its close.
+const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(1);
+
 /// What every connection and route shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -326,9 +330,10 @@ impl EdgeHandle {
     /// "tern-health"`, it waits one probe cycle for `tern health` to see that 503 and
     /// do the same ([`crate::health::handover`]). Then stops
     /// accepting, tells every client `DISCONNECTED{ShuttingDown, reconnect:
-    /// elsewhere}` once its publishes in flight are answered, waits for them to go (up
-    /// to `health.drain_timeout` with the health loop, else `log.request_timeout` +
-    /// 5 s), then stops the link: publishes still queued are answered
+    /// elsewhere}` once its publishes in flight are answered, waits until every
+    /// connection has sent that and its close, and up to 1 s more for the clients'
+    /// close replies (all of it bounded by `health.drain_timeout` with the health
+    /// loop, else `log.request_timeout` + 5 s), then stops the link: publishes still queued are answered
     /// `LogUnavailable`, those in flight get their answers (up to
     /// `log.request_timeout`).
     pub async fn shutdown(mut self) {
@@ -352,15 +357,25 @@ impl EdgeHandle {
             None => request_timeout + DRAIN_TIMEOUT,
         };
         let _ = self.shutdown.send(true);
+        let metrics = &self.shared.metrics;
         let waited = tokio::time::timeout(drain_timeout, async {
-            while self.shared.metrics.open_connections() > 0 {
+            // Until every connection has said its last words (answers to publishes in
+            // flight, DISCONNECTED, the WebSocket close)...
+            while metrics.connections_with_words_left() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // ...then briefly for the clients' close replies, which may never come:
+            // behind anycast they go to whichever edge now has the route.
+            let grace = tokio::time::Instant::now() + CLOSE_REPLY_GRACE;
+            while metrics.open_connections() > 0 && tokio::time::Instant::now() < grace {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
         if waited.is_err() {
             warn!(
-                open = self.shared.metrics.open_connections(),
+                open = metrics.open_connections(),
+                not_yet_told = metrics.connections_with_words_left(),
                 "connections still open after the drain timeout"
             );
         }

@@ -39,7 +39,7 @@ use tracing::{Instrument as _, debug, info_span};
 
 use crate::hub::{ConnKey, SubscriberHandle};
 use crate::link::{HubCommand, PublishJob, ReplyTo};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, Metrics};
 use crate::outbox::Outbox;
 use crate::server::Shared;
 use crate::session::{CloseCode, Session, SessionOutput, SessionParams};
@@ -352,7 +352,14 @@ async fn run(
     };
     if let Some(code) = close {
         // Boxed: the closing steps would otherwise enlarge every idle connection's task.
-        let graceful = Box::pin(finish(&mut socket, &outbox, format, last_words, code));
+        let graceful = Box::pin(finish(
+            &mut socket,
+            &outbox,
+            &shared.metrics,
+            format,
+            last_words,
+            code,
+        ));
         if tokio::time::timeout(CLOSE_GRACE, graceful).await.is_err() {
             debug!("close handshake timed out");
         }
@@ -418,6 +425,7 @@ fn ws_message(format: Format, frames: &[Bytes]) -> Message {
 async fn finish(
     socket: &mut Socket,
     outbox: &Outbox,
+    metrics: &Metrics,
     format: Format,
     last_words: Option<Bytes>,
     code: CloseCode,
@@ -451,6 +459,10 @@ async fn finish(
     if socket.send(close).await.is_err() {
         return;
     }
+    // Everything is said: a shutting-down edge need not wait for this one any more
+    // (behind anycast, the client's reply may go to another edge once this one is
+    // withdrawn, and never come back here).
+    let _closing = metrics.closing();
     // Wait for the client's close. When reading has already failed (an oversized
     // message), end our side and read (and drop) until the client closes too: closing
     // with unread input would reset the connection and could destroy our last frame
