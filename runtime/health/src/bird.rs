@@ -20,7 +20,7 @@ mod show;
 pub use reply::{
     Code, MAX_LINE_BYTES, MAX_REPLY_BYTES, Reply, ReplyDecoder, ReplyError, ReplyLine,
 };
-pub use show::{ProtocolState, ProtocolStatus, Route, Toggled};
+pub use show::{Destination, NextHop, ProtocolState, ProtocolStatus, Route, Toggled};
 
 use std::fmt;
 use std::io;

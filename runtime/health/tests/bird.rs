@@ -7,8 +7,10 @@
 //! BIRD needs no root for this (no kernel protocol, ports above 1024, sockets in a
 //! temporary directory), so these tests never skip: a missing `bird` fails them with a
 //! message naming `scripts/setup.sh`. Neither BIRD has a kernel protocol, so nothing
-//! reaches the host's routing table; each test checks that at the end. Every wait is
-//! bounded; the daemons are killed when a test ends, passing or not.
+//! reaches the host's routing table; each test checks that at the end. One more test
+//! starts a lone BIRD with static routes of every shape (gateways, multipath, device,
+//! MPLS, unreachable, prohibit, blackhole, two tables) and reads them back. Every wait
+//! is bounded; the daemons are killed when a test ends, passing or not.
 //!
 //! ```text
 //!   AnycastController ──socket──▶ edge BIRD (anycast4, anycast4_prepend: static 203.0.113.10/32)
@@ -16,10 +18,14 @@
 //!   test ──BirdClient──socket──▶ router BIRD: show route for 203.0.113.10/32 all
 //! ```
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use tern_health::bird::{BirdError, ProtocolName, ProtocolState};
-use tern_health::testing::{ANYCAST, EDGE_AS, Pair, assert_host_table_untouched};
+use tern_health::bird::{
+    BirdError, Destination, NextHop, Prefix, ProtocolName, ProtocolState, Route,
+};
+use tern_health::testing::{ANYCAST, Bird, EDGE_AS, Pair, WAIT, assert_host_table_untouched};
 use tern_health::{
     Announcement, AnycastAction, ControllerError, HealthState, Reconciled, StaticSiteCount,
 };
@@ -51,8 +57,8 @@ async fn announce_deprefer_and_withdraw_reach_the_router() {
         .expect("edge answers");
     assert_eq!(own.len(), 1, "{own:?}");
     assert_eq!(
-        (own[0].network.as_str(), own[0].destination.as_str()),
-        (ANYCAST, "blackhole")
+        (own[0].network.as_str(), &own[0].destination),
+        (ANYCAST, &Destination::Blackhole)
     );
     assert_eq!(
         c.reconcile(HealthState::Up).await.expect("reconciles"),
@@ -211,4 +217,129 @@ async fn unknown_protocols_are_typed_errors() {
     let rows = edge.show_protocols().await.expect("answers after errors");
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["device1", "anycast4", "anycast4_prepend", "uplink"]);
+}
+
+/// A BIRD with static routes of every shape `show route` prints: gateways `onlink` on
+/// `lo` (so neither a namespace nor an address is needed; no kernel protocol, so
+/// nothing reaches the host's table), a multipath route, MPLS labels, a device route,
+/// the three non-forwarding destinations, and a second table.
+const ROUTES_CONFIG: &str = r#"router id 10.255.0.9;
+log stderr all;
+ipv4 table extra4;
+protocol device { }
+protocol static gateways {
+  ipv4;
+  route 198.51.100.0/24 via 192.0.2.1%lo onlink;
+  route 198.51.101.0/24 via 192.0.2.1%lo onlink via 192.0.2.2%lo onlink weight 3;
+  route 198.51.102.0/24 via "lo";
+  route 198.51.103.0/24 via 192.0.2.1%lo mpls 100/200 onlink;
+  route 198.51.104.0/24 unreachable;
+  route 198.51.105.0/24 prohibit;
+  route 198.51.106.0/24 blackhole;
+}
+protocol static extra { ipv4 { table extra4; }; route 203.0.113.128/25 blackhole; }
+"#;
+
+#[tokio::test]
+async fn next_hops_and_destinations_of_a_real_bird() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bird = Bird::start(dir.path(), "routes", ROUTES_CONFIG).await;
+    let mut client = bird.client();
+    let started = Instant::now();
+    // The static routes wait for the device protocol to see `lo`.
+    let routes = loop {
+        let reply = client
+            .command("show route table all all")
+            .await
+            .expect("BIRD answers");
+        let routes = Route::from_reply(&reply).expect("parses");
+        if routes.len() == 8 {
+            break routes;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "BIRD never had the 8 routes; it has {routes:?}\n{}",
+            bird.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let find = |network: &str| {
+        routes
+            .iter()
+            .find(|r| r.network == network)
+            .unwrap_or_else(|| panic!("no route to {network} in {routes:?}"))
+    };
+    let via = |gateway: [u8; 4], weight, mpls: &[u32]| NextHop {
+        gateway: Some(IpAddr::from(gateway)),
+        interface: "lo".to_owned(),
+        weight,
+        onlink: true,
+        mpls: mpls.to_vec(),
+    };
+    assert_eq!(
+        find("198.51.100.0/24").next_hops,
+        [via([192, 0, 2, 1], None, &[])]
+    );
+    let multipath = &find("198.51.101.0/24").next_hops;
+    assert_eq!(multipath.len(), 2, "{multipath:?}");
+    for hop in [
+        via([192, 0, 2, 1], Some(1), &[]),
+        via([192, 0, 2, 2], Some(3), &[]),
+    ] {
+        assert!(multipath.contains(&hop), "{hop:?} in {multipath:?}");
+    }
+    let device = &find("198.51.102.0/24").next_hops;
+    assert_eq!(
+        (
+            device.len(),
+            device[0].gateway,
+            device[0].interface.as_str()
+        ),
+        (1, None, "lo")
+    );
+    assert_eq!(
+        find("198.51.103.0/24").next_hops,
+        [via([192, 0, 2, 1], None, &[100, 200])]
+    );
+    for (network, destination) in [
+        ("198.51.104.0/24", Destination::Unreachable),
+        ("198.51.105.0/24", Destination::Prohibited),
+        ("198.51.106.0/24", Destination::Blackhole),
+    ] {
+        let route = find(network);
+        assert_eq!(route.destination, destination, "{network}");
+        assert!(route.next_hops.is_empty(), "{network}");
+    }
+    for route in &routes {
+        assert!(route.primary, "{route:?}");
+        assert_eq!(route.attribute("Type"), Some("static univ"), "{route:?}");
+        let (table, protocol) = if route.network == "203.0.113.128/25" {
+            ("extra4", "extra")
+        } else {
+            ("master4", "gateways")
+        };
+        assert_eq!(
+            (route.table.as_str(), route.protocol.as_str()),
+            (table, protocol)
+        );
+        assert_eq!(
+            route.destination == Destination::Unicast,
+            !route.next_hops.is_empty(),
+            "{route:?}"
+        );
+    }
+
+    // The client's own calls read the same.
+    let prefix: Prefix = "198.51.101.7/32".parse().expect("prefix");
+    let longest = client.show_route_for(&prefix).await.expect("answers");
+    assert_eq!(longest.len(), 1, "{longest:?}");
+    assert_eq!(
+        (longest[0].network.as_str(), longest[0].next_hops.len()),
+        ("198.51.101.0/24", 2)
+    );
+    let own = client
+        .show_route_protocol(&ProtocolName::from_static("gateways"))
+        .await
+        .expect("answers");
+    assert_eq!(own.len(), 7, "{own:?}");
 }

@@ -4,11 +4,12 @@
 //! Input layout: the first byte picks a chunk size (1 to 64 bytes), the rest is what
 //! a BIRD control socket sent. The stream is decoded whole and in chunks of that size;
 //! both must give the same replies and the same error, nothing may panic, and every
-//! reply is read as `show protocols`, `show route` and `enable`/`disable` answers.
+//! reply is read as `show protocols`, `show route` and `enable`/`disable` answers
+//! (routes read must be consistent: next hops only under unicast routes).
 
 use tern_health::bird::{
-    MAX_LINE_BYTES, MAX_REPLY_BYTES, ProtocolStatus, Reply, ReplyDecoder, ReplyError, Route,
-    Toggled,
+    Destination, MAX_LINE_BYTES, MAX_REPLY_BYTES, ProtocolStatus, Reply, ReplyDecoder, ReplyError,
+    Route, Toggled,
 };
 
 /// Runs every check on `input`.
@@ -79,6 +80,10 @@ fn check_reply(reply: &Reply) {
     if let Ok(routes) = Route::from_reply(reply) {
         for route in routes {
             assert!(!route.network.is_empty() && !route.protocol.is_empty());
+            assert!(route.next_hops.is_empty() || route.destination == Destination::Unicast);
+            for hop in &route.next_hops {
+                assert!(!hop.interface.is_empty() && !hop.interface.contains(char::is_whitespace));
+            }
             let _ = route.as_path();
         }
     }
