@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use tern_health::bird::ProtocolState;
-use tern_health::{BirdClient, ProtocolName};
+use tern_health::bird::{ProtocolState, Route};
+use tern_health::{BirdClient, Prefix, ProtocolName};
 
 use crate::{Logs, tern_binary};
 
@@ -478,34 +478,6 @@ async fn wait_logged_line(
     }
 }
 
-/// One route of the router to the anycast prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnycastRoute {
-    /// The router's BGP protocol that learnt it: the edge's name.
-    pub protocol: String,
-    /// Whether it is the best route (the one in the router's kernel table).
-    pub primary: bool,
-}
-
-impl AnycastRoute {
-    /// Reads a route row of `show route` (`10.77.100.10/32 unicast [edge1 12:00:00.000]
-    /// * (100) [AS65001i]`, or the same without the network for a further route); the
-    /// `via` rows under it (also code 1007 in BIRD 2.0) are not routes: `None`.
-    ///
-    /// Not `tern_health::bird::Route::from_reply`: it reads a `via` row as a route
-    /// without a protocol and fails (it was written against blackhole routes, which
-    /// have none).
-    fn parse(row: &str) -> Option<AnycastRoute> {
-        let (_, bracket) = row.split_once(" [")?;
-        let (inside, after) = bracket.split_once(']')?;
-        let protocol = inside.split_whitespace().next()?.to_owned();
-        Some(AnycastRoute {
-            protocol,
-            primary: after.trim_start().starts_with('*'),
-        })
-    }
-}
-
 /// One topology at a time per test process.
 static SERIAL: Mutex<()> = Mutex::new(());
 /// Numbers the topologies of one test process.
@@ -741,17 +713,14 @@ impl Topology {
     }
 
     /// The router's routes to the anycast prefix (one per announcing edge; the
-    /// router's BGP protocol to an edge is named like the edge), from its BIRD's
-    /// `show route for PREFIX`.
-    pub async fn anycast_routes(&self) -> anyhow::Result<Vec<AnycastRoute>> {
-        let command = format!("show route for {}/32", self.plan.anycast()?);
-        let reply = self.router_bird().command(&command).await?;
-        Ok(reply
-            .lines()
-            .iter()
-            .filter(|line| line.code.value() == 1007)
-            .filter_map(|line| AnycastRoute::parse(&line.text))
-            .collect())
+    /// router's BGP protocol to an edge is named like the edge, in
+    /// [`Route::protocol`]), from its BIRD's `show route for PREFIX all`.
+    pub async fn anycast_routes(&self) -> anyhow::Result<Vec<Route>> {
+        let network = format!("{}/32", self.plan.anycast()?);
+        let prefix: Prefix = network.parse()?;
+        let routes = self.router_bird().show_route_for(&prefix).await?;
+        // `for` answers the longest match: a covering route is not the anycast one.
+        Ok(routes.into_iter().filter(|r| r.network == network).collect())
     }
 
     /// The edge the router sends anycast traffic to (its best route), if any.
@@ -779,8 +748,8 @@ impl Topology {
         &self,
         timeout: Duration,
         what: &str,
-        done: impl Fn(&[AnycastRoute]) -> bool,
-    ) -> anyhow::Result<Vec<AnycastRoute>> {
+        done: impl Fn(&[Route]) -> bool,
+    ) -> anyhow::Result<Vec<Route>> {
         let until = Instant::now() + timeout;
         loop {
             let routes = self.anycast_routes().await?;
