@@ -200,6 +200,20 @@ impl Drop for LogProcess {
     }
 }
 
+/// SIGTERM to `child`, then waits (at most `timeout`) for it to exit; its exit
+/// status, or `None` when it was still running.
+fn terminate_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    send_signal(child, libc::SIGTERM);
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Sends `signal` to `child`.
 fn send_signal(child: &Child, signal: libc::c_int) {
     let pid = child.id() as libc::pid_t;
@@ -413,15 +427,7 @@ impl EdgeProcess {
     /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its
     /// exit status, or `None` when it was still running (it is then SIGKILLed).
     pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        self.signal(libc::SIGTERM);
-        let until = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        terminate_within(&mut self.child, timeout)
     }
 
     /// Its stderr so far.
@@ -462,15 +468,7 @@ impl HealthProcess {
     /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its
     /// exit status, or `None` when it was still running (it is then SIGKILLed).
     pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        send_signal(&self.child, libc::SIGTERM);
-        let until = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        terminate_within(&mut self.child, timeout)
     }
 
     /// Its stderr so far.
