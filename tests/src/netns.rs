@@ -720,7 +720,10 @@ impl Topology {
         let prefix: Prefix = network.parse()?;
         let routes = self.router_bird().show_route_for(&prefix).await?;
         // `for` answers the longest match: a covering route is not the anycast one.
-        Ok(routes.into_iter().filter(|r| r.network == network).collect())
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.network == network)
+            .collect())
     }
 
     /// The edge the router sends anycast traffic to (its best route), if any.
