@@ -342,8 +342,9 @@ impl EdgeProcess {
     /// Writes `DIR/NAME.toml` (listen on a free loopback port, link to `log_addr`
     /// trusting `log_cert`, fast link reconnects and a 3 s log request timeout, the
     /// [`TEST_CLUSTER_SECRET`] and the [`TEST_KEY`], then `extra` TOML
-    /// appended: e.g. a `[limits]` section), starts `tern edge --config` with it and
-    /// waits until it listens.
+    /// appended: e.g. a `[limits]` section; a leading `[log]` block of it, up to its
+    /// first empty line, goes into the link section instead), starts `tern edge
+    /// --config` with it and waits until it listens.
     pub fn start(
         dir: &Path,
         name: &str,
@@ -376,9 +377,15 @@ impl EdgeProcess {
         extra: &str,
     ) -> anyhow::Result<Self> {
         let config = dir.join(format!("{name}.toml"));
+        // A leading `[log]` block of `extra` (up to its first empty line) extends the
+        // link section written here: TOML does not let a table be opened twice.
+        let (log_extra, extra) = match extra.strip_prefix("[log]\n") {
+            Some(rest) => rest.split_once("\n\n").unwrap_or((rest, "")),
+            None => ("", extra),
+        };
         let text = format!(
             "[edge]\nname = {name:?}\nlisten = {listen:?}\n\n\
-             [log]\naddr = \"{log_addr}\"\nca = {cert:?}\nrequest_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n\n\
+             [log]\naddr = \"{log_addr}\"\nca = {cert:?}\nrequest_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"500ms\"\n{log_extra}\n\n\
              [cluster]\nconnection_key_secret = {TEST_CLUSTER_SECRET:?}\n\n\
              [[keys]]\nkey = {TEST_KEY:?}\ncapabilities = {{ \"*\" = [\"*\"] }}\n\n{extra}\n",
             cert = log_cert.display().to_string(),

@@ -34,10 +34,12 @@ use tern_tests::{EdgeProcess, HealthProcess, LogProcess, TEST_KEY, http};
 /// Longest wait for anything here.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The edge's `[health]`: run by `tern health`, quick probes, the BIRD of `pair`.
+/// The edge's config: a link that outlives this test when the log goes silent (the
+/// log node's own limit is 30 s), and `[health]` run by `tern health`, with quick
+/// probes and the BIRD of `pair`.
 fn health_section(pair: &Pair) -> String {
     format!(
-        "[health]\nenabled = true\nrunner = \"tern-health\"\nprobe_key = {TEST_KEY:?}\n\
+        "[log]\nidle_timeout = \"60s\"\n\n[health]\nenabled = true\nrunner = \"tern-health\"\nprobe_key = {TEST_KEY:?}\n\
          interval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2\ndrain_timeout = \"5s\"\n\
          [health.bird]\nsocket = {:?}\ntimeout = \"1s\"\nmin_announcing = 0\n",
         pair.edge.socket().display().to_string()
@@ -86,8 +88,9 @@ async fn tern_health_withdraws_a_frozen_or_killed_edge() -> anyhow::Result<()> {
     let frozen = Instant::now();
     pair.wait_withdrawn().await;
     eprintln!("withdrawn {:?} after the log froze", frozen.elapsed());
-    // What makes this the ping's doing: the link itself is still up (QUIC notices a
-    // silent peer only after its 5 s idle timeout), so plain /readyz still says ready.
+    // What makes this the ping's doing: the link itself is still up (its idle timeout
+    // is 30 s here, longer than any wait of this test), so plain /readyz still says
+    // ready.
     let plain = http::get(addr, "/readyz", None).await?;
     ensure!(
         plain.status == 200,

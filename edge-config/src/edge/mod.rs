@@ -175,6 +175,10 @@ pub struct LinkClientConfig {
     /// Longest delay between reconnection attempts. Default 5s; 1ms..=10min, at least
     /// `reconnect_min`.
     pub reconnect_max: Duration,
+    /// How long the link may be silent before the edge counts it as dead and
+    /// reconnects (keep-alives go every second; the log node's own limit, 30 s, applies
+    /// too, whichever is shorter). Default 5s; 1s..=10min.
+    pub idle_timeout: Duration,
 }
 
 impl Default for LinkClientConfig {
@@ -186,6 +190,7 @@ impl Default for LinkClientConfig {
             request_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -31,6 +31,9 @@ const REQUEST_TIMEOUT: RangeInclusive<Duration> =
 const RECONNECT_MIN: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(60);
 const RECONNECT_MAX: RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(10 * 60);
+/// `[log] idle_timeout`.
+const LINK_IDLE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(10 * 60);
 const MAX_FRAME_BYTES: RangeInclusive<u64> = KIB..=16 * MIB;
 const MAX_MESSAGE_BYTES: RangeInclusive<u64> = 1..=16 * MIB;
 const MAX_CHANNELS_PER_CONNECTION: RangeInclusive<u64> = 1..=100_000;
@@ -143,6 +146,9 @@ pub struct RawLinkClientConfig {
     /// Longest reconnection delay (duration). Default `"5s"`; 1ms..=10min, at least
     /// `reconnect_min`.
     pub reconnect_max: Option<String>,
+    /// Silence after which the link counts as dead (duration). Default `"5s"`;
+    /// 1s..=10min.
+    pub idle_timeout: Option<String>,
 }
 
 /// `[limits]`: limits on client connections, per connection unless said otherwise.
@@ -385,6 +391,13 @@ impl RawLinkClientConfig {
             defaults.reconnect_max,
             RECONNECT_MAX,
         );
+        let idle_timeout = duration(
+            problems,
+            "log.idle_timeout",
+            self.idle_timeout.as_deref(),
+            defaults.idle_timeout,
+            LINK_IDLE_TIMEOUT,
+        );
         if let (Some(min), Some(max)) = (reconnect_min, reconnect_max)
             && max < min
         {
@@ -404,6 +417,7 @@ impl RawLinkClientConfig {
             request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
             reconnect_min: reconnect_min.unwrap_or(defaults.reconnect_min),
             reconnect_max: reconnect_max.unwrap_or(defaults.reconnect_max),
+            idle_timeout: idle_timeout.unwrap_or(defaults.idle_timeout),
         }
     }
 }
@@ -804,6 +818,10 @@ mod tests {
                 "log.reconnect_max: 50ms is below log.reconnect_min (100ms)",
             ),
             (
+                "[log]\nidle_timeout = \"500ms\"",
+                "log.idle_timeout: 500ms is below the minimum of 1s",
+            ),
+            (
                 "[log]\nreconnect_max = \"later\"",
                 "log.reconnect_max: \"later\" is not a duration",
             ),
@@ -1025,6 +1043,7 @@ mod tests {
             request_timeout = "2s"
             reconnect_min = "50ms"
             reconnect_max = "50ms"
+            idle_timeout = "1s"
             [limits]
             max_frame_bytes = "1KiB"
             max_message_bytes = 1024
@@ -1042,6 +1061,7 @@ mod tests {
         assert_eq!(config.log.ca, Some(PathBuf::from("/etc/tern/ca.pem")));
         assert_eq!(config.log.request_timeout, Duration::from_secs(2));
         assert_eq!(config.log.reconnect_max, Duration::from_millis(50));
+        assert_eq!(config.log.idle_timeout, Duration::from_secs(1));
         assert_eq!(config.limits.max_frame_bytes, 1024);
         assert_eq!(config.limits.max_message_bytes, 1024);
         assert_eq!(config.limits.outbound_queue_bytes, 1024);

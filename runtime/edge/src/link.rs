@@ -376,6 +376,7 @@ impl LinkTask {
         let ca = self.ca.clone();
         let client_config = LogClientConfig {
             request_timeout: config.request_timeout,
+            idle_timeout: config.idle_timeout,
             connect_timeout: self
                 .backoff_step()
                 .max(CONNECT_ATTEMPT_MIN)

@@ -232,18 +232,21 @@ impl Edge {
         });
         info!(addr = %local_addr, name = %shared.config.name, "edge listening");
         tasks.push(tokio::spawn(accept(listener, Arc::clone(&shared))));
-        let target = Arc::new(HealthTarget {
-            shared: Arc::clone(&shared),
-            addr: local_addr,
-            drain: Arc::clone(&drain),
-            pinged: AtomicBool::new(false),
-        });
+        let target = || {
+            Arc::new(HealthTarget {
+                shared: Arc::clone(&shared),
+                addr: local_addr,
+                drain: Arc::clone(&drain),
+                pinged: AtomicBool::new(false),
+            })
+        };
+        // `health_metrics` is there exactly when the edge runs the loop itself.
         let health = match (runner, health_metrics) {
             (Some(HealthRunner::TernHealth), _) => {
                 if let Some(path) = &shared.config.health.drain_file {
                     tasks.push(tokio::spawn(crate::health::follow_drain_file(
                         path.clone(),
-                        target,
+                        target(),
                         shared.shutdown.clone(),
                     )));
                 }
@@ -253,7 +256,7 @@ impl Edge {
                 let driver = HealthDriver::start(
                     &shared.config.name,
                     &shared.config.health,
-                    target,
+                    target(),
                     metrics,
                 );
                 match driver {
