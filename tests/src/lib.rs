@@ -453,23 +453,35 @@ impl Drop for EdgeProcess {
 /// A running `tern health` child process: the health loop of one edge, alongside it.
 pub struct HealthProcess {
     child: Child,
+    /// Where it serves its `tern_health_*` series (`GET /metrics`).
+    pub metrics: SocketAddr,
     /// Lines it printed on stderr (its logs), collected in the background.
     pub logs: Logs,
 }
 
 impl HealthProcess {
-    /// Starts `tern health --config CONFIG --edge EDGE` (the edge's config file, whose
-    /// `[health]` has `runner = "tern-health"`; `edge`: where that edge listens) and
-    /// waits until its loop runs.
+    /// Starts `tern health --config CONFIG --edge EDGE --metrics 127.0.0.1:0` (the
+    /// edge's config file, whose `[health]` has `runner = "tern-health"`; `edge`: where
+    /// that edge listens) and waits until its loop runs.
     pub fn start(config: &Path, edge: SocketAddr) -> anyhow::Result<Self> {
         let mut cmd = Command::new(tern_binary());
         cmd.arg("health")
             .arg("--config")
             .arg(config)
             .arg("--edge")
-            .arg(edge.to_string());
-        let (child, logs, _) = spawn_reporting(cmd, "tern health", &["tern health probing "])?;
-        Ok(Self { child, logs })
+            .arg(edge.to_string())
+            .args(["--metrics", "127.0.0.1:0"]);
+        let (child, logs, found) = spawn_reporting(cmd, "tern health", &["tern health probing "])?;
+        let metrics = found
+            .first()
+            .and_then(|line| line.rsplit_once("metrics on http://"))
+            .and_then(|(_, addr)| addr.trim().parse().ok())
+            .with_context(|| format!("no metrics address in {found:?}"))?;
+        Ok(Self {
+            child,
+            metrics,
+            logs,
+        })
     }
 
     /// SIGTERM, then waits (at most `timeout`) for the process to exit; returns its

@@ -5,7 +5,10 @@
 //!   learns the anycast prefix. SIGSTOP the log: the edge's link is still up, but the
 //!   log answers no ping (`/readyz?ping`), so the route is withdrawn; SIGCONT, and it is
 //!   announced again. SIGSTOP the edge: `tern health`'s probes fail, and it
-//!   withdraws; SIGCONT: it rises and announces again. SIGKILL the edge: withdrawn;
+//!   withdraws; SIGCONT: it rises and announces again. The thawed edge's timers fire
+//!   as late as it was frozen: it counts a stall on `/metrics`, and `tern health`'s
+//!   `load` check fails on it (the event loop's lag, measured by the edge on its own
+//!   runtime). SIGKILL the edge: withdrawn;
 //!   a new edge on the same port: announced again. Then SIGTERM to the edge, with a
 //!   client connected: the edge's anycast protocol is already down when the client is
 //!   told to go elsewhere (the edge waits one probe cycle for `tern health`), and the
@@ -41,6 +44,7 @@ fn health_section(pair: &Pair) -> String {
     format!(
         "[log]\nidle_timeout = \"60s\"\n\n[health]\nenabled = true\nrunner = \"tern-health\"\nprobe_key = {TEST_KEY:?}\n\
          interval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2\ndrain_timeout = \"5s\"\n\
+         max_event_loop_lag = \"300ms\"\n\
          [health.bird]\nsocket = {:?}\ntimeout = \"1s\"\nmin_announcing = 0\n",
         pair.edge.socket().display().to_string()
     )
@@ -110,6 +114,27 @@ async fn tern_health_withdraws_a_frozen_or_killed_edge() -> anyhow::Result<()> {
     edge.signal(libc::SIGCONT);
     pair.wait_as_path(&[EDGE_AS]).await;
     eprintln!("thawed edge announced again");
+    // Frozen for longer than max_event_loop_lag: a stall, seen by the edge and by
+    // `tern health`'s load check (nothing else fails it: no client is connected).
+    let stalls = http::metric(
+        &http::get(addr, "/metrics", None).await?.body,
+        "tern_edge_event_loop_stalls_total",
+    );
+    ensure!(stalls >= 1, "the edge counted no stall after a freeze");
+    let load_failures = r#"tern_health_probe_failures_total{check="load"}"#;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = http::get(health.metrics, "/metrics", None).await?.body;
+        if http::metric(&text, load_failures) >= 1 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "tern health's load check never failed on the stall\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the stall ({stalls}) failed tern health's load check");
 
     // Killed.
     edge.kill();

@@ -12,6 +12,7 @@
 //!  HealthDriver ──ProbedEdge──▶ HealthTarget ─┬─ refresh(): a ping to the log over the link (health.timeout)
 //!                                             ├─ link(): Metrics::link_is_up, the ping answered, Functions::is_caught_up
 //!                                             ├─ load(): open connections, limits.max_connections
+//!                                             ├─ event_loop(): the edge's LagMonitor (also on /metrics)
 //!                                             └─ send_clients_elsewhere(): drain generation += 1
 //!                                                   └─▶ every WS / SSE driver: DISCONNECTED ShuttingDown, elsewhere
 //! ```
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tern_config::HealthConfig;
-use tern_health::{LinkStatus, Load, ProbedEdge};
+use tern_health::{EventLoop, LinkStatus, Load, ProbedEdge};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -82,6 +83,10 @@ impl ProbedEdge for HealthTarget {
             max_connections: u64::try_from(self.shared.config.limits.max_connections)
                 .unwrap_or(u64::MAX),
         }
+    }
+
+    fn event_loop(&self) -> Option<EventLoop> {
+        Some(self.shared.lag.event_loop())
     }
 
     fn send_clients_elsewhere(&self) {

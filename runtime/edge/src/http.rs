@@ -118,6 +118,7 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> H
                     {
                         let mut out = shared.metrics.render();
                         crate::functions::stats::render(&mut out, &shared.functions.metrics());
+                        shared.lag.render(&mut out);
                         if let Some(health) = &shared.health {
                             health.render(&mut out);
                         }

@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tern_config::{EdgeConfig, HealthRunner};
 use tern_connkey::Signer;
-use tern_health::{HealthDriver, HealthMetrics, HealthStatus, InvalidSettings};
+use tern_health::{HealthDriver, HealthMetrics, HealthStatus, InvalidSettings, LagMonitor};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     pub(crate) health: Option<Arc<HealthMetrics>>,
     /// Signs and checks connection keys.
     pub(crate) signer: Arc<Signer>,
+    /// The lag of this runtime's event loop, for the health loop wherever it runs
+    /// and for `/metrics`.
+    pub(crate) lag: LagMonitor,
     /// Set when shutdown begins, before anything else: `/readyz` answers 503.
     leaving: AtomicBool,
     next_conn: AtomicU64,
@@ -213,6 +216,7 @@ impl Edge {
         let runner = config.health.enabled.then_some(config.health.runner);
         let health_metrics =
             (runner == Some(HealthRunner::Edge)).then(|| Arc::new(HealthMetrics::default()));
+        let lag = LagMonitor::for_health(&config.health);
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             metrics,
@@ -222,6 +226,7 @@ impl Edge {
             drain: drain_rx,
             health: health_metrics.clone(),
             signer,
+            lag,
             leaving: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             id_prefix: if id_prefix.is_empty() {

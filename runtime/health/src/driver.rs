@@ -209,8 +209,7 @@ impl<E: ProbedEdge> Driver<E> {
     async fn cycle(&mut self) {
         let probe = self.prober.run().await;
         let now = Instant::now();
-        self.metrics
-            .record_probe(&probe.report, self.prober.lag().last());
+        self.metrics.record_probe(&probe.report, probe.lag);
         for failure in probe.report.failures() {
             tracing::debug!(check = %failure.name, detail = %failure.detail, elapsed = ?failure.elapsed, "health check failed");
         }

@@ -8,6 +8,9 @@
 //!   the home log node, the load (connections and event-loop lag), and the drain file.
 //!   The edge is reached through the [`ProbedEdge`] trait, which tern-edge implements
 //!   for its own loop.
+//! - [`lag`]: [`LagMonitor`], the event loop's lag as the edge measures it on its own
+//!   runtime and shows it on `/metrics`, whoever runs the loop; a stall (a timer
+//!   later than `max_event_loop_lag`) fails one probe's `load` check.
 //! - [`remote`]: [`RemoteEdge`], the edge probed from another process (`tern health`,
 //!   `[health] runner = "tern-health"`) over its listener: the loop outlives a killed
 //!   or frozen edge and withdraws it.
@@ -50,6 +53,7 @@ pub mod anycast;
 pub mod bird;
 pub mod driver;
 pub mod hysteresis;
+pub mod lag;
 pub mod metrics;
 pub mod probes;
 pub mod remote;
@@ -66,6 +70,7 @@ pub use anycast::{
 pub use bird::{BirdClient, BirdError, Prefix, ProtocolName};
 pub use driver::{HealthDriver, HealthStatus};
 pub use hysteresis::{CheckResult, HealthState, Hysteresis, ProbeReport, Transition};
+pub use lag::{EventLoop, LagMonitor};
 pub use metrics::HealthMetrics;
 pub use probes::{Check, LinkStatus, Load, Probe, ProbedEdge, Prober};
 pub use remote::{Alongside, AlongsideError, RemoteEdge};

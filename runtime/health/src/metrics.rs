@@ -25,6 +25,8 @@ use crate::anycast::{Announcement, AnycastMetrics};
 use crate::hysteresis::{HealthState, ProbeReport};
 use crate::probes::Check;
 
+/// `lag_micros` before the edge reported its lag.
+const LAG_UNKNOWN: u64 = u64::MAX;
 const STATES: [HealthState; 3] = [HealthState::Up, HealthState::Down, HealthState::Disabled];
 const ANNOUNCEMENTS: [Announcement; 3] = [
     Announcement::Announce,
@@ -64,7 +66,7 @@ impl Default for HealthMetrics {
             transitions: Default::default(),
             probes: AtomicU64::new(0),
             probe_failures: Default::default(),
-            lag_micros: AtomicU64::new(0),
+            lag_micros: AtomicU64::new(LAG_UNKNOWN),
             dns_reports: AtomicU64::new(0),
             dns_report_failures: AtomicU64::new(0),
             anycast: Mutex::new(None),
@@ -95,8 +97,9 @@ impl HealthMetrics {
         self.transitions[state_index(to)].load(Relaxed)
     }
 
-    /// Counts a probe and its failed checks; `lag` is the event-loop lag it measured.
-    pub fn record_probe(&self, report: &ProbeReport, lag: Duration) {
+    /// Counts a probe and its failed checks; `lag` is the event-loop lag the edge
+    /// reported, if it did.
+    pub fn record_probe(&self, report: &ProbeReport, lag: Option<Duration>) {
         self.probes.fetch_add(1, Relaxed);
         for failure in report.failures() {
             if let Some(index) = Check::from_name(&failure.name)
@@ -105,8 +108,10 @@ impl HealthMetrics {
                 self.probe_failures[index].fetch_add(1, Relaxed);
             }
         }
-        self.lag_micros
-            .store(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        let micros = lag.map_or(LAG_UNKNOWN, |lag| {
+            u64::try_from(lag.as_micros()).unwrap_or(LAG_UNKNOWN - 1)
+        });
+        self.lag_micros.store(micros, Relaxed);
     }
 
     /// Probes run so far.
@@ -199,10 +204,16 @@ impl HealthMetrics {
             out,
             name,
             "gauge",
-            "Worst lateness of a timer on the edge's runtime seen by the last probe.",
+            "Worst lateness of a timer on the edge's runtime, as the edge reported it at the last probe (NaN: not known).",
         );
-        let lag = Duration::from_micros(self.lag_micros.load(Relaxed));
-        let _ = writeln!(out, "{name} {}", lag.as_secs_f64());
+        let _ = match self.lag_micros.load(Relaxed) {
+            LAG_UNKNOWN => writeln!(out, "{name} NaN"),
+            micros => writeln!(
+                out,
+                "{name} {}",
+                Duration::from_micros(micros).as_secs_f64()
+            ),
+        };
         let (sent, failed) = self.dns_reports();
         let name = "tern_health_dns_reports_total";
         header(out, name, "counter", "Health reports posted to tern dns.");
@@ -293,13 +304,16 @@ mod tests {
     fn renders_every_series_once_with_bounded_labels() {
         let m = HealthMetrics::default();
         assert_eq!(m.state(), HealthState::Down);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(text.contains("tern_health_event_loop_lag_seconds NaN\n"));
         m.transition(HealthState::Up);
         m.record_probe(
             &ProbeReport::new(vec![
                 CheckResult::failed("link", "down", Duration::ZERO),
                 CheckResult::failed("someone-elses", "x", Duration::ZERO),
             ]),
-            Duration::from_millis(3),
+            Some(Duration::from_millis(3)),
         );
         m.dns_report_sent();
         m.dns_report_failed();

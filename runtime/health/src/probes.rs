@@ -5,7 +5,7 @@
 //! |-------------|---------------------------------------------------------------------|
 //! | `websocket` | a WebSocket handshake on the edge's own listener and a CONNECT with the probe key are answered CONNECTED within `timeout` (then the probe sends CLOSE) |
 //! | `link`      | the edge's link to its home log node is up and the functions deployed in the log are in force (what `/readyz` reports) |
-//! | `load`      | open connections / `limits.max_connections` is at most `max_load`, and a timer on the edge's runtime fired at most `max_event_loop_lag` late since the last probe |
+//! | `load`      | open connections / `limits.max_connections` is at most `max_load`, and no timer on the edge's runtime fired more than `max_event_loop_lag` late since the last probe ([`crate::lag`]) |
 //!
 //! The drain file is looked at too, but it is not a check: its presence goes to
 //! [`crate::Hysteresis::handle_drain`], which disables the edge whatever the checks
@@ -17,7 +17,7 @@
 //!  Prober::run ─┬─ websocket: TCP ─▶ GET /v1/ws (tern.v1.json) ─▶ CONNECT{key} ─▶ CONNECTED? ─▶ CLOSE
 //!               ├─ refresh:   ProbedEdge::refresh() (tern health: the edge's /readyz and /metrics)
 //!               ├─ link:      ProbedEdge::link()
-//!               ├─ load:      ProbedEdge::load() + LagMonitor (a 100 ms timer's lateness, max since last)
+//!               ├─ load:      ProbedEdge::load(), ProbedEdge::event_loop() (new stalls since the last probe?)
 //!               └─ drain:     stat(drain_file), or ProbedEdge::leaving()
 //!                      ▼
 //!                 Probe { report: ProbeReport, drain: Option<bool> }
@@ -35,16 +35,13 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt as _, StreamExt as _};
 use tern_config::{HealthConfig, LoadRatio, ProbeKey};
 use tern_protocol::{ClientFrame, Close, Connect, Format, ServerFrame};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::hysteresis::{CheckResult, ProbeReport};
-
-/// How often the lag monitor's timer is due.
-const LAG_TICK: Duration = Duration::from_millis(100);
+use crate::lag::EventLoop;
 /// Largest WebSocket message the probe reads (CONNECTED is far smaller).
 const MAX_PROBE_MESSAGE: usize = 64 * 1024;
 
@@ -104,11 +101,15 @@ pub trait ProbedEdge: Send + Sync + 'static {
     fn link(&self) -> LinkStatus;
     /// Connections open and allowed.
     fn load(&self) -> Load;
+    /// What the edge's [`crate::LagMonitor`] has seen; `None` when it is not known
+    /// (an edge in another process that did not answer: the WebSocket check fails
+    /// then anyway).
+    fn event_loop(&self) -> Option<EventLoop>;
     /// Tells every connected client to reconnect elsewhere (`DISCONNECTED` with
     /// reconnect `elsewhere`), without stopping the edge: new clients are still served.
     fn send_clients_elsewhere(&self);
-    /// Fetches what [`ProbedEdge::link`], [`ProbedEdge::load`] and
-    /// [`ProbedEdge::leaving`] answer from; run at the start of every probe, bounded
+    /// Fetches what [`ProbedEdge::link`], [`ProbedEdge::load`],
+    /// [`ProbedEdge::event_loop`] and [`ProbedEdge::leaving`] answer from; run at the start of every probe, bounded
     /// by its `timeout`. Nothing to fetch for an edge in this process (the default).
     fn refresh(&self) -> impl Future<Output = ()> + Send {
         async {}
@@ -118,13 +119,6 @@ pub trait ProbedEdge: Send + Sync + 'static {
     /// running its own loop leaves through [`crate::HealthDriver::leave`] instead.
     fn leaving(&self) -> Option<bool> {
         None
-    }
-    /// Whether the loop runs on the edge's own runtime, so that the lag monitor
-    /// measures the edge's event loop (the default). From another process it would
-    /// measure only itself: the load check then leaves lag out, and a stalled edge
-    /// fails the `websocket` check's timeout instead.
-    fn shares_runtime(&self) -> bool {
-        true
     }
 }
 
@@ -136,6 +130,8 @@ pub struct Probe {
     /// Whether the drain file is present; `None` when none is configured or it could
     /// not be looked at (then the drain state stays as it is).
     pub drain: Option<bool>,
+    /// The worst event-loop lag the edge reported, when it did.
+    pub lag: Option<Duration>,
 }
 
 /// Runs the probes against one edge.
@@ -147,13 +143,17 @@ pub struct Prober<E> {
     max_load: LoadRatio,
     max_lag: Duration,
     drain_file: Option<PathBuf>,
-    lag: LagMonitor,
+    /// The edge's stall count at the last probe ([`UNSEEN`] before the first).
+    stalls_seen: AtomicU64,
 }
 
+/// [`Prober::stalls_seen`] before the edge said anything.
+const UNSEEN: u64 = u64::MAX;
+
 impl<E: ProbedEdge> Prober<E> {
-    /// A prober of `edge` with the `[health]` settings of `config`; starts the lag
-    /// monitor on the current tokio runtime (the edge's). Without a probe key the
-    /// WebSocket check fails (tern-config requires one when health is enabled).
+    /// A prober of `edge` with the `[health]` settings of `config`. Without a probe
+    /// key the WebSocket check fails (tern-config requires one when health is
+    /// enabled).
     pub fn new(edge: Arc<E>, config: &HealthConfig) -> Self {
         Prober {
             edge,
@@ -162,13 +162,8 @@ impl<E: ProbedEdge> Prober<E> {
             max_load: config.max_load,
             max_lag: config.max_event_loop_lag,
             drain_file: config.drain_file.clone(),
-            lag: LagMonitor::start(),
+            stalls_seen: AtomicU64::new(UNSEEN),
         }
-    }
-
-    /// The lag monitor (its last figure is exported on `/metrics`).
-    pub fn lag(&self) -> &LagMonitor {
-        &self.lag
     }
 
     /// Runs every check concurrently (each bounded by `timeout`) and looks at the
@@ -184,10 +179,12 @@ impl<E: ProbedEdge> Prober<E> {
         };
         let (websocket, file, ()) = tokio::join!(self.websocket(), self.drain(), refresh);
         let link = self.link();
-        let load = self.load();
+        let event_loop = self.edge.event_loop();
+        let load = self.load(event_loop);
         Probe {
             report: ProbeReport::new(vec![websocket, link, load]),
             drain: drained(self.drain_file.is_some(), file, self.edge.leaving()),
+            lag: event_loop.map(|seen| seen.worst),
         }
     }
 
@@ -229,12 +226,20 @@ impl<E: ProbedEdge> Prober<E> {
         }
     }
 
-    fn load(&self) -> CheckResult {
+    /// Stalls count from the first time the edge reports its event loop; a count
+    /// that went down (a restarted edge) is a new start.
+    fn load(&self, event_loop: Option<EventLoop>) -> CheckResult {
         let name = Check::Load.as_str();
         let started = Instant::now();
         let load = self.edge.load();
-        let lag = self.lag.take_max();
-        let lag = self.edge.shares_runtime().then_some(lag);
+        let new_stalls = event_loop.map_or(0, |seen| {
+            let before = self.stalls_seen.swap(seen.stalls, Ordering::Relaxed);
+            if before == UNSEEN {
+                0
+            } else {
+                seen.stalls.saturating_sub(before)
+            }
+        });
         let mut problems = Vec::new();
         if self
             .max_load
@@ -245,19 +250,19 @@ impl<E: ProbedEdge> Prober<E> {
                 load.connections, load.max_connections, self.max_load
             ));
         }
-        if let Some(lag) = lag
-            && lag > self.max_lag
+        if let Some(seen) = event_loop
+            && new_stalls > 0
         {
             problems.push(format!(
-                "event loop lag {lag:?} is above max_event_loop_lag {:?}",
-                self.max_lag
+                "the event loop was late by more than max_event_loop_lag {:?} {new_stalls} time(s) since the last probe, by up to {:?}",
+                self.max_lag, seen.worst
             ));
         }
         let elapsed = started.elapsed();
         if problems.is_empty() {
-            let lag = match lag {
-                Some(lag) => format!("event loop lag {lag:?}"),
-                None => "event loop lag not measured from outside the edge".to_owned(),
+            let lag = match event_loop {
+                Some(seen) => format!("event loop lag {:?}", seen.worst),
+                None => "event loop lag not known".to_owned(),
             };
             CheckResult::passed(
                 name,
@@ -383,66 +388,36 @@ async fn websocket_connect(addr: SocketAddr, key: &str) -> Result<String, String
     outcome
 }
 
-/// Measures the event loop's lag: a task on the runtime sleeps 100 ms again and
-/// again and records how late each wake-up came; a probe takes the worst since the
-/// one before. The task stops when the monitor is dropped.
-#[derive(Debug)]
-pub struct LagMonitor {
-    worst_micros: Arc<AtomicU64>,
-    last_micros: AtomicU64,
-    task: JoinHandle<()>,
-}
-
-impl LagMonitor {
-    /// Starts the timer task on the current tokio runtime.
-    pub fn start() -> LagMonitor {
-        let worst_micros = Arc::new(AtomicU64::new(0));
-        let worst = Arc::clone(&worst_micros);
-        let task = tokio::spawn(async move {
-            loop {
-                let due = tokio::time::Instant::now() + LAG_TICK;
-                tokio::time::sleep_until(due).await;
-                let late = tokio::time::Instant::now().saturating_duration_since(due);
-                let micros = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
-                worst.fetch_max(micros, Ordering::Relaxed);
-            }
-        });
-        LagMonitor {
-            worst_micros,
-            last_micros: AtomicU64::new(0),
-            task,
-        }
-    }
-
-    /// The worst lateness since the last call (and resets it).
-    pub fn take_max(&self) -> Duration {
-        let micros = self.worst_micros.swap(0, Ordering::Relaxed);
-        self.last_micros.store(micros, Ordering::Relaxed);
-        Duration::from_micros(micros)
-    }
-
-    /// What the last [`LagMonitor::take_max`] returned.
-    pub fn last(&self) -> Duration {
-        Duration::from_micros(self.last_micros.load(Ordering::Relaxed))
-    }
-}
-
-impl Drop for LagMonitor {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
 
     struct Fake {
         addr: SocketAddr,
         link_up: AtomicBool,
         connections: AtomicU64,
+        event_loop: Mutex<Option<EventLoop>>,
+    }
+
+    impl Fake {
+        fn new(addr: SocketAddr, connections: u64) -> Fake {
+            Fake {
+                addr,
+                link_up: AtomicBool::new(true),
+                connections: AtomicU64::new(connections),
+                event_loop: Mutex::new(None),
+            }
+        }
+
+        fn set_event_loop(&self, worst_ms: u64, stalls: u64) {
+            *self.event_loop.lock().expect("lock") = Some(EventLoop {
+                worst: Duration::from_millis(worst_ms),
+                stalls,
+            });
+        }
     }
 
     impl ProbedEdge for Fake {
@@ -460,6 +435,9 @@ mod tests {
                 connections: self.connections.load(Ordering::Relaxed),
                 max_connections: 100,
             }
+        }
+        fn event_loop(&self) -> Option<EventLoop> {
+            *self.event_loop.lock().expect("lock")
         }
         fn send_clients_elsewhere(&self) {}
     }
@@ -511,11 +489,7 @@ mod tests {
         let addr = silent.local_addr().expect("addr");
         let dir = tempfile::tempdir().expect("temp dir");
         let drain = dir.path().join("drain");
-        let edge = Arc::new(Fake {
-            addr,
-            link_up: AtomicBool::new(true),
-            connections: AtomicU64::new(10),
-        });
+        let edge = Arc::new(Fake::new(addr, 10));
         let prober = Prober::new(Arc::clone(&edge), &config(Some(drain.clone())));
         let probe = prober.run().await;
         let names: Vec<&str> = probe
@@ -564,35 +538,48 @@ mod tests {
                 .expect("bind");
             l.local_addr().expect("addr")
         };
-        let edge = Arc::new(Fake {
-            addr,
-            link_up: AtomicBool::new(true),
-            connections: AtomicU64::new(0),
-        });
+        let edge = Arc::new(Fake::new(addr, 0));
         let probe = Prober::new(edge, &config(None)).run().await;
         let ws = &probe.report.checks()[0];
         assert!(!ws.ok && ws.detail.contains("handshake"), "{ws:?}");
         assert_eq!(probe.drain, None);
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_blocked_runtime_shows_as_lag() {
-        let monitor = LagMonitor::start();
-        // Let the timer task arm its first sleep, then block the only thread well
-        // past its due time.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        std::thread::sleep(LAG_TICK * 4);
-        // Let the task wake up late and record it.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let mut lag = monitor.take_max();
-        for _ in 0..100 {
-            if !lag.is_zero() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            lag = monitor.take_max();
-        }
-        assert!(lag >= LAG_TICK, "blocked for 4 ticks, measured {lag:?}");
-        assert_eq!(monitor.last(), lag);
+    #[tokio::test]
+    async fn each_stall_fails_one_probe() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let edge = Arc::new(Fake::new(addr, 0));
+        let prober = Prober::new(Arc::clone(&edge), &config(None));
+        let load = |probe: &Probe| probe.report.checks()[2].clone();
+
+        // Not known: not held against the edge.
+        let probe = prober.run().await;
+        assert!(load(&probe).ok, "{:?}", load(&probe));
+        assert!(load(&probe).detail.contains("event loop lag not known"));
+        assert_eq!(probe.lag, None);
+        // Stalls from before the first report are not this loop's business.
+        edge.set_event_loop(900, 4);
+        let probe = prober.run().await;
+        assert!(load(&probe).ok, "{:?}", load(&probe));
+        assert_eq!(probe.lag, Some(Duration::from_millis(900)));
+        // Two new stalls: this probe fails; the next one, with none new, passes
+        // although the worst lag is still in the edge's window.
+        edge.set_event_loop(700, 6);
+        let failed = load(&prober.run().await);
+        assert!(
+            !failed.ok
+                && failed.detail.contains(
+                    "late by more than max_event_loop_lag 500ms 2 time(s) since the last probe, by up to 700ms"
+                ),
+            "{failed:?}"
+        );
+        let probe = prober.run().await;
+        assert!(load(&probe).ok, "{:?}", load(&probe));
+        assert!(load(&probe).detail.contains("event loop lag 700ms"));
+        // A restarted edge counts from zero again: a new start, not a failure.
+        edge.set_event_loop(0, 0);
+        assert!(load(&prober.run().await).ok);
+        edge.set_event_loop(600, 1);
+        assert!(!load(&prober.run().await).ok);
     }
 }

@@ -10,10 +10,11 @@
 //! |---------------|-------------------------------------------------------------------|
 //! | link          | `GET /readyz?ping`: 200 is up (the log answered a ping on the link) and caught up; 503 says what is missing |
 //! | leaving       | `GET /readyz` 503 "the edge is shutting down": the edge got SIGTERM, taken as a drain |
-//! | load          | `GET /metrics`: `tern_edge_connections_open`, over `limits.max_connections` |
+//! | load          | `GET /metrics`: `tern_edge_connections_open`, over `limits.max_connections`; `tern_edge_event_loop_stalls_total` and `_lag_seconds` ([`crate::lag`]) |
 //!
-//! Event-loop lag is not measured from outside ([`ProbedEdge::shares_runtime`] is
-//! false): a stalled edge fails the WebSocket check's timeout instead. Sending clients
+//! Event-loop lag is measured by the edge on its own runtime (from here it would
+//! measure only this process) and read from its `/metrics`; a stall that lasts
+//! beyond `timeout` fails the WebSocket check as well. Sending clients
 //! elsewhere is the edge's own job in this mode (it does so on the drain file and on
 //! SIGTERM, after one probe cycle for this loop to withdraw).
 //!
@@ -24,7 +25,7 @@
 //! ```text
 //!  Prober::run ─▶ refresh: GET /readyz, GET /metrics (concurrently, each under timeout)
 //!                   ▼
-//!                 Snapshot { readiness, connections } ─▶ link() / load() / leaving()
+//!                 Snapshot { readiness, connections, event_loop } ─▶ link() / load() / event_loop() / leaving()
 //! ```
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ use tokio::task::JoinHandle;
 
 use crate::anycast::InvalidSettings;
 use crate::driver::{HealthDriver, HealthStatus};
+use crate::lag::{EventLoop, sample};
 use crate::metrics::HealthMetrics;
 use crate::probes::{LinkStatus, Load, ProbedEdge, reachable};
 use crate::report::request;
@@ -74,6 +76,8 @@ struct Snapshot {
     readiness: Readiness,
     /// `None` when `/metrics` did not answer or had no such gauge.
     connections: Option<u64>,
+    /// `None` when `/metrics` did not answer or had not both series.
+    event_loop: Option<EventLoop>,
 }
 
 /// An edge in another process, reached over its listener.
@@ -97,6 +101,7 @@ impl RemoteEdge {
             snapshot: Mutex::new(Snapshot {
                 readiness: Readiness::NotReady,
                 connections: None,
+                event_loop: None,
             }),
         }
     }
@@ -123,16 +128,21 @@ impl RemoteEdge {
         }
     }
 
-    async fn connections(&self) -> Option<u64> {
+    /// Open connections and the event loop, from `/metrics`.
+    async fn metrics(&self) -> (Option<u64>, Option<EventLoop>) {
         match request(self.addr, Method::GET, "/metrics", None, self.timeout).await {
-            Ok((StatusCode::OK, body)) => gauge(&String::from_utf8_lossy(&body), CONNECTIONS_OPEN),
+            Ok((StatusCode::OK, body)) => {
+                let text = String::from_utf8_lossy(&body);
+                let connections = gauge(&text, CONNECTIONS_OPEN);
+                (connections, EventLoop::from_metrics(&text))
+            }
             Ok((status, _)) => {
                 tracing::debug!(%status, "unexpected /metrics status");
-                None
+                (None, None)
             }
             Err(error) => {
                 tracing::debug!(%error, addr = %self.addr, "GET /metrics failed");
-                None
+                (None, None)
             }
         }
     }
@@ -171,6 +181,10 @@ impl ProbedEdge for RemoteEdge {
         }
     }
 
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.snapshot().event_loop
+    }
+
     /// Nothing here: in this mode the edge sends its clients elsewhere itself.
     fn send_clients_elsewhere(&self) {}
 
@@ -181,22 +195,19 @@ impl ProbedEdge for RemoteEdge {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .readiness = Readiness::NotReady;
-        let (readiness, connections) = tokio::join!(self.readiness(), self.connections());
+        let (readiness, (connections, event_loop)) = tokio::join!(self.readiness(), self.metrics());
         *self
             .snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot {
             readiness,
             connections,
+            event_loop,
         };
     }
 
     fn leaving(&self) -> Option<bool> {
         Some(self.snapshot().readiness == Readiness::ShuttingDown)
-    }
-
-    fn shares_runtime(&self) -> bool {
-        false
     }
 }
 
@@ -340,10 +351,7 @@ fn readiness_of(body: &[u8]) -> Readiness {
 
 /// The value of the unlabelled gauge `name` in a Prometheus text exposition.
 fn gauge(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse::<u64>().ok()
-    })
+    sample(text, name)?.parse().ok()
 }
 
 #[cfg(test)]
