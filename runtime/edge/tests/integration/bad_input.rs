@@ -1,7 +1,7 @@
 //! Every bad input of the client protocol, provoked for real over a socket: each gets
 //! its documented error code, and the connection survives where the protocol says so.
 
-mod support;
+use crate::support;
 
 use support::{ADMIN_KEY, Client, Cluster, LIMITED_KEY, Next, http};
 use tern_config::EdgeLimitsConfig;

@@ -2,7 +2,7 @@
 //! one of them through the default 1 MiB outbound budget, paced by its own reading,
 //! instead of being disconnected as a slow consumer.
 
-mod support;
+use crate::support;
 
 use support::{ADMIN_KEY, Cluster, Next};
 use tern_protocol::{Attach, ClientFrame, Data, Format, Message, Position, Publish, ServerFrame};

@@ -3,7 +3,7 @@
 //! WebSocket close is answered; large publishes from several connections are batched
 //! within the link's frame limit.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

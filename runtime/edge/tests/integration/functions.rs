@@ -2,7 +2,7 @@
 //! API and `$functions`, ingress reject / drop / replace / publish, egress, failure
 //! policies with hostile components, and the function metrics.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -9,7 +9,7 @@
 //!                                        └──POST /v1/health──▶ DnsStub (records states in order)
 //! ```
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

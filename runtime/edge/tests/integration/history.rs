@@ -2,7 +2,7 @@
 //! against a real log node and a real edge: every serial once and in order both ways,
 //! the bounds, retention, and every bad parameter's 400.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{ADMIN_KEY, Cluster, http};

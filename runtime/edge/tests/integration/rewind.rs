@@ -2,7 +2,7 @@
 //! log stored within the span are delivered first, none before it, then live ones;
 //! a span holding nothing attaches at the channel's last position.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -7,7 +7,7 @@
 //!  http() ─────POST /v1/channels/…/messages──┘
 //! ```
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

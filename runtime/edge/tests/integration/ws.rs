@@ -1,7 +1,7 @@
 //! The edge over real sockets: a real log node, a real edge on 127.0.0.1:0, and plain
 //! WebSocket clients speaking protocol v1 by hand.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 
