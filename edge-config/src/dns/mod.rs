@@ -56,8 +56,9 @@ pub struct DnsConfig {
     /// The bearer tokens `report_listen` accepts (TOML: `report_tokens`): a request to
     /// `/v1/health` must carry `Authorization: Bearer` one of them. Several so that a
     /// token can be rotated (add the new one, move the edges over, remove the old one).
-    /// Required unless `report_listen` is a loopback address; empty (the default)
-    /// means no check at all, which only a loopback `report_listen` allows.
+    /// Required unless `report_listen` is a loopback address or every edge has its own
+    /// [`PopEdge::report_tokens`]; with neither (the default) nothing is checked, which
+    /// only a loopback `report_listen` allows.
     pub report_tokens: Vec<ReportToken>,
     /// The points of presence, in file order (TOML: `[[pops]]`). At least one; names
     /// unique; edge names unique across all POPs; no subnet in two POPs.
@@ -100,6 +101,11 @@ pub struct PopEdge {
     /// The edge's addresses answered in A (IPv4) and AAAA (IPv6) records, in file order.
     /// At least one; no duplicates; not unspecified (`0.0.0.0`, `::`).
     pub addrs: Vec<IpAddr>,
+    /// Tokens that may report for this edge only (TOML: `report_tokens`), beside the
+    /// [`DnsConfig::report_tokens`] that may report for any edge; several so that one
+    /// can be rotated. A token is in one place only. Default none; once one edge has
+    /// some and the top level has none, every edge has some.
+    pub report_tokens: Vec<ReportToken>,
 }
 
 /// Parses and validates a DNS server config from TOML text.
@@ -190,6 +196,16 @@ mod tests {
             edge.contains(&format!("# token = \"{}\"\n", token.expose())),
             "the edge example sends another token"
         );
+        // An edge's own tokens, switched on as well, are valid beside them.
+        let own = "#   report_tokens = [";
+        assert!(text.contains(own));
+        let config = parse_dns_config(
+            &text
+                .replace(sample, "report_tokens = [")
+                .replace(own, "report_tokens = ["),
+        )
+        .expect("the per-edge report_tokens sample is valid");
+        assert_eq!(config.pops[0].edges[0].report_tokens.len(), 1);
         let pop = table["pops"]
             .as_array()
             .and_then(|pops| pops.first())

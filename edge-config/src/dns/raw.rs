@@ -46,9 +46,10 @@ pub struct RawDnsConfig {
     /// Age (duration) past which an edge's last report no longer counts: the edge is
     /// down. Default `"3s"`; 100ms..=1h.
     pub report_ttl: Option<String>,
-    /// Bearer tokens accepted on `report_listen`, each 32 to 256 visible ASCII
-    /// characters, at most 16, none twice. Required (not empty) unless `report_listen`
-    /// is a loopback address; default none.
+    /// Bearer tokens accepted on `report_listen` for any edge, each 32 to 256 visible
+    /// ASCII characters, at most 16, none twice. Required (not empty) unless
+    /// `report_listen` is a loopback address or every edge has its own
+    /// `report_tokens`; default none.
     pub report_tokens: Option<Vec<String>>,
     /// `[[pops]]`, in file order. At least one.
     #[serde(default)]
@@ -86,6 +87,12 @@ pub struct RawPopEdge {
     /// IPv4 and IPv6 addresses answered for this edge. At least one.
     #[serde(default)]
     pub addrs: Vec<String>,
+    /// Bearer tokens that may report for this edge only: the same rules as the top
+    /// level's `report_tokens`, and no token twice in the file. Default none; required
+    /// for every edge once one edge has some, unless the top level has
+    /// `report_tokens`.
+    #[serde(default)]
+    pub report_tokens: Vec<String>,
 }
 
 impl RawDnsConfig {
@@ -162,9 +169,16 @@ impl RawDnsConfig {
             DEFAULT_REPORT_TTL,
             REPORT_TTL,
         );
-        let report_tokens =
-            compile_report_tokens(self.report_tokens.as_deref(), report_listen, &mut problems);
-        let pops = compile_pops(&self.pops, &mut problems);
+        // Every token written, and where first: a token is in one place only.
+        let mut tokens_seen = HashMap::new();
+        let pops = compile_pops(&self.pops, &mut tokens_seen, &mut problems);
+        let report_tokens = compile_report_tokens(
+            self.report_tokens.as_deref(),
+            report_listen,
+            &self.pops,
+            &mut tokens_seen,
+            &mut problems,
+        );
         let fallback = compile_fallback(self.fallback.as_deref(), &mut problems);
 
         match (listen, name, zone, ttl, report_listen, report_ttl) {
@@ -193,7 +207,11 @@ impl RawDnsConfig {
     }
 }
 
-fn compile_pops(raw: &[RawPop], problems: &mut Problems) -> Vec<PopConfig> {
+fn compile_pops<'a>(
+    raw: &'a [RawPop],
+    tokens_seen: &mut HashMap<&'a str, String>,
+    problems: &mut Problems,
+) -> Vec<PopConfig> {
     if raw.is_empty() {
         problems.push(
             "pops",
@@ -303,8 +321,18 @@ fn compile_pops(raw: &[RawPop], problems: &mut Problems) -> Vec<PopConfig> {
                 },
             };
             let addrs = compile_addrs(&format!("{path}.addrs"), &edge.addrs, problems);
+            let report_tokens = compile_token_list(
+                &format!("{path}.report_tokens"),
+                &edge.report_tokens,
+                tokens_seen,
+                problems,
+            );
             if let Some(name) = edge_name {
-                edges.push(PopEdge { name, addrs });
+                edges.push(PopEdge {
+                    name,
+                    addrs,
+                    report_tokens,
+                });
             }
         }
 
@@ -320,39 +348,81 @@ fn compile_pops(raw: &[RawPop], problems: &mut Problems) -> Vec<PopConfig> {
     pops
 }
 
-/// The accepted tokens: required unless `report_listen` is loopback (unknown when it
-/// did not compile: then only the tokens themselves are checked).
-fn compile_report_tokens(
-    raw: Option<&[String]>,
+/// The tokens accepted for any edge (the top level's `report_tokens`), and how they
+/// and the edges' own `report_tokens` fit together:
+/// - with no top-level tokens, either no edge or every edge has its own (an edge
+///   without any could not report);
+/// - top-level tokens are required unless `report_listen` is loopback (unknown when it
+///   did not compile: then this is not checked) or every edge has its own;
+/// - no token is written twice, in either place (`tokens_seen` holds the edges').
+fn compile_report_tokens<'a>(
+    raw: Option<&'a [String]>,
     report_listen: Option<std::net::SocketAddr>,
+    pops: &[RawPop],
+    tokens_seen: &mut HashMap<&'a str, String>,
     problems: &mut Problems,
 ) -> Vec<ReportToken> {
     const PATH: &str = "report_tokens";
     let raw = raw.unwrap_or_default();
+    let edges = pops.iter().enumerate().flat_map(|(i, pop)| {
+        pop.edges
+            .iter()
+            .enumerate()
+            .map(move |(j, edge)| (format!("pops[{i}].edges[{j}]"), edge))
+    });
+    let (with_own, without): (Vec<_>, Vec<_>) =
+        edges.partition(|(_, edge)| !edge.report_tokens.is_empty());
+    if raw.is_empty() && !with_own.is_empty() {
+        for (path, _) in &without {
+            problems.push(
+                &format!("{path}.report_tokens"),
+                "is required: other edges have their own report_tokens and the top level has none, so this edge could not report",
+            );
+        }
+    }
     match report_listen {
-        Some(listen) if raw.is_empty() && !loopback(&listen) => problems.push(
+        Some(listen) if raw.is_empty() && with_own.is_empty() && !loopback(&listen) => problems.push(
             PATH,
             format!(
-                "is required: report_listen {listen} is not a loopback address, so anyone who reaches it could report edges up or down; list one or more tokens of 32 to 256 characters (like the output of `openssl rand -hex 32`) and give one to each edge as [health.dns] token"
+                "is required: report_listen {listen} is not a loopback address, so anyone who reaches it could report edges up or down; list one or more tokens of 32 to 256 characters (like the output of `openssl rand -hex 32`) and give one to each edge as [health.dns] token, or give each [[pops.edges]] report_tokens of its own"
             ),
         ),
         _ => {}
     }
+    compile_token_list(PATH, raw, tokens_seen, problems)
+}
+
+/// The tokens at `path`: at most [`MAX_REPORT_TOKENS`], each valid and not already in
+/// `tokens_seen` (which gains them). Problems never quote a token.
+fn compile_token_list<'a>(
+    path: &str,
+    raw: &'a [String],
+    tokens_seen: &mut HashMap<&'a str, String>,
+    problems: &mut Problems,
+) -> Vec<ReportToken> {
     if raw.len() > MAX_REPORT_TOKENS {
         problems.push(
-            PATH,
+            path,
             format!("lists {}; at most {MAX_REPORT_TOKENS}", raw.len()),
         );
     }
-    let mut tokens: Vec<ReportToken> = Vec::with_capacity(raw.len());
+    let mut tokens = Vec::with_capacity(raw.len());
     for (i, text) in raw.iter().enumerate() {
-        let path = format!("{PATH}[{i}]");
-        let Some(token) = report_token(problems, &path, text) else {
+        let here = format!("{path}[{i}]");
+        let Some(token) = report_token(problems, &here, text) else {
             continue;
         };
-        match raw[..i].iter().position(|earlier| earlier == text) {
-            Some(j) => problems.push(&path, format!("is the same as {PATH}[{j}]")),
-            None => tokens.push(token),
+        match tokens_seen.get(text.as_str()) {
+            Some(first) => problems.push(
+                &here,
+                format!(
+                    "is the same as {first}: a token is for any edge or for one, and written once"
+                ),
+            ),
+            None => {
+                tokens_seen.insert(text, here);
+                tokens.push(token);
+            }
         }
     }
     tokens
@@ -566,6 +636,85 @@ report_tokens = ["0123456789abcdef0123456789abcdef", "the-next-token-while-rotat
         let config =
             parse_dns_config(&with_top(&format!("report_tokens = [\"{TOKEN}\"]"))).expect("valid");
         assert!(config.report_tokens[0].matches(TOKEN.as_bytes()));
+    }
+
+    #[test]
+    fn an_edge_may_have_a_token_of_its_own() {
+        const FRA: &str = "fra-1-own-token-0123456789abcdef0123";
+        const FRA_NEXT: &str = "fra-1-rotated-in-0123456789abcdef0123";
+        const AMS: &str = "ams-1-own-token-0123456789abcdef0123";
+        const ANY: &str = "0123456789abcdef0123456789abcdef";
+        // `fra` and `ams`: what goes between the brackets of each edge's list.
+        let with_tokens = |top: &str, fra: Option<&str>, ams: Option<&str>| {
+            let mut text = with_top(top);
+            for (edge, tokens) in [("fra-1", fra), ("ams-1", ams)] {
+                if let Some(tokens) = tokens {
+                    let line = format!("name = \"{edge}\"\n");
+                    text = text.replacen(&line, &format!("{line}report_tokens = [{tokens}]\n"), 1);
+                }
+            }
+            text
+        };
+        let one = |token: &str| format!("{token:?}");
+        let (fra, ams) = (one(FRA), one(AMS));
+        // Every edge with its own: report_tokens is not needed, even off loopback.
+        let config = parse_dns_config(&with_tokens(
+            "report_listen = \"0.0.0.0:5380\"",
+            Some(&format!("{fra}, {FRA_NEXT:?}")),
+            Some(&ams),
+        ))
+        .expect("valid");
+        assert!(config.report_tokens.is_empty());
+        let own = |pop: usize| &config.pops[pop].edges[0].report_tokens;
+        assert!(own(0)[0].matches(FRA.as_bytes()) && own(0)[1].matches(FRA_NEXT.as_bytes()));
+        assert!(own(1)[0].matches(AMS.as_bytes()));
+        // Some edges with their own, beside report_tokens for the rest.
+        let config = parse_dns_config(&with_tokens(
+            &format!("report_tokens = [{ANY:?}]"),
+            Some(&fra),
+            None,
+        ))
+        .expect("valid");
+        assert!(config.pops[1].edges[0].report_tokens.is_empty());
+
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with_tokens("", Some(&fra), None),
+                "pops[1].edges[0].report_tokens: is required: other edges have their own report_tokens and the top level has none",
+            ),
+            (
+                with_tokens("report_listen = \"0.0.0.0:5380\"", Some(&fra), Some("")),
+                "pops[1].edges[0].report_tokens: is required",
+            ),
+            (
+                with_tokens("", Some(&fra), Some(&fra)),
+                "pops[1].edges[0].report_tokens[0]: is the same as pops[0].edges[0].report_tokens[0]",
+            ),
+            (
+                with_tokens("", Some(&format!("{fra}, {fra}")), Some(&ams)),
+                "pops[0].edges[0].report_tokens[1]: is the same as pops[0].edges[0].report_tokens[0]",
+            ),
+            (
+                with_tokens(&format!("report_tokens = [{fra}]"), Some(&fra), None),
+                "report_tokens[0]: is the same as pops[0].edges[0].report_tokens[0]: a token is for any edge or for one",
+            ),
+            (
+                with_tokens(
+                    &format!("report_tokens = [{ANY:?}]"),
+                    Some(&one(&FRA[..31])),
+                    None,
+                ),
+                "pops[0].edges[0].report_tokens[0]: is 31 characters",
+            ),
+        ];
+        for (text, expected) in &cases {
+            let found = only_problem(text);
+            assert!(
+                found.starts_with(expected),
+                "{text}\n  got:  {found}\n  want: {expected}…"
+            );
+            assert!(!found.contains("0123456789"), "quotes the token: {found}");
+        }
     }
 
     #[test]

@@ -258,7 +258,8 @@ pub struct DnsReportConfig {
     /// most 32, no duplicates.
     pub report_urls: Vec<SocketAddr>,
     /// Sent as `Authorization: Bearer TOKEN` with every report and every read of the
-    /// health table: one of the `report_tokens` of each `tern dns`. Required when a
+    /// health table: one of the `report_tokens` of each `tern dns` (the top level's,
+    /// or this edge's own in its `[[pops.edges]]`). Required when a
     /// report URL is not a loopback address (such a `tern dns` refuses reports without
     /// one); default none.
     pub token: Option<ReportToken>,
@@ -337,8 +338,9 @@ pub struct RawBirdHealthConfig {
 pub struct RawDnsReportConfig {
     /// `http://IP:PORT` of each `tern dns` report listener. Required, 1 to 32.
     pub report_urls: Option<Vec<String>>,
-    /// One of the `report_tokens` of each `tern dns`: 32 to 256 visible ASCII
-    /// characters. Required when a report URL is not loopback; default none.
+    /// One of the `report_tokens` of each `tern dns` (the top level's, or this edge's
+    /// own in its `[[pops.edges]]`): 32 to 256 visible ASCII characters. Required when
+    /// a report URL is not loopback; default none.
     pub token: Option<String>,
 }
 

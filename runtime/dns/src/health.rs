@@ -74,6 +74,9 @@ pub enum ReportError {
     /// The edge is not in the DNS config: its report cannot be answered (HTTP 404).
     #[error("edge {0:?} is not in the DNS config")]
     UnknownEdge(String),
+    /// The token is one of another edge's own `report_tokens` (HTTP 403).
+    #[error("this token may report only for its own edge, not for {0:?}")]
+    NotYours(String),
 }
 
 impl HealthReport {

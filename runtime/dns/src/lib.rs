@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  edges ──POST /v1/health {"edge","state"}──▶ report (HTTP) ──▶ HealthTable
-//!        Authorization: Bearer TOKEN            401 unless one of report_tokens
+//!        Authorization: Bearer TOKEN            401 unless one of report_tokens or an
+//!                                               edge's own (403: another edge's)
 //!                                                                   │ now
 //!  resolver ──A/AAAA edge.tern.test. (+ECS)──▶ server (hickory) ──▶ Topology::answer
 //!           ◀── nearest healthy edges, TTL ──┘                      POP ▸ neighbors ▸
@@ -27,7 +28,7 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 401 no valid token (below); 400 not a report (bad JSON, a missing or unknown field, another state); 404 edge not in the config; 413 body over [`MAX_REPORT_BYTES`] |
+//! | `POST /v1/health` `{"edge": NAME, "state": "up"\|"down"\|"disabled"}` | 204; 401 no valid token (below); 403 another edge's own token; 400 not a report (bad JSON, a missing or unknown field, another state); 404 edge not in the config; 413 body over [`MAX_REPORT_BYTES`] |
 //! | `GET /v1/health` | 200, the table as JSON (below); 401 no valid token |
 //! | `GET /metrics` | 200, Prometheus text: answers by [`AnswerKind`], refusals by code, reports by result, `tern_dns_edge_up{edge,pop}`, `tern_dns_healthy_edges` |
 //!
@@ -40,7 +41,9 @@
 //! reported (`null` if none) and `age_ms` its age. Errors are `{"error": MESSAGE}`.
 //!
 //! Both methods of `/v1/health` need `Authorization: Bearer TOKEN` with one of the
-//! config's `report_tokens` (the edges send their `[health.dns] token`; the table
+//! config's `report_tokens`, or one of an edge's own `report_tokens`, which report for that
+//! edge only (403 for another, nothing changed), so that one edge's stolen token
+//! cannot report the others down (the edges send their `[health.dns] token`; the table
 //! too, since the edges' anycast guard acts on it and it shows which edges are
 //! draining); anything else gets 401 with `WWW-Authenticate: Bearer`, before the body
 //! is read, and changes nothing. Tokens are compared in constant time, with every
@@ -53,8 +56,7 @@
 //! What it does not do: DNSSEC, zone transfers, NS records (the parent zone's
 //! delegation names the servers), names other than the edge name, TLS on the report
 //! endpoint (a token crosses the network in clear: keep `report_listen` on a private
-//! network), per-edge tokens (any valid token may report for any edge), or probing
-//! edges itself: health comes only from the edges' reports (tern-health sends them).
+//! network), or probing edges itself: health comes only from the edges' reports (tern-health sends them).
 
 pub mod answer;
 mod auth;

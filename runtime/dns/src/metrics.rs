@@ -55,14 +55,18 @@ pub(crate) enum ReportResult {
     Bad,
     /// Without one of `report_tokens` (answered 401, the table unchanged).
     Unauthorized,
+    /// With an edge's own token, for another edge (answered 403, the table
+    /// unchanged).
+    Forbidden,
 }
 
 impl ReportResult {
-    const ALL: [ReportResult; 4] = [
+    const ALL: [ReportResult; 5] = [
         ReportResult::Accepted,
         ReportResult::UnknownEdge,
         ReportResult::Bad,
         ReportResult::Unauthorized,
+        ReportResult::Forbidden,
     ];
 
     fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl ReportResult {
             ReportResult::UnknownEdge => "unknown_edge",
             ReportResult::Bad => "bad",
             ReportResult::Unauthorized => "unauthorized",
+            ReportResult::Forbidden => "forbidden",
         }
     }
 }

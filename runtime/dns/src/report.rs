@@ -2,7 +2,8 @@
 //! routes and the JSON they carry are the crate's contract with the edges; they are
 //! documented in the crate docs. Both methods of `/v1/health` go through
 //! [`ReportAuth`](crate::auth::ReportAuth) first: a refused request is answered 401
-//! before its body is read, and changes nothing.
+//! before its body is read, and changes nothing. A report made with an edge's own
+//! token for another edge is answered 403 and changes nothing either.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Grant};
 use crate::health::{EdgeState, Health, HealthReport, MAX_REPORT_BYTES, ReportError};
 use crate::metrics::ReportResult;
 use crate::server::Shared;
@@ -89,17 +90,19 @@ pub(crate) async fn serve(
 async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let health_route = request.uri().path() == "/v1/health"
         && matches!(*request.method(), Method::GET | Method::POST);
+    let mut grant = Grant::AnyEdge;
     if health_route {
         let authorization = request.headers().get_all(AUTHORIZATION);
-        if let Err(refused) = shared
+        match shared
             .auth
             .check(authorization.iter().map(|v| v.as_bytes()))
         {
-            return unauthorized(request.method(), refused, shared);
+            Ok(granted) => grant = granted,
+            Err(refused) => return unauthorized(request.method(), refused, shared),
         }
     }
     match (request.method(), request.uri().path()) {
-        (&Method::POST, "/v1/health") => take_report(request, shared).await,
+        (&Method::POST, "/v1/health") => take_report(request, &grant, shared).await,
         (&Method::GET, "/v1/health") => table(shared),
         (&Method::GET, "/metrics") => {
             let text = {
@@ -120,7 +123,11 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Full<By
     }
 }
 
-async fn take_report(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn take_report(
+    request: Request<Incoming>,
+    grant: &Grant,
+    shared: &Shared,
+) -> Response<Full<Bytes>> {
     let body = Limited::new(request.into_body(), MAX_REPORT_BYTES).collect();
     let report = match tokio::time::timeout(BODY_TIMEOUT, body).await {
         Err(_) => Err(ReportError::Malformed(
@@ -135,6 +142,9 @@ async fn take_report(request: Request<Incoming>, shared: &Shared) -> Response<Fu
         Ok(Ok(body)) => HealthReport::from_json(&body.to_bytes()),
     };
     let taken = report.and_then(|report| {
+        if !grant.allows(&report.edge) {
+            return Err(ReportError::NotYours(report.edge));
+        }
         let now = Instant::now();
         let reported = shared.health.lock().handle_report(now, &report)?;
         if reported.before != reported.after {
@@ -157,6 +167,7 @@ async fn take_report(request: Request<Incoming>, shared: &Shared) -> Response<Fu
         Err(report_error) => {
             let (result, status) = match &report_error {
                 ReportError::UnknownEdge(_) => (ReportResult::UnknownEdge, StatusCode::NOT_FOUND),
+                ReportError::NotYours(_) => (ReportResult::Forbidden, StatusCode::FORBIDDEN),
                 ReportError::TooLarge => (ReportResult::Bad, StatusCode::PAYLOAD_TOO_LARGE),
                 ReportError::Malformed(_) => (ReportResult::Bad, StatusCode::BAD_REQUEST),
             };

@@ -99,7 +99,7 @@ impl Shared {
         let health = HealthTable::new(&topology, config.report_ttl);
         Ok(Self {
             topology,
-            auth: ReportAuth::new(&config.report_tokens),
+            auth: ReportAuth::from_config(config),
             health: Mutex::new(health),
             metrics: Metrics::default(),
             name: LowerName::new(&name),

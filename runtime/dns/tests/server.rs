@@ -612,6 +612,66 @@ async fn reports_and_the_table_need_one_of_the_tokens() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An edge's own `report_tokens` report for that edge and read the table, but a
+/// report for another edge made with it is answered 403 and changes nothing: one
+/// edge's token, stolen, cannot take the other edges out of the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_token_reports_only_for_its_edge() -> anyhow::Result<()> {
+    const ANY: &str = "0123456789abcdef0123456789abcdef";
+    const OWN: &str = "fra-1-own-token-0123456789abcdef0123";
+    let mut config = config_with("1h", &format!("report_tokens = [\"{ANY}\"]"));
+    config.pops[0].edges[0].report_tokens =
+        vec![tern_config::ReportToken::parse(OWN).map_err(anyhow::Error::msg)?];
+    let service = DnsService::start(&config).await?;
+    let addr = service.report_addr();
+    let own = format!("Authorization: Bearer {OWN}");
+    let post = async |edge: &str, state: &str| {
+        let body = format!(r#"{{"edge": "{edge}", "state": "{state}"}}"#);
+        let (status, _, text) = http_with(addr, "POST", "/v1/health", &[&own], &body).await?;
+        anyhow::Ok((status, text))
+    };
+
+    assert_eq!(post("fra-1", "up").await?.0, 204);
+    for (edge, state) in [("fra-2", "up"), ("ams-1", "down"), ("fra-2", "disabled")] {
+        let (status, text) = post(edge, state).await?;
+        assert_eq!(status, 403, "{edge} {state}: {text}");
+        assert!(
+            text.contains("may report only for its own edge") && !text.contains(OWN),
+            "{text}"
+        );
+    }
+    // An unknown edge is not the token's either.
+    assert_eq!(post("nobody", "up").await?.0, 403);
+    let (status, _, body) = http_with(addr, "GET", "/v1/health", &[&own], "").await?;
+    assert_eq!(status, 200, "{body}");
+    let table: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(table["healthy"], 1, "{table}");
+    assert_eq!(health_of(&table, "fra-2").as_deref(), Some("unreported"));
+    assert_eq!(health_of(&table, "ams-1").as_deref(), Some("unreported"));
+    wait_for_answer(&service, FRA, RecordType::A, &["192.0.2.11"]).await?;
+
+    // The token for any edge still reports for all of them, this one included.
+    let any = format!("Authorization: Bearer {ANY}");
+    for edge in ["fra-1", "fra-2"] {
+        let body = format!(r#"{{"edge": "{edge}", "state": "up"}}"#);
+        let (status, _, text) = http_with(addr, "POST", "/v1/health", &[&any], &body).await?;
+        assert_eq!(status, 204, "{edge}: {text}");
+    }
+    wait_for_answer(&service, FRA, RecordType::A, &["192.0.2.11", "192.0.2.12"]).await?;
+    let (_, metrics) = http(addr, "GET", "/metrics", "").await?;
+    for line in [
+        "tern_dns_health_reports_total{result=\"forbidden\"} 4",
+        "tern_dns_health_reports_total{result=\"accepted\"} 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    service.shutdown().await;
+    Ok(())
+}
+
 /// An edge that stops reporting leaves the answers once its last report is older than
 /// `report_ttl`; one that keeps reporting stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
