@@ -471,12 +471,17 @@ impl HealthProcess {
             .arg("--edge")
             .arg(edge.to_string())
             .args(["--metrics", "127.0.0.1:0"]);
-        let (child, logs, found) = spawn_reporting(cmd, "tern health", &["tern health probing "])?;
+        let (mut child, logs, found) =
+            spawn_reporting(cmd, "tern health", &["tern health probing "])?;
         let metrics = found
             .first()
             .and_then(|line| line.rsplit_once("metrics on http://"))
-            .and_then(|(_, addr)| addr.trim().parse().ok())
-            .with_context(|| format!("no metrics address in {found:?}"))?;
+            .and_then(|(_, addr)| addr.trim().parse().ok());
+        let Some(metrics) = metrics else {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("no metrics address in {found:?}");
+        };
         Ok(Self {
             child,
             metrics,

@@ -107,6 +107,17 @@ async fn tern_health_withdraws_a_frozen_or_killed_edge() -> anyhow::Result<()> {
     eprintln!("announced again once the log thawed");
 
     // Frozen: only a process alongside can notice.
+    let load_failures = async || {
+        let text = http::get(health.metrics, "/metrics", None).await?.body;
+        let failures = http::metric(&text, r#"tern_health_probe_failures_total{check="load"}"#);
+        anyhow::Ok((failures, text))
+    };
+    let edge_stalls = async || {
+        let text = http::get(addr, "/metrics", None).await?.body;
+        anyhow::Ok(http::metric(&text, "tern_edge_event_loop_stalls_total"))
+    };
+    let (load_failures_before, _) = load_failures().await?;
+    let stalls_before = edge_stalls().await?;
     edge.freeze();
     let frozen = Instant::now();
     pair.wait_withdrawn().await;
@@ -116,16 +127,12 @@ async fn tern_health_withdraws_a_frozen_or_killed_edge() -> anyhow::Result<()> {
     eprintln!("thawed edge announced again");
     // Frozen for longer than max_event_loop_lag: a stall, seen by the edge and by
     // `tern health`'s load check (nothing else fails it: no client is connected).
-    let stalls = http::metric(
-        &http::get(addr, "/metrics", None).await?.body,
-        "tern_edge_event_loop_stalls_total",
-    );
+    let stalls = edge_stalls().await?.saturating_sub(stalls_before);
     ensure!(stalls >= 1, "the edge counted no stall after a freeze");
-    let load_failures = r#"tern_health_probe_failures_total{check="load"}"#;
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let text = http::get(health.metrics, "/metrics", None).await?.body;
-        if http::metric(&text, load_failures) >= 1 {
+        let (failures, text) = load_failures().await?;
+        if failures > load_failures_before {
             break;
         }
         ensure!(

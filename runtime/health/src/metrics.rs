@@ -11,7 +11,7 @@
 //! | `tern_health_transitions_total{to}` | counter | state changes, by the state entered |
 //! | `tern_health_probes_total` | counter | probes run |
 //! | `tern_health_probe_failures_total{check}` | counter | failed checks, by check |
-//! | `tern_health_event_loop_lag_seconds` | gauge | worst timer lateness seen by the last probe |
+//! | `tern_health_event_loop_lag_seconds` | gauge | worst timer lateness on the edge's runtime, as the edge reported it at the last probe (NaN: not known) |
 //! | `tern_health_dns_reports_total` | counter | reports posted to tern dns (all URLs) |
 //! | `tern_health_dns_report_failures_total` | counter | of those, the ones that failed |
 //! | `tern_health_anycast_*` | | the [`AnycastMetrics`] of the last cycle, when `[health.bird]` is set |

@@ -80,6 +80,15 @@ struct Snapshot {
     event_loop: Option<EventLoop>,
 }
 
+impl Snapshot {
+    /// Before the edge answered.
+    const UNKNOWN: Snapshot = Snapshot {
+        readiness: Readiness::NotReady,
+        connections: None,
+        event_loop: None,
+    };
+}
+
 /// An edge in another process, reached over its listener.
 #[derive(Debug)]
 pub struct RemoteEdge {
@@ -98,11 +107,7 @@ impl RemoteEdge {
             addr: reachable(config.listen),
             max_connections: u64::try_from(config.limits.max_connections).unwrap_or(u64::MAX),
             timeout: config.health.timeout,
-            snapshot: Mutex::new(Snapshot {
-                readiness: Readiness::NotReady,
-                connections: None,
-                event_loop: None,
-            }),
+            snapshot: Mutex::new(Snapshot::UNKNOWN),
         }
     }
 
@@ -189,12 +194,12 @@ impl ProbedEdge for RemoteEdge {
     fn send_clients_elsewhere(&self) {}
 
     async fn refresh(&self) {
-        // Not ready until proven otherwise: a refresh cut short by the probe's
-        // timeout leaves this.
-        self.snapshot
+        // Not ready and nothing known until proven otherwise: a refresh cut short by
+        // the probe's timeout leaves this, not the last probe's figures.
+        *self
+            .snapshot
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .readiness = Readiness::NotReady;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot::UNKNOWN;
         let (readiness, (connections, event_loop)) = tokio::join!(self.readiness(), self.metrics());
         *self
             .snapshot
