@@ -606,6 +606,18 @@ async fn dns_answer(server: SocketAddr, ttl: u32) -> anyhow::Result<Vec<Ipv4Addr
     bail!("no DNS answer from {server}")
 }
 
+/// Starts the topology and waits until `tern dns` answers every edge; returns its
+/// address and the edges' addresses.
+async fn start_with_every_edge_answered(
+    t: &Topology,
+) -> anyhow::Result<(SocketAddr, Vec<Ipv4Addr>)> {
+    t.start().await?;
+    let server = t.dns_addr()?;
+    let all: Vec<Ipv4Addr> = t.edges().iter().map(|e| e.addr).collect();
+    wait_answer(server, &all).await?;
+    Ok((server, all))
+}
+
 /// Waits (at most [`PATIENCE`]) until `tern dns` answers exactly `want` (sorted).
 async fn wait_answer(server: SocketAddr, want: &[Ipv4Addr]) -> anyhow::Result<()> {
     let until = Instant::now() + PATIENCE;
@@ -630,10 +642,7 @@ fn dns_answers_follow_edge_health_and_fall_back() -> anyhow::Result<()> {
         return Ok(());
     };
     topology.run_in_client(async |t: &Topology| {
-        t.start().await?;
-        let server = t.dns_addr()?;
-        let all: Vec<Ipv4Addr> = t.edges().iter().map(|e| e.addr).collect();
-        wait_answer(server, &all).await?;
+        let (server, all) = start_with_every_edge_answered(t).await?;
         t.progress(&format!("tern dns answers {all:?}"));
 
         // One edge goes: it leaves the answers.
@@ -725,10 +734,7 @@ fn unresolvable_primary_name_falls_back_to_another_host() -> anyhow::Result<()> 
         return Ok(());
     };
     topology.run_in_client(async |t: &Topology| {
-        t.start().await?;
-        let server = t.dns_addr()?;
-        let all: Vec<Ipv4Addr> = t.edges().iter().map(|e| e.addr).collect();
-        wait_answer(server, &all).await?;
+        let (server, _) = start_with_every_edge_answered(t).await?;
         // The primary's domain is not tern dns's zone: REFUSED, it never resolves.
         let primary = format!("ws://edge.primary.test:{EDGE_PORT}");
         let fallback = format!("ws://{}:{EDGE_PORT}", DNS_NAME.trim_end_matches('.'));

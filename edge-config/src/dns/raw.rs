@@ -534,6 +534,19 @@ addrs = ["192.0.2.21", "2001:db8::21"]
         format!("{}: {}", found[0].0, found[0].1)
     }
 
+    /// Each text has one problem, starting with its expected `path: message`, and the
+    /// problem does not quote the tokens of these tests (all hold `0123456789`).
+    fn each_is_the_only_problem_and_quotes_no_token(cases: &[(String, &str)]) {
+        for (text, expected) in cases {
+            let found = only_problem(text);
+            assert!(
+                found.starts_with(expected),
+                "{text}\n  got:  {found}\n  want: {expected}…"
+            );
+            assert!(!found.contains("0123456789"), "quotes the token: {found}");
+        }
+    }
+
     /// `BASE` with `line` (a `key = value` of the top level) added before the POPs.
     fn with_top(line: &str) -> String {
         format!("{line}\n{BASE}")
@@ -624,14 +637,7 @@ report_tokens = ["0123456789abcdef0123456789abcdef", "the-next-token-while-rotat
                 "report_tokens: lists 17; at most 16",
             ),
         ];
-        for (text, expected) in &cases {
-            let found = only_problem(text);
-            assert!(
-                found.starts_with(expected),
-                "{text}\n  got:  {found}\n  want: {expected}…"
-            );
-            assert!(!found.contains("0123456789"), "quotes the token: {found}");
-        }
+        each_is_the_only_problem_and_quotes_no_token(&cases);
         // Tokens on loopback are checked (and then enforced) all the same.
         let config =
             parse_dns_config(&with_top(&format!("report_tokens = [\"{TOKEN}\"]"))).expect("valid");
@@ -707,14 +713,7 @@ report_tokens = ["0123456789abcdef0123456789abcdef", "the-next-token-while-rotat
                 "pops[0].edges[0].report_tokens[0]: is 31 characters",
             ),
         ];
-        for (text, expected) in &cases {
-            let found = only_problem(text);
-            assert!(
-                found.starts_with(expected),
-                "{text}\n  got:  {found}\n  want: {expected}…"
-            );
-            assert!(!found.contains("0123456789"), "quotes the token: {found}");
-        }
+        each_is_the_only_problem_and_quotes_no_token(&cases);
     }
 
     #[test]
